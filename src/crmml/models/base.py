@@ -1,0 +1,433 @@
+"""Shared maximum-likelihood machinery for the BTYD and spend models.
+
+A model in :mod:`crmml.models` declares its parameter names, the summary columns it reads, which of
+those columns carry its scale (time, or money) and one pure function returning the per-row
+log-likelihood and its gradient. :class:`BaseModel` does the rest: input validation, compression of
+identical rows into weights, rescaling, optimisation in log-parameter space, standard errors from the
+Hessian, and evaluation of predictions once per unique row.
+"""
+
+from __future__ import annotations
+
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+from scipy import optimize
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from crmml.errors import ConvergenceError, DataValidationError
+
+__all__ = ["BaseModel", "check_btyd_summary", "check_horizon", "unique_rows"]
+
+# Typing aliases: the data a likelihood sees is a tuple of equally long float arrays.
+Data = tuple[np.ndarray, ...]
+LikelihoodFunction = Callable[[np.ndarray, Data], tuple[np.ndarray, np.ndarray]]
+
+_MAX_SHOWN_ROWS = 5
+
+
+def unique_rows(columns: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Find the distinct rows of a set of equally long columns.
+
+    Hash-based (``pandas.factorize`` per column, then on a mixed-radix key), so it is linear in the
+    number of rows rather than a lexicographic sort.
+
+    Parameters
+    ----------
+    columns : sequence of 1-d arrays
+        The columns; row ``i`` is ``tuple(c[i] for c in columns)``.
+
+    Returns
+    -------
+    first : ndarray of int
+        Position of one representative of each distinct row, in order of first appearance.
+    inverse : ndarray of int
+        For every row, the index of its distinct row in ``first``.
+    """
+    n = len(columns[0])
+    key = np.zeros(n, dtype=np.int64)
+    radix = 1
+    for column in columns:
+        codes, uniques = pd.factorize(column)
+        if radix * max(len(uniques), 1) >= 2**62:
+            # The mixed-radix key would overflow: re-factorise the partial key first.
+            key, partial = pd.factorize(key)
+            radix = max(len(partial), 1)
+        key = key * max(len(uniques), 1) + codes
+        radix *= max(len(uniques), 1)
+    inverse, distinct = pd.factorize(key)
+    first = np.full(len(distinct), n, dtype=np.int64)
+    np.minimum.at(first, inverse, np.arange(n, dtype=np.int64))
+    return first, inverse.astype(np.int64)
+
+
+class BaseModel(BaseEstimator, ABC):
+    """Maximum-likelihood estimation shared by every crmml model.
+
+    Subclasses set the class variables below and implement :meth:`_log_likelihood`. The optimiser
+    minimises the weighted mean negative log-likelihood (so its tolerance means the same at any data
+    size) plus ``penalizer * sum(params**2)`` over the log-parameters with L-BFGS-B and analytic
+    gradients, then polishes the optimum with Newton steps on a finite-difference Hessian of the
+    analytic gradient.
+
+    Parameters
+    ----------
+    penalizer : float, default 0.0
+        L2 penalty on the (rescaled) natural parameters, as in lifetimes. Helps when the data hold
+        few repeat customers and the optimum drifts to a boundary.
+    initial_params : dict, optional
+        Starting values of the natural parameters (default: all ones on the rescaled data).
+    max_iter : int, default 2000
+        Maximum number of L-BFGS-B iterations.
+    """
+
+    param_names: ClassVar[tuple[str, ...]] = ()
+    #: Summary columns the likelihood reads, in the order :meth:`_log_likelihood` receives them.
+    data_columns: ClassVar[tuple[str, ...]] = ()
+    #: Columns measured in the data's scale unit (time or money); rescaled before fitting.
+    scaled_columns: ClassVar[tuple[str, ...]] = ()
+    #: Parameters that carry the scale unit: multiplied by the scale factor on rescaled data.
+    scaled_params: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, penalizer: float = 0.0, *, initial_params: dict | None = None, max_iter: int = 2000):
+        self.penalizer = penalizer
+        self.initial_params = initial_params
+        self.max_iter = max_iter
+
+    # ----------------------------------------------------------------------------------------------
+    # To be provided by each model
+    @staticmethod
+    @abstractmethod
+    def _log_likelihood(params: np.ndarray, data: Data) -> tuple[np.ndarray, np.ndarray]:
+        """Per-row log-likelihood and its gradient with respect to the natural parameters.
+
+        Returns an array of shape ``(n,)`` and one of shape ``(n, len(param_names))``.
+        """
+
+    def _check_data(self, data: dict[str, np.ndarray], index: pd.Index) -> None:
+        """Model-specific checks of the summary values; raise :class:`DataValidationError`."""
+
+    def _rows_used_in_fit(self, data: dict[str, np.ndarray]) -> np.ndarray | None:
+        """Boolean mask of the rows the likelihood is defined for (``None``: all rows)."""
+        return None
+
+    # ----------------------------------------------------------------------------------------------
+    # Input handling
+    def _extract(self, summary: pd.DataFrame, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Validate the summary frame and return its model columns as float arrays."""
+        columns = tuple(columns or self.data_columns)
+        if not isinstance(summary, pd.DataFrame):
+            raise DataValidationError(
+                f"{type(self).__name__} expects a summary DataFrame with columns {list(columns)}; "
+                f"got {type(summary).__name__}."
+            )
+        if len(summary) == 0:
+            raise DataValidationError(f"{type(self).__name__}: the summary frame has no rows.")
+        data: dict[str, np.ndarray] = {}
+        for name in columns:
+            if name not in summary.columns:
+                raise DataValidationError(
+                    f"Required column {name!r} missing from the summary (columns found: {list(summary.columns)}).",
+                    column=name,
+                )
+            values = pd.to_numeric(summary[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            bad = ~np.isfinite(values)
+            if bad.any():
+                raise _rows_error(summary.index, bad, summary[name].to_numpy(), name, "must be a finite number")
+            data[name] = values
+        self._check_data(data, summary.index)
+        return data
+
+    @staticmethod
+    def _check_weights(sample_weight, n_rows: int) -> np.ndarray:
+        if sample_weight is None:
+            return np.ones(n_rows)
+        weights = np.asarray(sample_weight, dtype=float)
+        if weights.shape != (n_rows,):
+            raise DataValidationError(
+                f"sample_weight must have one value per summary row ({n_rows}); got shape {weights.shape}.",
+                column="sample_weight",
+            )
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))[:_MAX_SHOWN_ROWS]
+            raise DataValidationError(
+                f"sample_weight must be finite and non-negative; rows {bad.tolist()} are not.",
+                column="sample_weight",
+                rows=bad.tolist(),
+            )
+        return weights
+
+    def _check_hyperparameters(self) -> None:
+        name = type(self).__name__
+        if not (isinstance(self.penalizer, (int, float)) and np.isfinite(self.penalizer) and self.penalizer >= 0):
+            raise ValueError(
+                f"The 'penalizer' parameter of {name} must be a float in [0, inf). Got {self.penalizer!r} instead."
+            )
+        if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter > 0):
+            raise ValueError(f"The 'max_iter' parameter of {name} must be a positive int. Got {self.max_iter!r}.")
+        if self.initial_params is not None:
+            unknown = set(self.initial_params) - set(self.param_names)
+            missing = set(self.param_names) - set(self.initial_params)
+            if unknown or missing:
+                raise ValueError(
+                    f"The 'initial_params' of {name} must give exactly {list(self.param_names)}; "
+                    f"unknown {sorted(unknown)}, missing {sorted(missing)}."
+                )
+            values = np.array([self.initial_params[p] for p in self.param_names], dtype=float)
+            if not np.all(np.isfinite(values) & (values > 0)):
+                raise ValueError(f"The 'initial_params' of {name} must all be positive finite numbers.")
+
+    # ----------------------------------------------------------------------------------------------
+    # Fitting
+    def fit(self, summary: pd.DataFrame, y=None, *, sample_weight=None):
+        """Fit the model by maximum likelihood.
+
+        Parameters
+        ----------
+        summary : DataFrame
+            One row per customer (or per group of identical customers, with ``sample_weight``)
+            holding the columns listed in ``data_columns``.
+        y : ignored
+            Present for scikit-learn compatibility.
+        sample_weight : array-like, optional
+            Number of customers each row stands for. Weights are equivalent to duplicated rows.
+
+        Returns
+        -------
+        self
+        """
+        self._check_hyperparameters()
+        data = self._extract(summary)
+        weights = self._check_weights(sample_weight, len(summary))
+        used = self._rows_used_in_fit(data)
+        if used is not None:
+            weights = np.where(used, weights, 0.0)
+        columns = [data[name] for name in self.data_columns]
+        first, inverse = unique_rows(columns)
+        row_weights = np.bincount(inverse, weights=weights, minlength=len(first))
+        keep = row_weights > 0
+        if not keep.any():
+            raise DataValidationError(f"{type(self).__name__}: no rows with positive weight to fit on.")
+        compressed = tuple(column[first][keep] for column in columns)
+        row_weights = row_weights[keep]
+
+        scale = self._scale_factor(compressed)
+        scaled = self._rescale_data(compressed, scale)
+        scaled_params, n_iter = self._optimise(scaled, row_weights, scale)
+        params = self._rescale_params(scaled_params, 1.0 / scale)
+
+        log_likelihood_rows, _ = self._log_likelihood(params, compressed)
+        self.params_ = pd.Series(params, index=list(self.param_names), name="estimate")
+        self.log_likelihood_ = float(row_weights @ log_likelihood_rows)
+        self.n_customers_ = float(row_weights.sum())
+        self.n_unique_rows_ = int(len(row_weights))
+        self.n_iter_ = int(n_iter)
+        self.covariance_, self.standard_errors_ = self._standard_errors(params, compressed, row_weights, scale)
+        return self
+
+    def _scale_factor(self, data: Data) -> float:
+        """Factor that brings the scaled columns to a maximum of 10 (1 if nothing is scaled)."""
+        if not self.scaled_columns:
+            return 1.0
+        largest = max(np.max(data[self.data_columns.index(c)]) for c in self.scaled_columns)
+        return 10.0 / largest if largest > 0 else 1.0
+
+    def _rescale_data(self, data: Data, scale: float) -> Data:
+        return tuple(
+            column * scale if name in self.scaled_columns else column
+            for name, column in zip(self.data_columns, data, strict=True)
+        )
+
+    def _rescale_params(self, params: np.ndarray, scale: float) -> np.ndarray:
+        out = params.copy()
+        for name in self.scaled_params:
+            out[self.param_names.index(name)] *= scale
+        return out
+
+    def _objective(self, log_params: np.ndarray, data: Data, weights: np.ndarray) -> tuple[float, np.ndarray]:
+        """Weighted mean negative log-likelihood plus penalty, and its gradient in log-parameters."""
+        params = np.exp(log_params)
+        with np.errstate(all="ignore"):
+            log_likelihood_rows, gradient_rows = self._log_likelihood(params, data)
+        total_weight = weights.sum()
+        value = -(weights @ log_likelihood_rows) / total_weight + self.penalizer * np.sum(params**2)
+        gradient = (-(weights @ gradient_rows) / total_weight + 2.0 * self.penalizer * params) * params
+        if not (np.isfinite(value) and np.all(np.isfinite(gradient))):
+            return np.inf, np.zeros_like(log_params)
+        return float(value), gradient
+
+    def _optimise(self, data: Data, weights: np.ndarray, scale: float) -> tuple[np.ndarray, int]:
+        if self.initial_params is not None:
+            start = np.array([self.initial_params[p] for p in self.param_names], dtype=float)
+            start = self._rescale_params(start, scale)
+        else:
+            start = np.ones(len(self.param_names))
+        result = optimize.minimize(
+            self._objective,
+            np.log(start),
+            args=(data, weights),
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": self.max_iter, "ftol": 1e-15, "gtol": 1e-9, "maxcor": 20},
+        )
+        log_params = result.x
+        value, gradient = self._objective(log_params, data, weights)
+        if not np.isfinite(value):
+            self._raise_convergence(result, gradient)
+        log_params, gradient = self._newton_polish(log_params, data, weights)
+        if not np.all(np.abs(gradient) < 1e-5) or np.any(np.abs(log_params) > 25):
+            self._raise_convergence(result, gradient)
+        return np.exp(log_params), result.nit
+
+    def _newton_polish(self, log_params: np.ndarray, data: Data, weights: np.ndarray, steps: int = 8):
+        """A few safeguarded Newton steps from the quasi-Newton optimum (quadratic convergence)."""
+        value, gradient = self._objective(log_params, data, weights)
+        for _ in range(steps):
+            if np.max(np.abs(gradient)) < 1e-12:
+                break
+            hessian = self._numeric_hessian(lambda lp: self._objective(lp, data, weights)[1], log_params)
+            try:
+                step = np.linalg.solve(hessian, gradient)
+            except np.linalg.LinAlgError:
+                break
+            if not np.all(np.isfinite(step)):
+                break
+            candidate = log_params - step
+            new_value, new_gradient = self._objective(candidate, data, weights)
+            if not (new_value <= value + 1e-15 * abs(value)):
+                break
+            log_params, value, gradient = candidate, new_value, new_gradient
+        return log_params, gradient
+
+    @staticmethod
+    def _numeric_hessian(gradient_function: Callable[[np.ndarray], np.ndarray], point: np.ndarray) -> np.ndarray:
+        """Central differences of an analytic gradient, symmetrised."""
+        k = len(point)
+        hessian = np.empty((k, k))
+        for j in range(k):
+            step = 1e-5 * max(1.0, abs(point[j]))
+            up, down = point.copy(), point.copy()
+            up[j] += step
+            down[j] -= step
+            hessian[:, j] = (gradient_function(up) - gradient_function(down)) / (2 * step)
+        return 0.5 * (hessian + hessian.T)
+
+    def _standard_errors(self, params: np.ndarray, data: Data, weights: np.ndarray, scale: float):
+        """Covariance and standard errors of the natural parameters from the observed information.
+
+        The Hessian of the total (not mean) penalised negative log-likelihood is taken in
+        log-parameters on the original data and mapped to natural parameters with the delta method,
+        ``cov(theta) = D cov(log theta) D`` with ``D = diag(theta)``.
+        """
+        total = weights.sum()
+
+        def total_gradient(log_params):
+            natural = np.exp(log_params)
+            _, gradient_rows = self._log_likelihood(natural, data)
+            penalty = 2.0 * self.penalizer * total * self._rescale_params(natural, scale) ** 2
+            return -(weights @ gradient_rows) * natural + penalty
+
+        with np.errstate(all="ignore"):
+            hessian = self._numeric_hessian(total_gradient, np.log(params))
+        names = list(self.param_names)
+        try:
+            covariance_log = np.linalg.inv(hessian)
+            eigenvalues = np.linalg.eigvalsh(hessian)
+        except np.linalg.LinAlgError:
+            covariance_log, eigenvalues = np.full_like(hessian, np.nan), np.array([np.nan])
+        if not np.all(eigenvalues > 0):
+            warnings.warn(
+                f"{type(self).__name__}: the Hessian at the optimum is not positive definite; "
+                "standard errors are not available (NaN).",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            covariance_log = np.full_like(hessian, np.nan)
+        covariance = covariance_log * np.outer(params, params)
+        standard_errors = np.sqrt(np.diag(covariance))
+        return (
+            pd.DataFrame(covariance, index=names, columns=names),
+            pd.Series(standard_errors, index=names, name="standard_error"),
+        )
+
+    def _raise_convergence(self, result, gradient) -> None:
+        raise ConvergenceError(
+            f"{type(self).__name__} did not converge after {result.nit} iterations ({result.message}); "
+            f"largest gradient component {np.max(np.abs(gradient)):.3g}. Try: a small penalizer "
+            f"(e.g. {type(self).__name__}(penalizer=0.001)), different initial_params, checking that the "
+            "time columns are in a sensible unit (values of order 1-100, e.g. weeks rather than seconds), "
+            "and that the data hold enough repeat customers."
+        )
+
+    # ----------------------------------------------------------------------------------------------
+    # Results
+    def param_table(self) -> pd.DataFrame:
+        """Estimates with standard errors and 95 % Wald intervals (computed on the log scale)."""
+        check_is_fitted(self, "params_")
+        estimate = self.params_
+        log_se = self.standard_errors_ / estimate
+        return pd.DataFrame(
+            {
+                "estimate": estimate,
+                "standard_error": self.standard_errors_,
+                "lower_95": estimate * np.exp(-1.959963984540054 * log_se),
+                "upper_95": estimate * np.exp(1.959963984540054 * log_se),
+            }
+        )
+
+    def _params(self) -> np.ndarray:
+        check_is_fitted(self, "params_")
+        return self.params_.to_numpy(dtype=float)
+
+    def _predict_unique(
+        self,
+        summary: pd.DataFrame,
+        function: Callable[..., np.ndarray],
+        columns: Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> pd.Series:
+        """Evaluate ``function(*unique_columns)`` once per distinct row and broadcast it back."""
+        check_is_fitted(self, "params_")
+        columns = tuple(columns or self.data_columns)
+        data = self._extract(summary, columns)
+        first, inverse = unique_rows([data[c] for c in columns])
+        values = function(*(data[c][first] for c in columns))
+        return pd.Series(np.asarray(values, dtype=float)[inverse], index=summary.index, name=name)
+
+
+def _rows_error(index: pd.Index, bad: np.ndarray, raw: np.ndarray, column: str, requirement: str) -> DataValidationError:
+    positions = np.flatnonzero(bad)
+    shown = positions[:_MAX_SHOWN_ROWS]
+    examples = ", ".join(f"row {index[i]!r} ({raw[i]!r})" for i in shown)
+    more = f" and {len(positions) - len(shown)} more" if len(positions) > len(shown) else ""
+    return DataValidationError(
+        f"Column {column!r} {requirement}: {len(positions)} row(s) are not, e.g. {examples}{more}.",
+        column=column,
+        rows=[index[i] for i in shown],
+    )
+
+
+def check_horizon(horizon) -> float:
+    """A prediction horizon as a float: finite and non-negative, in the model's time units."""
+    value = float(horizon)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"horizon must be a finite non-negative number of time units; got {horizon!r}.")
+    return value
+
+
+def check_btyd_summary(data: dict[str, np.ndarray], index: pd.Index) -> None:
+    """Checks shared by the frequency/recency/T models: whole frequencies and 0 <= recency <= T."""
+    frequency, recency, T = data["frequency"], data["recency"], data["T"]
+    if np.any(bad := (frequency < 0) | (frequency != np.round(frequency))):
+        raise _rows_error(index, bad, frequency, "frequency", "must be a non-negative whole number")
+    if np.any(bad := recency < 0):
+        raise _rows_error(index, bad, recency, "recency", "must be >= 0")
+    if np.any(bad := recency > T * (1 + 1e-12)):
+        raise _rows_error(index, bad, recency, "recency", "must not exceed T")
+    if np.any(bad := (frequency == 0) & (recency != 0)):
+        raise _rows_error(index, bad, recency, "recency", "must be 0 where frequency is 0")
