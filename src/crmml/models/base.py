@@ -282,6 +282,10 @@ class BaseModel(BaseEstimator, ABC):
         log_params, gradient = self._newton_polish(log_params, data, weights)
         if not np.all(np.abs(gradient) < 1e-5) or np.any(np.abs(log_params) > 25):
             self._raise_convergence(result, gradient)
+        hessian = self._numeric_hessian(lambda lp: self._objective(lp, data, weights)[1], log_params)
+        eigenvalues = np.linalg.eigvalsh(hessian) if np.all(np.isfinite(hessian)) else np.array([np.nan])
+        if not np.min(eigenvalues) > 1e-8:
+            self._raise_convergence(result, gradient, reason="the likelihood is flat at the optimum (parameters not identified)")
         return np.exp(log_params), result.nit
 
     def _newton_polish(self, log_params: np.ndarray, data: Data, weights: np.ndarray, steps: int = 8):
@@ -355,9 +359,9 @@ class BaseModel(BaseEstimator, ABC):
             pd.Series(standard_errors, index=names, name="standard_error"),
         )
 
-    def _raise_convergence(self, result, gradient) -> None:
+    def _raise_convergence(self, result, gradient, reason: str | None = None) -> None:
         raise ConvergenceError(
-            f"{type(self).__name__} did not converge after {result.nit} iterations ({result.message}); "
+            f"{type(self).__name__} did not converge after {result.nit} iterations ({reason or result.message}); "
             f"largest gradient component {np.max(np.abs(gradient)):.3g}. Try: a small penalizer "
             f"(e.g. {type(self).__name__}(penalizer=0.001)), different initial_params, checking that the "
             "time columns are in a sensible unit (values of order 1-100, e.g. weeks rather than seconds), "

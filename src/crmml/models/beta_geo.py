@@ -20,82 +20,88 @@ from crmml.models.base import BaseModel, Data, check_btyd_summary, check_horizon
 __all__ = ["BetaGeo"]
 
 
-def _log_likelihood(params: np.ndarray, data: Data) -> tuple[np.ndarray, np.ndarray]:
-    """Per-customer log-likelihood (eq. 6) and its gradient in ``(r, alpha, a, b)``.
+def beta_geometric_log_likelihood(params: np.ndarray, data: Data, shift: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-customer log-likelihood and its gradient in ``(r, alpha, a, b)``, BG/NBD eq. 6.
 
-    ``L = B(a, b+x)/B(a, b) * Gamma(r+x) alpha^r / Gamma(r)
-    * [(alpha+T)^-(r+x) + [x>0] a/(b+x-1) (alpha+t_x)^-(r+x)]``; the bracket is combined with
-    log-sum-exp and its softmax weight gives the gradient of the bracket.
+    ``L = B(a, b+x+shift)/B(a, b) * Gamma(r+x) alpha^r / Gamma(r)
+    * [(alpha+T)^-(r+x) + [x+shift>0] a/(b+x+shift-1) (alpha+t_x)^-(r+x)]``.
+
+    ``shift=0`` is BG/NBD, where a customer can only drop out after a repeat purchase; ``shift=1``
+    is MBG/NBD (Batislam, Denizel & Filiztekin 2007), where she can also drop out right after the
+    first purchase. The bracket is combined with log-sum-exp; its softmax weight gives the gradient.
     """
     r, alpha, a, b = params
     x, t_x, T = data
-    repeat = x > 0
+    bx = b + x + shift  # beta parameter of the dropout probability after x repeat purchases
+    can_drop = (x + shift) > 0
     log_alpha_T = np.log(alpha + T)
     log_alpha_tx = np.log(alpha + t_x)
     survive = -(r + x) * log_alpha_T
     with np.errstate(divide="ignore", invalid="ignore"):
-        dropped = np.where(repeat, np.log(a) - np.log(b + x - 1) - (r + x) * log_alpha_tx, -np.inf)
+        dropped = np.where(can_drop, np.log(a) - np.log(bx - 1) - (r + x) * log_alpha_tx, -np.inf)
     bracket, w = log_sum_exp_pair(survive, dropped)
     log_likelihood = (
         special.gammaln(r + x)
         - special.gammaln(r)
         + r * np.log(alpha)
-        + special.betaln(a, b + x)
+        + special.betaln(a, bx)
         - special.betaln(a, b)
         + bracket
     )
     digamma_ab = special.digamma(a + b)
-    digamma_abx = special.digamma(a + b + x)
+    digamma_abx = special.digamma(a + bx)
     with np.errstate(divide="ignore", invalid="ignore"):
-        inverse_bx1 = np.where(repeat, 1.0 / (b + x - 1), 0.0)
+        inverse_bx1 = np.where(can_drop, 1.0 / (bx - 1), 0.0)
     gradient = np.column_stack(
         [
             special.digamma(r + x) - special.digamma(r) + np.log(alpha) - (1 - w) * log_alpha_T - w * log_alpha_tx,
             r / alpha - (r + x) * ((1 - w) / (alpha + T) + w / (alpha + t_x)),
             digamma_ab - digamma_abx + w / a,
-            special.digamma(b + x) - special.digamma(b) + digamma_ab - digamma_abx - w * inverse_bx1,
+            special.digamma(bx) - special.digamma(b) + digamma_ab - digamma_abx - w * inverse_bx1,
         ]
     )
     return log_likelihood, gradient
 
 
-def _log_odds_dropped(params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
-    """``log[P(inactive) / P(active)]`` given the history (the ratio behind eq. 13)."""
+def _log_odds_dropped(params, x, t_x, T, shift: int) -> np.ndarray:
+    """``log[P(inactive) / P(active)]`` given the history (the ratio behind BG/NBD eq. 13)."""
     r, alpha, a, b = params
     with np.errstate(divide="ignore", invalid="ignore"):
-        odds = np.log(a) - np.log(b + x - 1) + (r + x) * (np.log(alpha + T) - np.log(alpha + t_x))
-    return np.where(x > 0, odds, -np.inf)
+        odds = np.log(a) - np.log(b + x + shift - 1) + (r + x) * (np.log(alpha + T) - np.log(alpha + t_x))
+    return np.where((x + shift) > 0, odds, -np.inf)
 
 
-def probability_alive(params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
+def probability_alive(params, x, t_x, T, shift: int = 0) -> np.ndarray:
     """P(active at T | x, t_x, T), eq. 13, as ``expit(-log odds)`` so it never overflows."""
-    return special.expit(-_log_odds_dropped(params, x, t_x, T))
+    return special.expit(-_log_odds_dropped(params, x, t_x, T, shift))
 
 
-def expected_purchases(params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray, t: float) -> np.ndarray:
-    """E[X(T, T+t] | x, t_x, T], eq. 10.
+def expected_purchases(params, x, t_x, T, t: float, shift: int = 0) -> np.ndarray:
+    """E[X(T, T+t] | x, t_x, T], eq. 10 (MBG/NBD: Batislam et al. 2007 with ``shift=1``).
 
-    ``P(alive) * (a+b+x-1)/(a-1) * [1 - ((alpha+T)/(alpha+T+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; z)]``
-    with ``z = t/(alpha+T+t)``. After Euler's transformation the bracket over ``(a - 1)`` is
-    :func:`one_minus_euler_term_over` with parameters ``(a+b-1-r, a-1; a+b+x-1; z)``; it depends on
-    ``(x, T)`` only, so it is evaluated once per distinct ``(x, T)`` pair.
+    ``P(alive) * (a+b+x+shift-1)/(a-1) * [1 - ((alpha+T)/(alpha+T+t))^(r+x)
+    2F1(r+x, b+x+shift; a+b+x+shift-1; z)]`` with ``z = t/(alpha+T+t)``. After Euler's
+    transformation the bracket over ``(a - 1)`` is :func:`one_minus_euler_term_over` with parameters
+    ``(a+b+shift-1-r, a-1; a+b+x+shift-1; z)``; it depends on ``(x, T)`` only, so it is evaluated
+    once per distinct ``(x, T)`` pair.
     """
     r, alpha, a, b = params
     first, inverse = unique_rows([x, T])
     xu, Tu = x[first], T[first]
     z = t / (alpha + Tu + t)
-    bracket = one_minus_euler_term_over(a + b - 1 - r, a - 1, a + b + xu - 1, z)
-    return probability_alive(params, x, t_x, T) * ((a + b + xu - 1) * bracket)[inverse]
+    c = a + b + xu + shift - 1
+    bracket = one_minus_euler_term_over(a + b + shift - 1 - r, a - 1, c, z)
+    return probability_alive(params, x, t_x, T, shift) * (c * bracket)[inverse]
 
 
-def probability_no_purchase(params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray, t: float) -> np.ndarray:
+def probability_no_purchase(params, x, t_x, T, t: float, shift: int = 0) -> np.ndarray:
     """P(no purchase in (T, T+t] | x, t_x, T).
 
     Inactive customers never buy; an active one's rate is ``Gamma(r+x, alpha+T)`` a posteriori and
     she can only drop out after a purchase, so ``P = 1 - P(alive) + P(alive) ((alpha+T)/(alpha+T+t))^(r+x)``.
     """
     r, alpha, a, b = params
-    alive = probability_alive(params, x, t_x, T)
+    alive = probability_alive(params, x, t_x, T, shift)
     no_purchase_if_alive = np.exp(-(r + x) * np.log1p(t / (alpha + T)))
     return 1.0 - alive * (1.0 - no_purchase_if_alive)
 
@@ -133,35 +139,45 @@ class BetaGeo(BaseModel):
     data_columns = ("frequency", "recency", "T")
     scaled_columns = ("recency", "T")
     scaled_params = ("alpha",)
+    #: 0 for BG/NBD (dropout only after repeat purchases), 1 for MBG/NBD.
+    _dropout_shift: int = 0
 
-    _log_likelihood = staticmethod(_log_likelihood)
+    @staticmethod
+    def _log_likelihood(params, data):
+        return beta_geometric_log_likelihood(params, data, shift=0)
 
     def _check_data(self, data, index):
         check_btyd_summary(data, index)
 
     def probability_alive(self, summary: pd.DataFrame) -> pd.Series:
         """P(customer still active at the end of the observation period), eq. 13."""
-        params = self._params()
-        return self._predict_unique(summary, lambda x, tx, T: probability_alive(params, x, tx, T), name="p_alive")
+        params, shift = self._params(), self._dropout_shift
+        return self._predict_unique(
+            summary, lambda x, tx, T: probability_alive(params, x, tx, T, shift), name="p_alive"
+        )
 
     def expected_purchases(self, summary: pd.DataFrame, horizon: float) -> pd.Series:
         """Expected number of purchases in the next ``horizon`` time units, eq. 10."""
-        params, horizon = self._params(), check_horizon(horizon)
+        params, horizon, shift = self._params(), check_horizon(horizon), self._dropout_shift
         return self._predict_unique(
-            summary, lambda x, tx, T: expected_purchases(params, x, tx, T, horizon), name="expected_purchases"
+            summary, lambda x, tx, T: expected_purchases(params, x, tx, T, horizon, shift), name="expected_purchases"
         )
 
     def probability_no_purchase(self, summary: pd.DataFrame, horizon: float) -> pd.Series:
         """P(no purchase in the next ``horizon`` time units): the churn quantity."""
-        params, horizon = self._params(), check_horizon(horizon)
+        params, horizon, shift = self._params(), check_horizon(horizon), self._dropout_shift
         return self._predict_unique(
-            summary, lambda x, tx, T: probability_no_purchase(params, x, tx, T, horizon), name="p_no_purchase"
+            summary,
+            lambda x, tx, T: probability_no_purchase(params, x, tx, T, horizon, shift),
+            name="p_no_purchase",
         )
 
     def unconditional_expected_purchases(self, t) -> np.ndarray:
-        """E[X(t)] for a customer who made a first purchase at time 0, eq. 9 (tracking plots)."""
-        params = self._params()
-        t = np.atleast_1d(np.asarray(t, dtype=float))
-        zeros = np.zeros_like(t)
-        return np.array([expected_purchases(params, zeros[:1], zeros[:1], zeros[:1], ti)[0] for ti in t])
+        """E[X(t)] for a customer who made a first purchase at time 0 (eq. 9; tracking plots).
 
+        It equals the conditional expectation of a customer with ``x = t_x = T = 0``.
+        """
+        params, shift = self._params(), self._dropout_shift
+        t = np.atleast_1d(np.asarray(t, dtype=float))
+        zero = np.zeros(1)
+        return np.array([expected_purchases(params, zero, zero, zero, check_horizon(ti), shift)[0] for ti in t])
