@@ -9,7 +9,6 @@ Hessian, and evaluation of predictions once per unique row.
 
 from __future__ import annotations
 
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import ClassVar
@@ -22,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from crmml.errors import ConvergenceError, DataValidationError
 
-__all__ = ["BaseModel", "check_btyd_summary", "check_horizon", "unique_rows"]
+__all__ = ["BaseModel", "check_btyd_summary", "check_horizon", "frequency_levels", "unique_rows"]
 
 # Typing aliases: the data a likelihood sees is a tuple of equally long float arrays.
 Data = tuple[np.ndarray, ...]
@@ -111,6 +110,10 @@ class BaseModel(BaseEstimator, ABC):
 
     def _check_data(self, data: dict[str, np.ndarray], index: pd.Index) -> None:
         """Model-specific checks of the summary values; raise :class:`DataValidationError`."""
+
+    def _prepare_data(self, data: Data) -> Data:
+        """Extra arrays the likelihood can reuse across optimiser iterations (default: none)."""
+        return data
 
     def _rows_used_in_fit(self, data: dict[str, np.ndarray]) -> np.ndarray | None:
         """Boolean mask of the rows the likelihood is defined for (``None``: all rows)."""
@@ -217,8 +220,8 @@ class BaseModel(BaseEstimator, ABC):
         row_weights = row_weights[keep]
 
         scale = self._scale_factor(compressed)
-        scaled = self._rescale_data(compressed, scale)
-        scaled_params, n_iter = self._optimise(scaled, row_weights, scale)
+        scaled = self._prepare_data(self._rescale_data(compressed, scale))
+        scaled_params, hessian, n_iter = self._optimise(scaled, row_weights, scale)
         params = self._rescale_params(scaled_params, 1.0 / scale)
 
         log_likelihood_rows, _ = self._log_likelihood(params, compressed)
@@ -227,7 +230,7 @@ class BaseModel(BaseEstimator, ABC):
         self.n_customers_ = float(row_weights.sum())
         self.n_unique_rows_ = int(len(row_weights))
         self.n_iter_ = int(n_iter)
-        self.covariance_, self.standard_errors_ = self._standard_errors(params, compressed, row_weights, scale)
+        self.covariance_, self.standard_errors_ = self._standard_errors(params, hessian * row_weights.sum())
         return self
 
     def _scale_factor(self, data: Data) -> float:
@@ -261,7 +264,15 @@ class BaseModel(BaseEstimator, ABC):
             return np.inf, np.zeros_like(log_params)
         return float(value), gradient
 
-    def _optimise(self, data: Data, weights: np.ndarray, scale: float) -> tuple[np.ndarray, int]:
+    def _optimise(self, data: Data, weights: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray, int]:
+        """Minimise the objective; return the natural parameters, the log-space Hessian, iterations.
+
+        L-BFGS-B finds the optimum; one finite-difference Hessian of the analytic gradient then
+        drives a few Newton (chord) steps that polish it to machine precision, checks that the
+        optimum is identified (positive definite) and, scaled by the total weight, gives the
+        standard errors. In log-parameters it is the same on rescaled and original data, because
+        rescaling only shifts the scale parameters' logarithms.
+        """
         if self.initial_params is not None:
             start = np.array([self.initial_params[p] for p in self.param_names], dtype=float)
             start = self._rescale_params(start, scale)
@@ -277,31 +288,25 @@ class BaseModel(BaseEstimator, ABC):
         )
         log_params = result.x
         value, gradient = self._objective(log_params, data, weights)
-        if not np.isfinite(value):
-            self._raise_convergence(result, gradient)
-        log_params, gradient = self._newton_polish(log_params, data, weights)
-        if not np.all(np.abs(gradient) < 1e-5) or np.any(np.abs(log_params) > 25):
+        if not np.isfinite(value) or np.any(np.abs(log_params) > 25):
             self._raise_convergence(result, gradient)
         hessian = self._numeric_hessian(lambda lp: self._objective(lp, data, weights)[1], log_params)
         eigenvalues = np.linalg.eigvalsh(hessian) if np.all(np.isfinite(hessian)) else np.array([np.nan])
         if not np.min(eigenvalues) > 1e-8:
-            self._raise_convergence(result, gradient, reason="the likelihood is flat at the optimum (parameters not identified)")
-        return np.exp(log_params), result.nit
+            self._raise_convergence(
+                result, gradient, reason="the likelihood is flat at the optimum (parameters not identified)"
+            )
+        log_params, gradient = self._newton_polish(log_params, hessian, value, gradient, data, weights)
+        if not np.all(np.abs(gradient) < 1e-5):
+            self._raise_convergence(result, gradient)
+        return np.exp(log_params), hessian, result.nit
 
-    def _newton_polish(self, log_params: np.ndarray, data: Data, weights: np.ndarray, steps: int = 8):
-        """A few safeguarded Newton steps from the quasi-Newton optimum (quadratic convergence)."""
-        value, gradient = self._objective(log_params, data, weights)
+    def _newton_polish(self, log_params, hessian, value, gradient, data, weights, steps: int = 10):
+        """Safeguarded Newton steps with a fixed Hessian, from the quasi-Newton optimum."""
         for _ in range(steps):
-            if np.max(np.abs(gradient)) < 1e-12:
+            if np.max(np.abs(gradient)) < 1e-13:
                 break
-            hessian = self._numeric_hessian(lambda lp: self._objective(lp, data, weights)[1], log_params)
-            try:
-                step = np.linalg.solve(hessian, gradient)
-            except np.linalg.LinAlgError:
-                break
-            if not np.all(np.isfinite(step)):
-                break
-            candidate = log_params - step
+            candidate = log_params - np.linalg.solve(hessian, gradient)
             new_value, new_gradient = self._objective(candidate, data, weights)
             if not (new_value <= value + 1e-15 * abs(value)):
                 break
@@ -321,38 +326,15 @@ class BaseModel(BaseEstimator, ABC):
             hessian[:, j] = (gradient_function(up) - gradient_function(down)) / (2 * step)
         return 0.5 * (hessian + hessian.T)
 
-    def _standard_errors(self, params: np.ndarray, data: Data, weights: np.ndarray, scale: float):
+    def _standard_errors(self, params: np.ndarray, hessian: np.ndarray):
         """Covariance and standard errors of the natural parameters from the observed information.
 
-        The Hessian of the total (not mean) penalised negative log-likelihood is taken in
-        log-parameters on the original data and mapped to natural parameters with the delta method,
-        ``cov(theta) = D cov(log theta) D`` with ``D = diag(theta)``.
+        ``hessian`` is that of the total penalised negative log-likelihood in log-parameters; the
+        delta method maps it to natural parameters: ``cov(theta) = D cov(log theta) D``,
+        ``D = diag(theta)``.
         """
-        total = weights.sum()
-
-        def total_gradient(log_params):
-            natural = np.exp(log_params)
-            _, gradient_rows = self._log_likelihood(natural, data)
-            penalty = 2.0 * self.penalizer * total * self._rescale_params(natural, scale) ** 2
-            return -(weights @ gradient_rows) * natural + penalty
-
-        with np.errstate(all="ignore"):
-            hessian = self._numeric_hessian(total_gradient, np.log(params))
         names = list(self.param_names)
-        try:
-            covariance_log = np.linalg.inv(hessian)
-            eigenvalues = np.linalg.eigvalsh(hessian)
-        except np.linalg.LinAlgError:
-            covariance_log, eigenvalues = np.full_like(hessian, np.nan), np.array([np.nan])
-        if not np.all(eigenvalues > 0):
-            warnings.warn(
-                f"{type(self).__name__}: the Hessian at the optimum is not positive definite; "
-                "standard errors are not available (NaN).",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            covariance_log = np.full_like(hessian, np.nan)
-        covariance = covariance_log * np.outer(params, params)
+        covariance = np.linalg.inv(hessian) * np.outer(params, params)
         standard_errors = np.sqrt(np.diag(covariance))
         return (
             pd.DataFrame(covariance, index=names, columns=names),
@@ -414,6 +396,16 @@ def _rows_error(index: pd.Index, bad: np.ndarray, raw: np.ndarray, column: str, 
         column=column,
         rows=[index[i] for i in shown],
     )
+
+
+def frequency_levels(frequency: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct frequencies and each row's position among them.
+
+    Terms of a likelihood that depend on the frequency alone (gamma and beta functions) are
+    evaluated once per distinct frequency, a few hundred values even for millions of customers.
+    """
+    levels, index = np.unique(frequency, return_inverse=True)
+    return levels, index.ravel()
 
 
 def check_horizon(horizon) -> float:

@@ -15,7 +15,7 @@ import pandas as pd
 from scipy import special
 
 from crmml.models._special import log_sum_exp_pair, one_minus_euler_term_over
-from crmml.models.base import BaseModel, Data, check_btyd_summary, check_horizon, unique_rows
+from crmml.models.base import BaseModel, Data, check_btyd_summary, check_horizon, frequency_levels, unique_rows
 
 __all__ = ["BetaGeo"]
 
@@ -31,8 +31,10 @@ def beta_geometric_log_likelihood(params: np.ndarray, data: Data, shift: int = 0
     first purchase. The bracket is combined with log-sum-exp; its softmax weight gives the gradient.
     """
     r, alpha, a, b = params
-    x, t_x, T = data
+    x, t_x, T = data[:3]
+    levels, index = data[3:5] if len(data) == 5 else frequency_levels(x)
     bx = b + x + shift  # beta parameter of the dropout probability after x repeat purchases
+    bl = b + levels + shift
     can_drop = (x + shift) > 0
     log_alpha_T = np.log(alpha + T)
     log_alpha_tx = np.log(alpha + t_x)
@@ -40,26 +42,22 @@ def beta_geometric_log_likelihood(params: np.ndarray, data: Data, shift: int = 0
     with np.errstate(divide="ignore", invalid="ignore"):
         dropped = np.where(can_drop, np.log(a) - np.log(bx - 1) - (r + x) * log_alpha_tx, -np.inf)
     bracket, w = log_sum_exp_pair(survive, dropped)
-    log_likelihood = (
-        special.gammaln(r + x)
-        - special.gammaln(r)
-        + r * np.log(alpha)
-        + special.betaln(a, bx)
-        - special.betaln(a, b)
-        + bracket
-    )
+    # Terms that depend on the frequency alone, once per distinct frequency.
+    constant = special.gammaln(r + levels) - special.gammaln(r) + r * np.log(alpha)
+    constant += special.betaln(a, bl) - special.betaln(a, b)
     digamma_ab = special.digamma(a + b)
-    digamma_abx = special.digamma(a + bx)
+    digamma_abx = special.digamma(a + bl)
+    d_r = special.digamma(r + levels) - special.digamma(r) + np.log(alpha)
+    d_a = digamma_ab - digamma_abx
+    d_b = special.digamma(bl) - special.digamma(b) + digamma_ab - digamma_abx
+    log_likelihood = constant[index] + bracket
     with np.errstate(divide="ignore", invalid="ignore"):
         inverse_bx1 = np.where(can_drop, 1.0 / (bx - 1), 0.0)
-    gradient = np.column_stack(
-        [
-            special.digamma(r + x) - special.digamma(r) + np.log(alpha) - (1 - w) * log_alpha_T - w * log_alpha_tx,
-            r / alpha - (r + x) * ((1 - w) / (alpha + T) + w / (alpha + t_x)),
-            digamma_ab - digamma_abx + w / a,
-            special.digamma(bx) - special.digamma(b) + digamma_ab - digamma_abx - w * inverse_bx1,
-        ]
-    )
+    gradient = np.empty((len(x), 4))
+    gradient[:, 0] = d_r[index] - (1 - w) * log_alpha_T - w * log_alpha_tx
+    gradient[:, 1] = r / alpha - (r + x) * ((1 - w) / (alpha + T) + w / (alpha + t_x))
+    gradient[:, 2] = d_a[index] + w / a
+    gradient[:, 3] = d_b[index] - w * inverse_bx1
     return log_likelihood, gradient
 
 
@@ -148,6 +146,9 @@ class BetaGeo(BaseModel):
 
     def _check_data(self, data, index):
         check_btyd_summary(data, index)
+
+    def _prepare_data(self, data):
+        return (*data, *frequency_levels(data[0]))
 
     def probability_alive(self, summary: pd.DataFrame) -> pd.Series:
         """P(customer still active at the end of the observation period), eq. 13."""
