@@ -1,0 +1,18 @@
+"""Read, validate and summarise transaction logs.
+
+:func:`read_transactions` turns a DataFrame or CSV/Parquet files into a validated
+:class:`Transactions`; :func:`rfm_summary` and :func:`calibration_holdout` turn a log into one row
+per customer.
+"""
+
+from crmml.data.summary import SummaryReport, calibration_holdout, rfm_summary
+from crmml.data.transactions import TransactionReport, Transactions, read_transactions
+
+__all__ = [
+    "SummaryReport",
+    "TransactionReport",
+    "Transactions",
+    "calibration_holdout",
+    "read_transactions",
+    "rfm_summary",
+]

@@ -1,0 +1,393 @@
+"""Tests for rfm_summary and calibration_holdout.
+
+Oracles: the CDNOW summaries printed in the lifetimes package (Fader & Hardie's CDNOW sample,
+weeks, observation end 1997-09-30) and lifetimes 0.11.3's own ``summary_data_from_transaction_data``
+and ``calibration_and_holdout_data`` run on the same frames.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from lifetimes.datasets import load_cdnow_summary, load_cdnow_summary_data_with_monetary_value
+from lifetimes.utils import (
+    _find_first_transactions,
+    calibration_and_holdout_data,
+    summary_data_from_transaction_data,
+)
+
+from crmml.data import SummaryReport, calibration_holdout, read_transactions, rfm_summary
+from crmml.datasets import load_cdnow_transactions
+from crmml.errors import DataValidationError
+
+SUMMARY_COLUMNS = ["frequency", "recency", "T", "monetary_value"]
+PRINTED_HALF_CENT = 0.005 + 1e-9  # values printed with 2 decimals
+
+
+@pytest.fixture(scope="module")
+def cdnow() -> pd.DataFrame:
+    return load_cdnow_transactions(sample=True)[["customer_id", "timestamp", "amount"]]
+
+
+def lifetimes_summary(frame: pd.DataFrame, **kwargs) -> pd.DataFrame:
+    return summary_data_from_transaction_data(frame, "customer_id", "timestamp", "amount", **kwargs)
+
+
+def assert_summary_close(ours: pd.DataFrame, expected: pd.DataFrame, atol: float = 1e-9) -> None:
+    assert ours.index.tolist() == sorted(expected.index.tolist())
+    expected = expected.loc[ours.index]
+    for column in expected.columns:
+        np.testing.assert_allclose(ours[column], expected[column], rtol=0, atol=atol, err_msg=column)
+
+
+# --------------------------------------------------------------------------------------------------
+# rfm_summary against lifetimes and the printed CDNOW summary
+# --------------------------------------------------------------------------------------------------
+
+
+def test_cdnow_summary_same_as_printed_in_lifetimes(cdnow):
+    """cdnow_customers_summary_with_transactions.csv: weeks (D / 7), as of 1997-09-30."""
+    ours = rfm_summary(cdnow, as_of="1997-09-30", freq="D", freq_multiplier=7)
+    printed = load_cdnow_summary_data_with_monetary_value()
+    assert ours.index.tolist() == printed.index.tolist()
+    np.testing.assert_array_equal(ours["frequency"], printed["frequency"])
+    for column in ["recency", "T", "monetary_value"]:
+        np.testing.assert_allclose(ours[column], printed[column], rtol=0, atol=PRINTED_HALF_CENT, err_msg=column)
+
+    printed_rfm = load_cdnow_summary(index_col="ID")
+    np.testing.assert_array_equal(ours["frequency"], printed_rfm["frequency"])
+    np.testing.assert_allclose(ours["recency"], printed_rfm["recency"], rtol=0, atol=PRINTED_HALF_CENT)
+    np.testing.assert_allclose(ours["T"], printed_rfm["T"], rtol=0, atol=PRINTED_HALF_CENT)
+
+
+@pytest.mark.parametrize(
+    ("freq", "as_of", "multiplier"),
+    [("D", "1997-09-30", 7), ("D", "1998-06-30", 1), ("W", "1997-09-28", 1), ("W", "1998-06-28", 2)],
+)
+def test_cdnow_summary_same_as_lifetimes(cdnow, freq, as_of, multiplier):
+    """lifetimes.summary_data_from_transaction_data on the same frame, as_of at a period end."""
+    ours = rfm_summary(cdnow, as_of=as_of, freq=freq, freq_multiplier=multiplier)
+    expected = lifetimes_summary(cdnow, observation_period_end=as_of, freq=freq, freq_multiplier=multiplier)
+    assert_summary_close(ours[SUMMARY_COLUMNS], expected)
+
+
+def test_cdnow_summary_include_first_transaction_same_as_lifetimes(cdnow):
+    ours = rfm_summary(cdnow, as_of="1997-12-31", include_first_transaction=True)
+    expected = lifetimes_summary(cdnow, observation_period_end="1997-12-31", include_first_transaction=True)
+    assert_summary_close(ours[SUMMARY_COLUMNS], expected)
+
+
+def test_cdnow_monthly_summary_same_as_lifetimes_month_grouping(cdnow):
+    """freq="M": lifetimes 0.11.3 fails under pandas 3 when it divides by np.timedelta64(1, "M"),
+    so the oracle is lifetimes' own month grouping (_find_first_transactions), with recency and T
+    counted as whole calendar months between pandas Periods."""
+    as_of = pd.Timestamp("1997-09-30")
+    periods = _find_first_transactions(
+        cdnow, "customer_id", "timestamp", "amount",
+        observation_period_end=as_of.to_period("M").to_timestamp(), freq="M",
+    )
+    grouped = periods.groupby("customer_id")
+    first, last = grouped["timestamp"].min(), grouped["timestamp"].max()
+    expected = pd.DataFrame(
+        {
+            "frequency": grouped.size() - 1.0,
+            "recency": [(b - a).n for a, b in zip(first, last)],
+            "T": [(as_of.to_period("M") - a).n for a in first],
+            "monetary_value": periods.loc[~periods["first"]].groupby("customer_id")["amount"].mean(),
+        }
+    ).fillna({"monetary_value": 0.0})
+    ours = rfm_summary(cdnow, as_of=as_of, freq="M")
+    assert_summary_close(ours[SUMMARY_COLUMNS], expected.astype(float))
+
+
+def test_random_log_with_times_of_day_same_as_lifetimes():
+    """Several purchases per day at random times; lifetimes groups them by day or week too."""
+    rng = np.random.default_rng(7)
+    n = 20_000
+    frame = pd.DataFrame(
+        {
+            "customer_id": rng.integers(0, 2_000, n),
+            "timestamp": pd.Timestamp("2023-01-02") + pd.to_timedelta(rng.integers(0, 200 * 86_400, n), "s"),
+            "amount": rng.gamma(2.0, 10.0, n).round(2),
+        }
+    )
+    for freq, as_of in [("D", "2023-06-30"), ("W", "2023-07-16")]:
+        ours = rfm_summary(frame, as_of=as_of, freq=freq)
+        expected = lifetimes_summary(frame, observation_period_end=as_of, freq=freq)
+        assert_summary_close(ours[SUMMARY_COLUMNS], expected)
+
+
+def test_without_amounts_matches_lifetimes_and_omits_monetary_value(cdnow):
+    ours = rfm_summary(cdnow, amount_col=None, as_of="1997-09-30")
+    assert list(ours.columns) == ["frequency", "recency", "T", "first_purchase", "last_purchase"]
+    expected = summary_data_from_transaction_data(
+        cdnow, "customer_id", "timestamp", observation_period_end="1997-09-30"
+    )
+    assert_summary_close(ours[["frequency", "recency", "T"]], expected)
+
+
+def test_summary_columns_and_purchase_timestamps(cdnow):
+    ours = rfm_summary(cdnow, as_of="1997-09-30")
+    assert ours.index.name == "customer_id"
+    assert all(ours[c].dtype == np.float64 for c in SUMMARY_COLUMNS)
+    customer_1 = ours.loc[1]
+    assert customer_1["first_purchase"] == pd.Timestamp("1997-01-01")
+    assert customer_1["last_purchase"] == pd.Timestamp("1997-08-02")
+    assert customer_1["recency"] == (pd.Timestamp("1997-08-02") - pd.Timestamp("1997-01-01")).days
+
+
+def test_multiplier_only_rescales(cdnow):
+    days = rfm_summary(cdnow, as_of="1997-09-30")
+    weeks = rfm_summary(cdnow, as_of="1997-09-30", freq_multiplier=7)
+    np.testing.assert_allclose(weeks[["recency", "T"]] * 7, days[["recency", "T"]], rtol=1e-12)
+    pd.testing.assert_series_equal(weeks["frequency"], days["frequency"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Sources and id types
+# --------------------------------------------------------------------------------------------------
+
+
+def test_same_summary_from_dataframe_csv_parquet_directory_and_glob(cdnow, tmp_path):
+    csv_path = tmp_path / "log.csv"
+    cdnow.to_csv(csv_path, index=False)
+    parquet_path = tmp_path / "log.parquet"
+    cdnow.to_parquet(parquet_path)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for i, start in enumerate(range(0, len(cdnow), 1000)):
+        cdnow.iloc[start : start + 1000].to_parquet(parts / f"part-{i:02d}.parquet")
+
+    expected = rfm_summary(cdnow, as_of="1997-09-30", freq_multiplier=7)
+    for source in [csv_path, parquet_path, parts, str(parts / "*.parquet")]:
+        ours = rfm_summary(source, as_of="1997-09-30", freq_multiplier=7)
+        pd.testing.assert_frame_equal(ours, expected, check_exact=True)
+
+
+def test_string_ids_give_the_same_summary_as_integer_ids(cdnow):
+    as_text = cdnow.assign(customer_id="C" + cdnow["customer_id"].astype(str).str.zfill(5))
+    by_text = rfm_summary(as_text, as_of="1997-09-30")
+    by_int = rfm_summary(cdnow, as_of="1997-09-30")
+    assert pd.api.types.is_string_dtype(by_text.index)
+    assert by_text.index[0] == "C00001"
+    np.testing.assert_array_equal(by_text.to_numpy(), by_int.to_numpy())
+
+
+def test_read_options_are_passed_through(cdnow):
+    renamed = cdnow.rename(columns={"timestamp": "date"})
+    renamed["date"] = renamed["date"].dt.strftime("%Y%m%d").astype(int)
+    ours = rfm_summary(renamed, time_col="date", time_format="%Y%m%d", as_of="1997-09-30")
+    pd.testing.assert_frame_equal(ours, rfm_summary(cdnow, as_of="1997-09-30"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Refunds, as-of exclusion and the report
+# --------------------------------------------------------------------------------------------------
+
+
+def refund_log() -> pd.DataFrame:
+    rows = [
+        ("r", "2024-01-01 10:00", 10.0),  # first occasion
+        ("r", "2024-01-03 09:00", 20.0),  # occasion, net 15 after the refund below
+        ("r", "2024-01-03 18:00", -5.0),
+        ("r", "2024-01-05 09:00", 8.0),  # fully refunded the same day: not an occasion
+        ("r", "2024-01-05 12:00", -8.0),
+        ("r", "2024-01-07 12:00", -4.0),  # refund alone in its day: unmatched
+        ("r", "2024-01-09 12:00", 0.0),  # zero-amount purchase: still an occasion
+        ("r", "2024-01-10 12:00", 5.0),  # over-refunded (net -5): not an occasion
+        ("r", "2024-01-10 13:00", -10.0),
+        ("r", "2024-01-12 08:00", 6.0),  # after as_of
+        ("s", "2024-01-02 12:00", -3.0),  # only a refund: customer excluded
+        ("t", "2024-01-02 12:00", 5.0),  # only a fully refunded purchase: customer excluded
+        ("t", "2024-01-02 13:00", -5.0),
+        ("u", "2024-01-11 23:00", 7.0),  # on the as-of day: included
+        ("u", "2024-01-12 00:00", 1.0),  # after as_of
+        ("v", "2024-01-04 00:00", np.inf),  # rejected
+    ]
+    frame = pd.DataFrame(rows, columns=["customer_id", "timestamp", "amount"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    return frame
+
+
+def test_refund_policy_and_report():
+    summary, report = rfm_summary(
+        refund_log(), as_of="2024-01-11", on_invalid="reject", return_report=True
+    )
+    assert summary.index.tolist() == ["r", "u"]
+    r = summary.loc["r"]
+    assert (r["frequency"], r["recency"], r["T"], r["monetary_value"]) == (2.0, 8.0, 10.0, 7.5)
+    assert r["first_purchase"] == pd.Timestamp("2024-01-01 10:00")
+    assert r["last_purchase"] == pd.Timestamp("2024-01-09 12:00")
+    u = summary.loc["u"]
+    assert (u["frequency"], u["recency"], u["T"], u["monetary_value"]) == (0.0, 0.0, 0.0, 0.0)
+
+    assert report == SummaryReport(
+        rows_in=16,
+        rows_used=4,
+        refund_rows_netted=1,
+        rows_in_fully_refunded_periods=6,
+        unmatched_refund_rows=2,
+        rows_of_holdout_only_customers=0,
+        rows_after_as_of=2,
+        rows_rejected=1,
+        n_customers=2,
+        customers_excluded=2,
+        as_of=pd.Timestamp("2024-01-11"),
+        freq="D",
+        freq_multiplier=1.0,
+    )
+    assert report.reconciles
+    assert sum(report.parts.values()) == report.rows_in
+
+
+def test_include_first_transaction_counts_the_first_occasion():
+    summary = rfm_summary(refund_log(), as_of="2024-01-11", on_invalid="reject", include_first_transaction=True)
+    assert summary.loc["r", "frequency"] == 3.0
+    assert summary.loc["r", "monetary_value"] == pytest.approx((10 + 15 + 0) / 3)
+
+
+def test_refund_later_in_the_same_week_nets_out_weekly_but_not_daily():
+    frame = pd.DataFrame(
+        {
+            "customer_id": [1, 1, 2],
+            "timestamp": pd.to_datetime(["2024-01-01", "2024-01-07", "2024-01-03"]),  # Mon, Sun
+            "amount": [10.0, -10.0, 4.0],
+        }
+    )
+    daily, daily_report = rfm_summary(frame, freq="D", return_report=True)
+    assert daily.index.tolist() == [1, 2]
+    assert daily_report.unmatched_refund_rows == 1
+    weekly, weekly_report = rfm_summary(frame, freq="W", return_report=True)
+    assert weekly.index.tolist() == [2]
+    assert weekly_report.rows_in_fully_refunded_periods == 2
+    assert weekly_report.customers_excluded == 1
+    assert daily_report.reconciles and weekly_report.reconciles
+
+
+def test_rows_after_as_of_are_excluded_unlike_lifetimes_which_keeps_the_as_of_period(cdnow):
+    """As of Wednesday 1997-09-24 with weeks: lifetimes keeps Thursday to Sunday of that week."""
+    as_of = "1997-09-24"
+    ours, report = rfm_summary(cdnow, as_of=as_of, freq="W", return_report=True)
+    assert report.rows_after_as_of == int((cdnow["timestamp"] > as_of).sum())
+    assert report.reconciles
+
+    rest_of_week = cdnow["timestamp"].between("1997-09-25", "1997-09-28")
+    assert rest_of_week.any()
+    lifetimes_week = lifetimes_summary(cdnow, observation_period_end=as_of, freq="W")
+    cut_at_as_of = lifetimes_summary(cdnow[cdnow["timestamp"] <= as_of], observation_period_end=as_of, freq="W")
+    assert not lifetimes_week["frequency"].equals(cut_at_as_of["frequency"])
+    assert_summary_close(ours[SUMMARY_COLUMNS], cut_at_as_of)
+
+
+def test_report_on_cdnow_reconciles(cdnow):
+    _, report = rfm_summary(cdnow, as_of="1997-09-30", return_report=True)
+    assert report.rows_in == 6919
+    assert report.rows_after_as_of == int((cdnow["timestamp"] > "1997-09-30").sum())
+    assert report.rows_used == 6919 - report.rows_after_as_of
+    assert report.n_customers == 2357 and report.customers_excluded == 0
+    assert report.reconciles
+
+
+def test_reading_a_validated_log_once_and_summarising_twice(cdnow):
+    log = read_transactions(cdnow)
+    pd.testing.assert_frame_equal(
+        rfm_summary(log, as_of="1997-09-30"), rfm_summary(cdnow, as_of="1997-09-30")
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# calibration_holdout
+# --------------------------------------------------------------------------------------------------
+
+
+def test_cdnow_calibration_holdout_same_as_lifetimes(cdnow):
+    """lifetimes.calibration_and_holdout_data, CDNOW sample, 1997-09-30 / 1998-06-30, weeks."""
+    ours = calibration_holdout(
+        cdnow, calibration_end="1997-09-30", holdout_end="1998-06-30", freq="D", freq_multiplier=7
+    )
+    expected = calibration_and_holdout_data(
+        cdnow, "customer_id", "timestamp",
+        calibration_period_end="1997-09-30", observation_period_end="1998-06-30",
+        freq="D", freq_multiplier=7, monetary_value_col="amount",
+    )
+    np.testing.assert_array_equal(ours["frequency_holdout"], expected.loc[ours.index, "frequency_holdout"])
+    np.testing.assert_array_equal(ours["duration_holdout"], expected.loc[ours.index, "duration_holdout"])
+    assert (ours["duration_holdout"] == 273 / 7).all()
+    calibration = ["frequency_cal", "recency_cal", "T_cal", "monetary_value_cal"]
+    assert_summary_close(ours[calibration], expected[calibration])
+
+
+def test_cdnow_holdout_monetary_value_same_as_lifetimes_on_daily_totals(cdnow):
+    """lifetimes averages holdout *rows*; on a log with one row per customer-day (summed) that is
+    the mean per purchase occasion, which is what crmml reports."""
+    daily = cdnow.groupby(["customer_id", "timestamp"], as_index=False)["amount"].sum()
+    ours = calibration_holdout(daily, calibration_end="1997-09-30", holdout_end="1998-06-30")
+    expected = calibration_and_holdout_data(
+        daily, "customer_id", "timestamp",
+        calibration_period_end="1997-09-30", observation_period_end="1998-06-30",
+        monetary_value_col="amount",
+    )
+    np.testing.assert_allclose(
+        ours["monetary_value_holdout"], expected.loc[ours.index, "monetary_value_holdout"], rtol=0, atol=1e-9
+    )
+    np.testing.assert_allclose(
+        ours["spend_holdout"], ours["frequency_holdout"] * ours["monetary_value_holdout"], rtol=1e-12
+    )
+
+
+def test_calibration_part_equals_rfm_summary_at_calibration_end(cdnow):
+    split = calibration_holdout(cdnow, calibration_end="1997-09-30", freq="W")
+    summary = rfm_summary(cdnow, as_of="1997-09-30", freq="W")
+    for column in SUMMARY_COLUMNS:
+        np.testing.assert_array_equal(split[f"{column}_cal"], summary[column])
+    assert list(split.columns) == [
+        "frequency_cal", "recency_cal", "T_cal", "monetary_value_cal", "first_purchase",
+        "last_purchase_cal", "frequency_holdout", "spend_holdout", "monetary_value_holdout",
+        "duration_holdout",
+    ]
+
+
+def test_calibration_holdout_report_counts_holdout_only_customers():
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "a", "b", "b", "c"],
+            "timestamp": pd.to_datetime(
+                ["2024-01-01", "2024-01-20", "2024-01-20", "2024-01-15", "2024-01-15", "2024-02-15"]
+            ),
+            "amount": [10.0, 4.0, 6.0, 3.0, -1.0, 9.0],
+        }
+    )
+    split, report = calibration_holdout(
+        frame, calibration_end="2024-01-10", holdout_end="2024-01-31", return_report=True
+    )
+    assert split.index.tolist() == ["a"]
+    a = split.loc["a"]
+    assert (a["frequency_holdout"], a["spend_holdout"], a["monetary_value_holdout"]) == (1.0, 10.0, 10.0)
+    assert a["duration_holdout"] == 21.0
+    assert report.rows_used == 3
+    assert report.rows_of_holdout_only_customers == 2  # b's purchase and its netted refund
+    assert report.rows_after_as_of == 1
+    assert report.customers_excluded == 2
+    assert report.calibration_end == pd.Timestamp("2024-01-10")
+    assert report.reconciles
+
+
+# --------------------------------------------------------------------------------------------------
+# Argument errors
+# --------------------------------------------------------------------------------------------------
+
+
+def test_argument_errors(cdnow):
+    with pytest.raises(ValueError, match="freq must be one of"):
+        rfm_summary(cdnow, freq="Q")
+    with pytest.raises(ValueError, match="freq_multiplier"):
+        rfm_summary(cdnow, freq_multiplier=0)
+    with pytest.raises(ValueError, match="as_of must be a date"):
+        rfm_summary(cdnow, as_of="not a date")
+    with pytest.raises(TypeError, match="read_transactions"):
+        rfm_summary(read_transactions(cdnow), time_col="date")
+    with pytest.raises(DataValidationError, match="No customer has a purchase on or before as_of=1996-12-31"):
+        rfm_summary(cdnow, as_of="1996-12-31")
+    with pytest.raises(ValueError, match="must be before holdout_end"):
+        calibration_holdout(cdnow, calibration_end="1998-06-30", holdout_end="1998-01-01")
