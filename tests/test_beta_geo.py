@@ -79,8 +79,8 @@ def test_same_mle_as_lifetimes_on_cdnow_and_simulated(key, cdnow):
         np.testing.assert_allclose(ours.params_.to_numpy(), oracle.params_.to_numpy(), rtol=1e-4)
         # lifetimes stops at tol 1e-7; our optimum is at least as good.
         ll_oracle = beta_geometric_log_likelihood(
-            oracle.params_.to_numpy(), tuple(data[c].to_numpy() for c in ("frequency", "recency", "T")), shift
-        )[0].sum()
+            oracle.params_.to_numpy(), tuple(data[c].to_numpy() for c in ("frequency", "recency", "T")), shift=shift
+        )[0]
         assert ours.log_likelihood_ >= ll_oracle - 1e-9
 
 
@@ -140,10 +140,10 @@ def test_gradient_matches_finite_differences(key, cdnow):
         point = np.exp(rng.uniform(-2, 2, 4))
 
         def total(p):
-            return beta_geometric_log_likelihood(p, data, shift)[0].sum()
+            return beta_geometric_log_likelihood(p, data, shift=shift)[0]
 
         def gradient(p):
-            return beta_geometric_log_likelihood(p, data, shift)[1].sum(axis=0)
+            return beta_geometric_log_likelihood(p, data, shift=shift)[1]
 
         assert check_grad(total, gradient, point) <= 1e-4 * max(1.0, np.linalg.norm(gradient(point)))
 
@@ -227,7 +227,7 @@ def test_estimator_contract_pickle_clone_and_not_fitted(fitted, cdnow, tmp_path)
     model = fitted["bgnbd"]
     with pytest.raises(NotFittedError):
         BetaGeo().probability_alive(cdnow)
-    assert clone(model).get_params() == {"penalizer": 0.0, "initial_params": None, "max_iter": 2000}
+    assert clone(model).get_params() == {"penalizer": 0.0, "initial_params": None, "max_iter": 2000, "n_jobs": None}
     path = tmp_path / "bg.joblib"
     joblib.dump(model, path)
     for restored in (joblib.load(path), pickle.loads(pickle.dumps(model))):
@@ -271,3 +271,13 @@ def test_convergence_error_says_what_to_try():
     no_repeats = pd.DataFrame({"frequency": 0.0, "recency": 0.0, "T": np.linspace(5, 40, 200)})
     with pytest.raises(ConvergenceError, match="penalizer"):
         BetaGeo().fit(no_repeats)
+
+
+def test_thread_count_does_not_change_the_estimates():
+    """Rows are cut into fixed-size chunks whatever n_jobs is, so the sums, and the fit, are identical."""
+    data = simulate_bgnbd_summary(300_000, 0.6, 4.0, 0.9, 2.5, T=np.random.default_rng(2).uniform(30, 60, 300_000), seed=4)
+    one_thread = BetaGeo(n_jobs=1).fit(data)
+    two_threads = BetaGeo(n_jobs=2).fit(data)
+    assert one_thread.n_unique_rows_ > 2 * (1 << 17)  # several chunks
+    np.testing.assert_array_equal(one_thread.params_, two_threads.params_)
+    assert one_thread.log_likelihood_ == two_threads.log_likelihood_

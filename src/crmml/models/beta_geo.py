@@ -14,51 +14,84 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from crmml.models._special import log_sum_exp_pair, one_minus_euler_term_over
-from crmml.models.base import BaseModel, Data, check_btyd_summary, check_horizon, frequency_levels, unique_rows
+from crmml.models._special import one_minus_euler_term_over, softplus_and_expit
+from crmml.models._levels import RFMLevels
+from crmml.models.base import BaseModel, check_btyd_summary, check_horizon, unique_rows
 
 __all__ = ["BetaGeo"]
 
 
-def beta_geometric_log_likelihood(params: np.ndarray, data: Data, shift: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Per-customer log-likelihood and its gradient in ``(r, alpha, a, b)``, BG/NBD eq. 6.
+def beta_geometric_log_likelihood(params: np.ndarray, data, weights=None, shift: int = 0) -> tuple[float, np.ndarray]:
+    """Weighted total log-likelihood and its gradient in ``(r, alpha, a, b)``, BG/NBD eq. 6.
 
     ``L = B(a, b+x+shift)/B(a, b) * Gamma(r+x) alpha^r / Gamma(r)
     * [(alpha+T)^-(r+x) + [x+shift>0] a/(b+x+shift-1) (alpha+t_x)^-(r+x)]``.
 
     ``shift=0`` is BG/NBD, where a customer can only drop out after a repeat purchase; ``shift=1``
     is MBG/NBD (Batislam, Denizel & Filiztekin 2007), where she can also drop out right after the
-    first purchase. The bracket is combined with log-sum-exp; its softmax weight gives the gradient.
+    first purchase. Writing the bracket as ``(alpha+T)^-(r+x) (1 + e^d)`` with
+    ``d = log(a/(b+x+shift-1)) + (r+x) log((alpha+T)/(alpha+t_x))``, everything but
+    ``log(1 + e^d)`` depends on one column only and is summed per level (:mod:`._levels`); the
+    gradient of ``log(1 + e^d)`` is ``expit(d)`` times that of ``d``.
+
+    Parameters
+    ----------
+    params : array of 4 floats
+        ``r, alpha, a, b``.
+    data : RFMLevels or tuple of arrays
+        ``(frequency, recency, T)`` rows (a tuple is compressed on the fly).
+    weights : array, optional
+        Customers per row; only used with a tuple (``RFMLevels`` carries its weights).
     """
+    if not isinstance(data, RFMLevels):
+        data = RFMLevels.from_arrays(*data, weights=weights)
     r, alpha, a, b = params
-    x, t_x, T = data[:3]
-    levels, index = data[3:5] if len(data) == 5 else frequency_levels(x)
-    bx = b + x + shift  # beta parameter of the dropout probability after x repeat purchases
-    bl = b + levels + shift
-    can_drop = (x + shift) > 0
-    log_alpha_T = np.log(alpha + T)
-    log_alpha_tx = np.log(alpha + t_x)
-    survive = -(r + x) * log_alpha_T
+    xl, Tl, tl = data.x_levels, data.T_levels, data.t_x_levels
+    weights, x = data.weights, data.x
+    total_weight = data.total_weight
+
+    # Per frequency level: gamma/beta terms and their derivatives.
+    bl = b + xl.values + shift
     with np.errstate(divide="ignore", invalid="ignore"):
-        dropped = np.where(can_drop, np.log(a) - np.log(bx - 1) - (r + x) * log_alpha_tx, -np.inf)
-    bracket, w = log_sum_exp_pair(survive, dropped)
-    # Terms that depend on the frequency alone, once per distinct frequency.
-    constant = special.gammaln(r + levels) - special.gammaln(r) + r * np.log(alpha)
-    constant += special.betaln(a, bl) - special.betaln(a, b)
-    digamma_ab = special.digamma(a + b)
-    digamma_abx = special.digamma(a + bl)
-    d_r = special.digamma(r + levels) - special.digamma(r) + np.log(alpha)
-    d_a = digamma_ab - digamma_abx
-    d_b = special.digamma(bl) - special.digamma(b) + digamma_ab - digamma_abx
-    log_likelihood = constant[index] + bracket
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inverse_bx1 = np.where(can_drop, 1.0 / (bx - 1), 0.0)
-    gradient = np.empty((len(x), 4))
-    gradient[:, 0] = d_r[index] - (1 - w) * log_alpha_T - w * log_alpha_tx
-    gradient[:, 1] = r / alpha - (r + x) * ((1 - w) / (alpha + T) + w / (alpha + t_x))
-    gradient[:, 2] = d_a[index] + w / a
-    gradient[:, 3] = d_b[index] - w * inverse_bx1
-    return log_likelihood, gradient
+        log_ratio = np.where(xl.values + shift > 0, np.log(a) - np.log(bl - 1), -np.inf)
+        inverse_bl1 = np.where(xl.values + shift > 0, 1.0 / (bl - 1), 0.0)
+    constant = special.gammaln(r + xl.values) + special.betaln(a, bl)
+    digamma_abl = special.digamma(a + bl)
+    # Per T level and per t_x level.
+    log_alpha_T, log_alpha_tx = np.log(alpha + Tl.values), np.log(alpha + tl.values)
+    weight_x_by_T = Tl.total(weights * x)
+
+    # Row by row: the mixing term log(1 + e^d).
+    rx = r + x
+    log_T_rows = log_alpha_T[Tl.index]
+    log_gap = log_T_rows - log_alpha_tx[tl.index]
+    d = log_ratio[xl.index] + rx * log_gap
+    softplus, w = softplus_and_expit(d)
+    ww = weights * w
+    inverse_gap = (1.0 / (alpha + Tl.values))[Tl.index] - (1.0 / (alpha + tl.values))[tl.index]
+
+    log_likelihood = (
+        xl.weight @ constant
+        + total_weight * (r * np.log(alpha) - special.gammaln(r) - special.betaln(a, b))
+        - log_alpha_T @ (r * Tl.weight + weight_x_by_T)
+        + weights @ softplus
+    )
+    gradient = np.array(
+        [
+            xl.weight @ special.digamma(r + xl.values)
+            + total_weight * (np.log(alpha) - special.digamma(r))
+            - Tl.weight @ log_alpha_T
+            + ww @ log_gap,
+            total_weight * r / alpha
+            - (r * Tl.weight + weight_x_by_T) @ (1.0 / (alpha + Tl.values))
+            + (ww * rx) @ inverse_gap,
+            total_weight * special.digamma(a + b) - xl.weight @ digamma_abl + ww.sum() / a,
+            xl.weight @ (special.digamma(bl) - digamma_abl)
+            + total_weight * (special.digamma(a + b) - special.digamma(b))
+            - xl.total(ww) @ inverse_bl1,
+        ]
+    )
+    return float(log_likelihood), gradient
 
 
 def _log_odds_dropped(params, x, t_x, T, shift: int) -> np.ndarray:
@@ -140,15 +173,14 @@ class BetaGeo(BaseModel):
     #: 0 for BG/NBD (dropout only after repeat purchases), 1 for MBG/NBD.
     _dropout_shift: int = 0
 
-    @staticmethod
-    def _log_likelihood(params, data):
-        return beta_geometric_log_likelihood(params, data, shift=0)
+    def _weighted_log_likelihood(self, params, data, weights):
+        return beta_geometric_log_likelihood(params, data, shift=self._dropout_shift)
 
     def _check_data(self, data, index):
         check_btyd_summary(data, index)
 
-    def _prepare_data(self, data):
-        return (*data, *frequency_levels(data[0]))
+    def _prepare_data(self, data, weights):
+        return RFMLevels.from_arrays(*data, weights=weights)
 
     def probability_alive(self, summary: pd.DataFrame) -> pd.Series:
         """P(customer still active at the end of the observation period), eq. 13."""

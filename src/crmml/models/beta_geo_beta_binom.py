@@ -292,7 +292,7 @@ class BetaGeoBetaBinom(BaseModel):
                 index, bad, frequency, "frequency", "must not exceed recency (one transaction per opportunity)"
             )
 
-    def _prepare_data(self, data):
+    def _prepare_data(self, data, weights):
         return (*data, *_term_layout(*data))
 
     def probability_alive(self, summary: pd.DataFrame, periods_ahead: int = 1) -> pd.Series:

@@ -13,57 +13,96 @@ the data of a customer is the number ``x >= 1`` of repeat transactions and their
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from scipy import special
 
 from crmml.errors import DataValidationError
-from crmml.models.base import BaseModel, Data, _rows_error, frequency_levels
+from crmml.models._levels import Levels, levels_of
+from crmml.models.base import BaseModel, _rows_error
 
 __all__ = ["GammaGamma", "gamma_gamma_log_likelihood", "expected_spend", "population_mean_spend"]
 
 
-def gamma_gamma_log_likelihood(params: np.ndarray, data: Data) -> tuple[np.ndarray, np.ndarray]:
-    """Per-customer log-likelihood and its gradient in ``(p, q, gamma)``; Hardie's note, eq. 1.
+@dataclass(frozen=True)
+class SpendData:
+    """Repeat buyers' ``(x, m)`` rows with weights, frequency levels and the data-only sums."""
+
+    x: np.ndarray
+    m: np.ndarray
+    weights: np.ndarray
+    x_levels: Levels
+    x_times_m: np.ndarray
+    weighted_x: np.ndarray
+    sum_log_m: float
+    sum_x_log_m: float
+
+    @classmethod
+    def from_arrays(cls, x, m, weights=None) -> SpendData:
+        x, m = np.asarray(x, dtype=float), np.asarray(m, dtype=float)
+        weights = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=float)
+        log_m = np.log(m)
+        return cls(
+            x, m, weights, levels_of(x, weights), x * m, weights * x, float(weights @ log_m), float((weights * x) @ log_m)
+        )
+
+
+def gamma_gamma_log_likelihood(params: np.ndarray, data, weights=None) -> tuple[float, np.ndarray]:
+    """Weighted total log-likelihood and its gradient in ``(p, q, gamma)``; Hardie's note, eq. 1.
 
     The mean ``m`` of ``x`` transaction values has density
 
     ``f(m | p, q, gamma, x) = Gamma(px+q) / (Gamma(px) Gamma(q)) * gamma^q x^(px) m^(px-1) / (gamma + x m)^(px+q)``.
 
+    The gamma functions depend on the frequency alone and are summed per distinct frequency; the
+    ``log m`` terms are data-only sums; only ``log(gamma + x m)`` is computed row by row.
+
     Parameters
     ----------
     params : ndarray
         ``(p, q, gamma)``.
-    data : tuple of ndarray
-        ``(x, m)``: repeat transactions (``>= 1``) and their mean value (``> 0``); optionally followed by
-        the distinct frequencies and each row's position among them (:func:`frequency_levels`), so the
-        gamma functions of ``px`` are evaluated once per distinct frequency.
+    data : SpendData or tuple of ndarray
+        ``(x, m)``: repeat transactions (``>= 1``) and their mean value (``> 0``).
+    weights : ndarray, optional
+        Customers per row, with a tuple (``SpendData`` carries its weights).
 
     Returns
     -------
-    log_likelihood : ndarray, shape (n,)
-    gradient : ndarray, shape (n, 3)
-        Derivatives of ``log_likelihood`` with respect to ``p``, ``q`` and ``gamma``.
+    log_likelihood : float
+    gradient : ndarray, shape (3,)
+        Derivatives with respect to ``p``, ``q`` and ``gamma``.
     """
+    if not isinstance(data, SpendData):
+        data = SpendData.from_arrays(*data, weights=weights)
     p, q, gamma = params
-    x, m = data[:2]
-    levels, index = data[2:4] if len(data) == 4 else frequency_levels(x)
+    levels, level_weight = data.x_levels.values, data.x_levels.weight
+    total_weight = float(data.weights.sum())
     px = p * levels
-    # Terms that depend on the frequency alone, once per distinct frequency.
-    log_gamma_part = special.gammaln(px + q) - special.gammaln(px) - special.gammaln(q) + px * np.log(levels)
     digamma_pxq = special.digamma(px + q)
-    d_p_part = levels * (digamma_pxq - special.digamma(px) + np.log(levels))
-    d_q_part = digamma_pxq - special.digamma(q)
-
-    shape = p * x  # p x, per row
-    log_m = np.log(m)
-    log_gamma_xm = np.log(gamma + x * m)
-    log_likelihood = log_gamma_part[index] + q * np.log(gamma) + (shape - 1) * log_m - (shape + q) * log_gamma_xm
-    gradient = np.empty((len(x), 3))
-    gradient[:, 0] = d_p_part[index] + x * (log_m - log_gamma_xm)
-    gradient[:, 1] = d_q_part[index] + np.log(gamma) - log_gamma_xm
-    gradient[:, 2] = q / gamma - (shape + q) / (gamma + x * m)
-    return log_likelihood, gradient
+    log_gamma_xm = np.log(gamma + data.x_times_m)
+    inverse_gamma_xm = 1.0 / (gamma + data.x_times_m)
+    weighted_log = data.weights @ log_gamma_xm
+    weighted_x_log = data.weighted_x @ log_gamma_xm
+    log_likelihood = (
+        level_weight @ (special.gammaln(px + q) - special.gammaln(px) + px * np.log(levels))
+        + total_weight * (q * np.log(gamma) - special.gammaln(q))
+        + p * data.sum_x_log_m
+        - data.sum_log_m
+        - p * weighted_x_log
+        - q * weighted_log
+    )
+    gradient = np.array(
+        [
+            level_weight @ (levels * (digamma_pxq - special.digamma(px) + np.log(levels)))
+            + data.sum_x_log_m
+            - weighted_x_log,
+            level_weight @ digamma_pxq + total_weight * (np.log(gamma) - special.digamma(q)) - weighted_log,
+            total_weight * q / gamma - p * (data.weighted_x @ inverse_gamma_xm) - q * (data.weights @ inverse_gamma_xm),
+        ]
+    )
+    return float(log_likelihood), gradient
 
 
 def population_mean_spend(params: np.ndarray) -> float:
@@ -149,8 +188,7 @@ class GammaGamma(BaseModel):
     scaled_columns = ("monetary_value",)
     scaled_params = ("gamma",)
 
-    @staticmethod
-    def _log_likelihood(params, data):
+    def _weighted_log_likelihood(self, params, data, weights):
         return gamma_gamma_log_likelihood(params, data)
 
     def _check_data(self, data, index):
@@ -172,8 +210,8 @@ class GammaGamma(BaseModel):
             )
         return repeat
 
-    def _prepare_data(self, data):
-        return (*data, *frequency_levels(data[0]))
+    def _prepare_data(self, data, weights):
+        return SpendData.from_arrays(*data, weights=weights)
 
     def fit(self, summary: pd.DataFrame, y=None, *, sample_weight=None):
         """Fit by maximum likelihood on the rows with ``frequency > 0``.

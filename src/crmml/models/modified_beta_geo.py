@@ -12,7 +12,7 @@ with :mod:`crmml.models.beta_geo` through its ``shift`` argument.
 
 from __future__ import annotations
 
-from crmml.models.beta_geo import BetaGeo, beta_geometric_log_likelihood
+from crmml.models.beta_geo import BetaGeo
 
 __all__ = ["ModifiedBetaGeo"]
 
@@ -25,7 +25,3 @@ class ModifiedBetaGeo(BetaGeo):
     """
 
     _dropout_shift = 1
-
-    @staticmethod
-    def _log_likelihood(params, data):
-        return beta_geometric_log_likelihood(params, data, shift=1)
