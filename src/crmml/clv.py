@@ -17,6 +17,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from crmml.models.btyd import expected_purchases_sum
+
 __all__ = ["customer_lifetime_value"]
 
 
@@ -102,11 +104,16 @@ def customer_lifetime_value(
         )
 
     spend = spend_model.expected_spend(summary).to_numpy(dtype=float)
+    # sum_i (E_i - E_{i-1}) d_i with E_0 = 0 is sum_i E_i (d_i - d_{i+1}) with d_{n+1} = 0: one
+    # linear combination of expectations, which the models evaluate in a single pass.
     step = horizon / n_steps
-    value = np.zeros(len(summary))
-    previous = np.zeros(len(summary))  # E[X(0)] = 0
-    for i in range(1, n_steps + 1):
-        cumulative = transaction_model.expected_purchases(summary, i * step).to_numpy(dtype=float)
-        value += (cumulative - previous) / (1.0 + discount_rate) ** i
-        previous = cumulative
-    return pd.Series(margin * spend * value, index=summary.index, name="clv")
+    discount = (1.0 + discount_rate) ** -np.arange(1, n_steps + 2, dtype=float)
+    discount[-1] = 0.0
+    horizons = step * np.arange(1, n_steps + 1)
+    coefficients = discount[:-1] - discount[1:]
+    combine = getattr(transaction_model, "expected_purchases_sum", None)
+    if combine is None:
+        purchases = expected_purchases_sum(transaction_model, summary, horizons, coefficients)
+    else:
+        purchases = combine(summary, horizons, coefficients)
+    return pd.Series(margin * spend * purchases.to_numpy(dtype=float), index=summary.index, name="clv")

@@ -61,10 +61,14 @@ def unique_rows(columns: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
             radix = max(len(partial), 1)
         key = key * max(len(uniques), 1) + codes
         radix *= max(len(uniques), 1)
-    inverse, distinct = pd.factorize(key)
-    first = np.full(len(distinct), n, dtype=np.int64)
-    np.minimum.at(first, inverse, np.arange(n, dtype=np.int64))
-    return first, inverse.astype(np.int64)
+    inverse, _ = pd.factorize(key)
+    # factorize numbers the distinct rows in order of first appearance, so a row is the first of
+    # its kind exactly where its code exceeds every code before it.
+    running_max = np.maximum.accumulate(inverse)
+    is_first = np.empty(n, dtype=bool)
+    is_first[0] = True
+    is_first[1:] = running_max[1:] > running_max[:-1]
+    return np.flatnonzero(is_first), inverse.astype(np.int64)
 
 
 class BaseModel(BaseEstimator):
@@ -409,11 +413,19 @@ class BaseModel(BaseEstimator):
         function: Callable[..., np.ndarray],
         columns: Sequence[str] | None = None,
         name: str | None = None,
+        deduplicate: bool = True,
     ) -> pd.Series:
-        """Evaluate ``function(*unique_columns)`` once per distinct row and broadcast it back."""
+        """Evaluate ``function(*columns)`` once per distinct row and broadcast it back.
+
+        ``deduplicate=False`` evaluates row by row, for functions cheaper than finding the distinct
+        rows (or for columns that are almost always distinct, such as mean spend).
+        """
         check_is_fitted(self, "params_")
         columns = tuple(columns or self.data_columns)
         data = self._extract(summary, columns)
+        if not deduplicate:
+            values = function(*(data[c] for c in columns))
+            return pd.Series(np.asarray(values, dtype=float), index=summary.index, name=name)
         first, inverse = unique_rows([data[c] for c in columns])
         values = function(*(data[c][first] for c in columns))
         return pd.Series(np.asarray(values, dtype=float)[inverse], index=summary.index, name=name)

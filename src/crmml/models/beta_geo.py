@@ -11,12 +11,12 @@ purchase they become inactive with probability ``p ~ Beta(a, b)``.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from scipy import special
 
 from crmml.models._special import one_minus_euler_term_over, softplus_and_expit
 from crmml.models._levels import RFMLevels
-from crmml.models.base import BaseModel, check_btyd_summary, check_horizon, unique_rows
+from crmml.models.base import check_btyd_summary
+from crmml.models.btyd import AliveMixtureModel
 
 __all__ = ["BetaGeo"]
 
@@ -107,37 +107,31 @@ def probability_alive(params, x, t_x, T, shift: int = 0) -> np.ndarray:
     return special.expit(-_log_odds_dropped(params, x, t_x, T, shift))
 
 
-def expected_purchases(params, x, t_x, T, t: float, shift: int = 0) -> np.ndarray:
-    """E[X(T, T+t] | x, t_x, T], eq. 10 (MBG/NBD: Batislam et al. 2007 with ``shift=1``).
+def expected_purchases_if_alive(params, x, T, t: float, shift: int = 0) -> np.ndarray:
+    """E[X(T, T+t] | active at T, x, T]: eq. 10 without its P(alive) factor.
 
-    ``P(alive) * (a+b+x+shift-1)/(a-1) * [1 - ((alpha+T)/(alpha+T+t))^(r+x)
-    2F1(r+x, b+x+shift; a+b+x+shift-1; z)]`` with ``z = t/(alpha+T+t)``. After Euler's
+    ``(a+b+x+shift-1)/(a-1) * [1 - ((alpha+T)/(alpha+T+t))^(r+x) 2F1(r+x, b+x+shift; a+b+x+shift-1; z)]``
+    with ``z = t/(alpha+T+t)`` (MBG/NBD, Batislam et al. 2007, with ``shift=1``). After Euler's
     transformation the bracket over ``(a - 1)`` is :func:`one_minus_euler_term_over` with parameters
-    ``(a+b+shift-1-r, a-1; a+b+x+shift-1; z)``; it depends on ``(x, T)`` only, so it is evaluated
-    once per distinct ``(x, T)`` pair.
+    ``(a+b+shift-1-r, a-1; a+b+x+shift-1; z)``: small numerator parameters, so it never overflows.
     """
     r, alpha, a, b = params
-    first, inverse = unique_rows([x, T])
-    xu, Tu = x[first], T[first]
-    z = t / (alpha + Tu + t)
-    c = a + b + xu + shift - 1
-    bracket = one_minus_euler_term_over(a + b + shift - 1 - r, a - 1, c, z)
-    return probability_alive(params, x, t_x, T, shift) * (c * bracket)[inverse]
+    c = a + b + x + shift - 1
+    z = t / (alpha + T + t)
+    return c * one_minus_euler_term_over(a + b + shift - 1 - r, a - 1, c, z)
 
 
-def probability_no_purchase(params, x, t_x, T, t: float, shift: int = 0) -> np.ndarray:
-    """P(no purchase in (T, T+t] | x, t_x, T).
+def no_purchase_if_alive(params, x, T, t: float) -> np.ndarray:
+    """P(no purchase in (T, T+t] | active at T, x, T) = ((alpha+T)/(alpha+T+t))^(r+x).
 
-    Inactive customers never buy; an active one's rate is ``Gamma(r+x, alpha+T)`` a posteriori and
-    she can only drop out after a purchase, so ``P = 1 - P(alive) + P(alive) ((alpha+T)/(alpha+T+t))^(r+x)``.
+    The purchase rate of an active customer is ``Gamma(r+x, alpha+T)`` a posteriori, and she can
+    only drop out right after a purchase, so she makes none with probability ``E[exp(-lambda t)]``.
     """
     r, alpha, a, b = params
-    alive = probability_alive(params, x, t_x, T, shift)
-    no_purchase_if_alive = np.exp(-(r + x) * np.log1p(t / (alpha + T)))
-    return 1.0 - alive * (1.0 - no_purchase_if_alive)
+    return np.exp(-(r + x) * np.log1p(t / (alpha + T)))
 
 
-class BetaGeo(BaseModel):
+class BetaGeo(AliveMixtureModel):
     """BG/NBD model (Fader, Hardie & Lee 2005).
 
     Parameters
@@ -167,8 +161,6 @@ class BetaGeo(BaseModel):
     """
 
     param_names = ("r", "alpha", "a", "b")
-    data_columns = ("frequency", "recency", "T")
-    scaled_columns = ("recency", "T")
     scaled_params = ("alpha",)
     #: 0 for BG/NBD (dropout only after repeat purchases), 1 for MBG/NBD.
     _dropout_shift: int = 0
@@ -182,35 +174,11 @@ class BetaGeo(BaseModel):
     def _prepare_data(self, data, weights):
         return RFMLevels.from_arrays(*data, weights=weights)
 
-    def probability_alive(self, summary: pd.DataFrame) -> pd.Series:
-        """P(customer still active at the end of the observation period), eq. 13."""
-        params, shift = self._params(), self._dropout_shift
-        return self._predict_unique(
-            summary, lambda x, tx, T: probability_alive(params, x, tx, T, shift), name="p_alive"
-        )
+    def _probability_alive(self, params, x, t_x, T):
+        return probability_alive(params, x, t_x, T, self._dropout_shift)
 
-    def expected_purchases(self, summary: pd.DataFrame, horizon: float) -> pd.Series:
-        """Expected number of purchases in the next ``horizon`` time units, eq. 10."""
-        params, horizon, shift = self._params(), check_horizon(horizon), self._dropout_shift
-        return self._predict_unique(
-            summary, lambda x, tx, T: expected_purchases(params, x, tx, T, horizon, shift), name="expected_purchases"
-        )
+    def _expected_if_alive(self, params, x, T, t):
+        return expected_purchases_if_alive(params, x, T, t, self._dropout_shift)
 
-    def probability_no_purchase(self, summary: pd.DataFrame, horizon: float) -> pd.Series:
-        """P(no purchase in the next ``horizon`` time units): the churn quantity."""
-        params, horizon, shift = self._params(), check_horizon(horizon), self._dropout_shift
-        return self._predict_unique(
-            summary,
-            lambda x, tx, T: probability_no_purchase(params, x, tx, T, horizon, shift),
-            name="p_no_purchase",
-        )
-
-    def unconditional_expected_purchases(self, t) -> np.ndarray:
-        """E[X(t)] for a customer who made a first purchase at time 0 (eq. 9; tracking plots).
-
-        It equals the conditional expectation of a customer with ``x = t_x = T = 0``.
-        """
-        params, shift = self._params(), self._dropout_shift
-        t = np.atleast_1d(np.asarray(t, dtype=float))
-        zero = np.zeros(1)
-        return np.array([expected_purchases(params, zero, zero, zero, check_horizon(ti), shift)[0] for ti in t])
+    def _no_purchase_if_alive(self, params, x, T, t):
+        return no_purchase_if_alive(params, x, T, t)

@@ -21,6 +21,7 @@ import pandas as pd
 from scipy import special
 
 from crmml.models.base import BaseModel, Data, _rows_error
+from crmml.models.btyd import TransactionModel
 
 __all__ = [
     "BetaGeoBetaBinom",
@@ -236,7 +237,7 @@ def _check_periods(value, name: str) -> float:
     return number
 
 
-class BetaGeoBetaBinom(BaseModel):
+class BetaGeoBetaBinom(TransactionModel):
     """BG/BB model for discrete-time noncontractual data (Fader, Hardie & Shang 2010).
 
     Parameters

@@ -258,7 +258,9 @@ class GammaGamma(BaseModel):
         """
         params = self._params()
         population_mean_spend(params)  # fail early, with the explanation, if q <= 1
-        return self._predict_unique(summary, lambda x, m: expected_spend(params, x, m), name="expected_spend")
+        return self._predict_unique(
+            summary, lambda x, m: expected_spend(params, x, m), name="expected_spend", deduplicate=False
+        )
 
     def conditional_expected_average_profit(self, summary: pd.DataFrame) -> pd.Series:
         """Alias of :meth:`expected_spend`, under the name lifetimes uses."""
