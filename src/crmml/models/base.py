@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from crmml.errors import ConvergenceError, DataValidationError
 
-__all__ = ["BaseModel", "check_btyd_summary", "check_horizon", "frequency_levels", "unique_rows"]
+__all__ = ["BaseModel", "check_btyd_summary", "check_horizon", "frequency_levels", "rows_error", "unique_rows"]
 
 # Typing aliases: the data a likelihood sees is a tuple of equally long float arrays.
 Data = tuple[np.ndarray, ...]
@@ -165,7 +165,7 @@ class BaseModel(BaseEstimator):
             values = pd.to_numeric(summary[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
             bad = ~np.isfinite(values)
             if bad.any():
-                raise _rows_error(summary.index, bad, summary[name].to_numpy(), name, "must be a finite number")
+                raise rows_error(summary.index, bad, summary[name].to_numpy(), name, "must be a finite number")
             data[name] = values
         self._check_data(data, summary.index)
         return data
@@ -466,7 +466,7 @@ class _ChunkedLikelihood:
         return float(sum(value for value, _ in results)), np.sum([gradient for _, gradient in results], axis=0)
 
 
-def _rows_error(index: pd.Index, bad: np.ndarray, raw: np.ndarray, column: str, requirement: str) -> DataValidationError:
+def rows_error(index: pd.Index, bad: np.ndarray, raw: np.ndarray, column: str, requirement: str) -> DataValidationError:
     positions = np.flatnonzero(bad)
     shown = positions[:_MAX_SHOWN_ROWS]
     examples = ", ".join(f"row {index[i]!r} ({raw[i]!r})" for i in shown)
@@ -500,10 +500,10 @@ def check_btyd_summary(data: dict[str, np.ndarray], index: pd.Index) -> None:
     """Checks shared by the frequency/recency/T models: whole frequencies and 0 <= recency <= T."""
     frequency, recency, T = data["frequency"], data["recency"], data["T"]
     if np.any(bad := (frequency < 0) | (frequency != np.round(frequency))):
-        raise _rows_error(index, bad, frequency, "frequency", "must be a non-negative whole number")
+        raise rows_error(index, bad, frequency, "frequency", "must be a non-negative whole number")
     if np.any(bad := recency < 0):
-        raise _rows_error(index, bad, recency, "recency", "must be >= 0")
+        raise rows_error(index, bad, recency, "recency", "must be >= 0")
     if np.any(bad := recency > T * (1 + 1e-12)):
-        raise _rows_error(index, bad, recency, "recency", "must not exceed T")
+        raise rows_error(index, bad, recency, "recency", "must not exceed T")
     if np.any(bad := (frequency == 0) & (recency != 0)):
-        raise _rows_error(index, bad, recency, "recency", "must be 0 where frequency is 0")
+        raise rows_error(index, bad, recency, "recency", "must be 0 where frequency is 0")

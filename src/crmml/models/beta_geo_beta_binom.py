@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from crmml.models.base import BaseModel, Data, _rows_error
+from crmml.models.base import BaseModel, Data, rows_error
 from crmml.models.btyd import TransactionModel
 
 __all__ = [
@@ -285,11 +285,11 @@ class BetaGeoBetaBinom(TransactionModel):
         frequency, recency, n_periods = data["frequency"], data["recency"], data["n_periods"]
         for name, values in data.items():
             if np.any(bad := (values < 0) | (values != np.round(values))):
-                raise _rows_error(index, bad, values, name, "must be a non-negative whole number")
+                raise rows_error(index, bad, values, name, "must be a non-negative whole number")
         if np.any(bad := recency > n_periods):
-            raise _rows_error(index, bad, recency, "recency", "must not exceed n_periods")
+            raise rows_error(index, bad, recency, "recency", "must not exceed n_periods")
         if np.any(bad := frequency > recency):
-            raise _rows_error(
+            raise rows_error(
                 index, bad, frequency, "frequency", "must not exceed recency (one transaction per opportunity)"
             )
 

@@ -21,7 +21,7 @@ from scipy import special
 
 from crmml.errors import DataValidationError
 from crmml.models._levels import Levels, levels_of
-from crmml.models.base import BaseModel, _rows_error
+from crmml.models.base import BaseModel, rows_error
 
 __all__ = ["GammaGamma", "gamma_gamma_log_likelihood", "expected_spend", "population_mean_spend"]
 
@@ -194,9 +194,9 @@ class GammaGamma(BaseModel):
     def _check_data(self, data, index):
         frequency, monetary_value = data["frequency"], data["monetary_value"]
         if np.any(bad := (frequency < 0) | (frequency != np.round(frequency))):
-            raise _rows_error(index, bad, frequency, "frequency", "must be a non-negative whole number")
+            raise rows_error(index, bad, frequency, "frequency", "must be a non-negative whole number")
         if np.any(bad := (frequency > 0) & ~(monetary_value > 0)):
-            raise _rows_error(
+            raise rows_error(
                 index, bad, monetary_value, "monetary_value", "must be > 0 where frequency > 0 (mean repeat spend)"
             )
 
