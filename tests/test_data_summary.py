@@ -7,6 +7,9 @@ and ``calibration_and_holdout_data`` run on the same frames.
 
 from __future__ import annotations
 
+import decimal
+
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,6 +21,7 @@ from lifetimes.utils import (
 )
 
 from crmml.data import SummaryReport, calibration_holdout, read_transactions, rfm_summary
+from crmml.data import summary as summary_module
 from crmml.datasets import load_cdnow_transactions
 from crmml.errors import DataValidationError
 
@@ -293,6 +297,173 @@ def test_reading_a_validated_log_once_and_summarising_twice(cdnow):
     log = read_transactions(cdnow)
     pd.testing.assert_frame_equal(
         rfm_summary(log, as_of="1997-09-30"), rfm_summary(cdnow, as_of="1997-09-30")
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Exact amounts, row order and batches
+# --------------------------------------------------------------------------------------------------
+
+
+def mixed_amount_log(seed: int = 3, n: int = 4_000) -> pd.DataFrame:
+    """Amounts of every kind: cents, full-precision doubles, refunds (some netting a purchase to
+    exactly zero), tiny negatives, values on a rounding boundary and, for customers 150 and up,
+    amounts above 9.2e8 (beyond int64 ten-billionths) whose totals pass 2**53 ten-billionths."""
+    rng = np.random.default_rng(seed)
+    customer = rng.integers(0, 300, n)
+    day = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 60, n), "D")
+    stamp = day + pd.to_timedelta(rng.integers(0, 86_400, n), "s")
+    kind = rng.integers(0, 6, n)
+    amount = np.select(
+        [kind == 0, kind == 1, kind == 2, kind == 3, kind == 4],
+        [
+            rng.gamma(2.0, 10.0, n).round(2),
+            rng.gamma(2.0, 10.0, n),
+            -rng.gamma(2.0, 5.0, n).round(2),
+            np.where(customer >= 150, rng.uniform(1e9, 1e12, n), rng.gamma(2.0, 10.0, n)),
+            (rng.integers(-50, 50, n) + 0.5) / 1e10,
+        ],
+        default=-1e-12,
+    )
+    return pd.DataFrame({"customer_id": customer, "timestamp": stamp, "amount": amount})
+
+
+def exact_sql_summary(frame: pd.DataFrame, as_of: str) -> pd.DataFrame:
+    """rfm_summary's daily definitions written directly in DuckDB SQL with DECIMAL(38, 10) sums,
+    as crmml computed them before the NumPy reduction: the oracle for exact amounts."""
+    con = duckdb.connect()
+    con.register("log", frame)
+    return con.sql(
+        f"""
+        WITH periods AS (
+            SELECT customer_id, CAST(timestamp AS DATE) - DATE '1970-01-01' AS period,
+                count(*) AS n_rows, count(*) FILTER (WHERE amount < 0) AS n_refunds,
+                sum(CAST(amount AS DECIMAL(38, 10))) AS net
+            FROM log WHERE CAST(timestamp AS DATE) <= DATE '{as_of}' GROUP BY 1, 2
+        )
+        SELECT customer_id,
+            CAST(count(*) - 1 AS DOUBLE) AS frequency,
+            CAST(max(period) - min(period) AS DOUBLE) AS recency,
+            CASE WHEN count(*) > 1
+                THEN CAST(sum(net) - arg_min(net, period) AS DOUBLE) / (count(*) - 1) ELSE 0
+            END AS monetary_value
+        FROM periods WHERE n_rows > n_refunds AND (net > 0 OR n_refunds = 0)
+        GROUP BY customer_id ORDER BY customer_id
+        """
+    ).df().set_index("customer_id")
+
+
+def test_amounts_are_rounded_like_duckdbs_decimal_cast():
+    """Each amount is rounded to 10 decimal places exactly as DuckDB casts DOUBLE to DECIMAL(38, 10)
+    (half away from zero), including values on a rounding boundary and above 9.2e8."""
+    rng = np.random.default_rng(0)
+    amount = np.concatenate(
+        [
+            rng.normal(0, 1, 2_000) * 10.0 ** rng.integers(-12, 17, 2_000),
+            (np.arange(-200, 200) + 0.5) / 1e10,
+            [0.0, -0.0, 1e-10, -1e-10, 5e-11, -5e-11, 0.1, 0.2, 0.3, 9.2e8, -9.3e8, 1e17],
+        ]
+    )
+    whole, frac = summary_module._split_amounts(amount)
+    decimals = duckdb.connect().sql(
+        "SELECT CAST(a AS DECIMAL(38, 10)) FROM (SELECT unnest($1) AS a)", params=[amount.tolist()]
+    )
+    expected = [int(d.scaleb(10)) for (d,) in decimals.fetchall()]
+    assert [int(w) * 10**10 + int(f) for w, f in zip(whole, frac)] == expected
+    assert ((frac >= 0) & (frac < 10**10)).all()
+
+
+def test_exact_totals_become_doubles_like_duckdbs_decimal_cast():
+    """Totals (ten-billionths up to 1e25, either sign) convert to the double DuckDB gives for a
+    DECIMAL(38, 10); the two differ from a plain whole + frac / 1e10 about once in 4,000 values."""
+    rng = np.random.default_rng(1)
+    leading, exponent = rng.integers(-(10**9), 10**9, 20_000), rng.integers(0, 17, 20_000)
+    trailing = rng.integers(0, 10**9, 20_000)
+    units = [int(a) * 10 ** int(e) + int(b) for a, e, b in zip(leading, exponent, trailing)]
+    units += [2**53, 2**53 + 1, -(2**53) - 1, 10**10, -(10**10), 0, 1, -1]
+    whole, frac = (np.array(part, dtype=np.int64) for part in zip(*(divmod(u, 10**10) for u in units)))
+    text = [str(decimal.Decimal(u).scaleb(-10)) for u in units]
+    doubles = duckdb.connect().sql(
+        "SELECT CAST(CAST(s AS DECIMAL(38, 10)) AS DOUBLE) FROM unnest($1) AS t(s)", params=[text]
+    )
+    expected = np.array([value for (value,) in doubles.fetchall()])
+    np.testing.assert_array_equal(summary_module._to_double(whole, frac), expected)
+
+
+def test_monetary_value_is_the_exact_decimal_sum_cast_to_double(monkeypatch):
+    """Bit for bit the DuckDB DECIMAL(38, 10) oracle, with tiny batches so that customers span
+    several of them."""
+    frame = mixed_amount_log()
+    expected = exact_sql_summary(frame, as_of="2024-02-15")
+    monkeypatch.setattr(summary_module, "_BATCH_ROWS", 64)
+    ours = rfm_summary(frame, as_of="2024-02-15")
+    assert ours.index.tolist() == expected.index.tolist()
+    for column in expected.columns:
+        np.testing.assert_array_equal(ours[column], expected[column], err_msg=column)
+
+
+def test_refund_of_point_one_plus_point_two_by_point_three_nets_to_exactly_zero():
+    """In doubles 0.1 + 0.2 - 0.3 is 5.6e-17, which would make the day a purchase occasion."""
+    frame = small_frame_with_amounts([10.0, 0.1, 0.2, -0.3, 4.0])
+    frame["timestamp"] = pd.to_datetime(["2024-01-01"] + ["2024-01-02"] * 3 + ["2024-01-03"])
+    summary, report = rfm_summary(frame, as_of="2024-01-03", return_report=True)
+    assert summary.loc[1, "frequency"] == 1.0  # 2024-01-02 is fully refunded
+    assert summary.loc[1, "monetary_value"] == 4.0
+    assert report.rows_in_fully_refunded_periods == 3
+
+
+def test_summary_does_not_depend_on_row_order_or_batch_size(monkeypatch):
+    frame = mixed_amount_log(seed=5)
+    shuffled = frame.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    expected, expected_report = rfm_summary(frame, as_of="2024-02-15", freq="W", return_report=True)
+    split = calibration_holdout(frame, calibration_end="2024-01-31", holdout_end="2024-02-25")
+    for batch_rows in [64, 1_000, 1 << 20]:
+        monkeypatch.setattr(summary_module, "_BATCH_ROWS", batch_rows)
+        ours, report = rfm_summary(shuffled, as_of="2024-02-15", freq="W", return_report=True)
+        pd.testing.assert_frame_equal(ours, expected, check_exact=True)
+        assert report == expected_report and report.reconciles
+        pd.testing.assert_frame_equal(
+            calibration_holdout(shuffled, calibration_end="2024-01-31", holdout_end="2024-02-25"),
+            split,
+            check_exact=True,
+        )
+
+
+def test_string_ids_across_batches_give_the_same_summary(monkeypatch, cdnow):
+    as_text = cdnow.assign(customer_id="C" + cdnow["customer_id"].astype(str).str.zfill(5))
+    expected = rfm_summary(as_text, as_of="1997-09-30")
+    monkeypatch.setattr(summary_module, "_BATCH_ROWS", 50)
+    pd.testing.assert_frame_equal(rfm_summary(as_text, as_of="1997-09-30"), expected, check_exact=True)
+
+
+@pytest.mark.parametrize(("freq", "pandas_freq"), [("D", "D"), ("W", "W-SUN"), ("M", "M")])
+def test_periods_count_like_pandas_periods_before_and_after_1970(freq, pandas_freq):
+    days = ["1969-11-30 23:59", "1969-12-28 12:00", "1969-12-29", "1970-01-04 23:00", "1970-01-05", "1970-02-01"]
+    stamps = pd.to_datetime(days, format="ISO8601")
+    frame = pd.DataFrame({"customer_id": range(len(stamps)), "timestamp": stamps, "amount": 1.0})
+    as_of = pd.Timestamp("1970-03-01")
+    ours = rfm_summary(frame, as_of=as_of, freq=freq)
+    expected = [(as_of.to_period(pandas_freq) - s.to_period(pandas_freq)).n for s in stamps]
+    assert ours["T"].tolist() == expected
+
+
+def test_amounts_too_large_to_sum_exactly_are_an_error():
+    with pytest.raises(DataValidationError, match="below 9.2e18") as caught:
+        rfm_summary(small_frame_with_amounts([10.0, 2e19]), as_of="2024-01-05")
+    assert caught.value.column == "amount"
+    with pytest.raises(DataValidationError, match="absolute amounts of customer 1 add up to more than"):
+        rfm_summary(small_frame_with_amounts([9e18, -9e18]), as_of="2024-01-05")
+    two_customers = small_frame_with_amounts([3e18, 3e18]).assign(customer_id=[1, 2])
+    assert rfm_summary(two_customers, as_of="2024-01-05").index.tolist() == [1, 2]
+
+
+def small_frame_with_amounts(amounts: list[float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": [1] * len(amounts),
+            "timestamp": pd.date_range("2024-01-01", periods=len(amounts), freq="D"),
+            "amount": amounts,
+        }
     )
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from crmml.data import TransactionReport, Transactions, read_transactions
+from crmml.data.transactions import duckdb_session
 from crmml.datasets import load_cdnow_transactions
 from crmml.errors import DataValidationError
 
@@ -195,6 +196,43 @@ def test_bad_arguments_are_rejected():
         read_transactions([1, 2, 3])
     with pytest.raises(ValueError, match="time_format '%Q' is not a valid strptime format"):
         read_transactions(small_log(), time_format="%Q")
+
+
+# --------------------------------------------------------------------------------------------------
+# DuckDB resources
+# --------------------------------------------------------------------------------------------------
+
+
+def duckdb_settings() -> tuple[str, int]:
+    with duckdb_session() as con:
+        return con.sql("SELECT current_setting('memory_limit'), current_setting('threads')").fetchall()[0]
+
+
+def test_duckdb_memory_limit_defaults_to_a_quarter_of_memory_and_threads_to_duckdbs(monkeypatch):
+    monkeypatch.delenv("CRMML_DUCKDB_MEMORY_LIMIT", raising=False)
+    monkeypatch.delenv("CRMML_DUCKDB_THREADS", raising=False)
+    plain = duckdb.connect()
+    default_threads = plain.sql("SELECT current_setting('threads')").fetchall()[0][0]
+    plain.execute("SET memory_limit = '25%'")
+    quarter = plain.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    assert duckdb_settings() == (quarter, default_threads)
+
+
+def test_duckdb_resources_can_be_set_in_the_environment(monkeypatch, cdnow):
+    monkeypatch.setenv("CRMML_DUCKDB_MEMORY_LIMIT", "200MB")
+    monkeypatch.setenv("CRMML_DUCKDB_THREADS", "1")
+    assert duckdb_settings() == ("190.7 MiB", 1)
+    assert read_transactions(cdnow).report.rows_valid == 6919
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("CRMML_DUCKDB_MEMORY_LIMIT", "lots"), ("CRMML_DUCKDB_THREADS", "0"), ("CRMML_DUCKDB_THREADS", "two")],
+)
+def test_invalid_duckdb_resources_name_the_variable(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=f"{variable} must be .* Got '{value}' instead"):
+        read_transactions(small_log())
 
 
 # --------------------------------------------------------------------------------------------------

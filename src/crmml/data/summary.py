@@ -1,4 +1,4 @@
-"""Per-customer RFM summaries (frequency, recency, T, monetary value) computed in DuckDB.
+"""Per-customer RFM summaries (frequency, recency, T, monetary value) from DuckDB and NumPy.
 
 The definitions are those of lifetimes' ``summary_data_from_transaction_data`` and
 ``calibration_and_holdout_data``, with an explicit policy for refunds and for rows after the
@@ -35,34 +35,61 @@ Rows dated after the as-of date are excluded and counted; the as-of day itself i
 lifetimes instead keeps every row of the as-of date's *period* (so with ``freq="W"`` it also keeps
 the rest of the as-of week); the two agree whenever the as-of date ends a period, and always for
 ``freq="D"``.
+
+Exact amounts
+-------------
+Each amount is rounded to 10 decimal places and summed exactly (as integers), so a refund of
+0.1 + 0.2 by 0.3 nets to exactly 0 and the result does not depend on row order. Amounts must be
+below 9.2e18 in absolute value, and a customer's absolute amounts must add up to less than 4.6e18.
+
+How it is computed
+------------------
+DuckDB sorts the valid rows by customer and time (spilling to disk when the log does not fit its
+memory limit) and streams them to NumPy in batches that never split a customer; each batch is
+reduced to periods, then to customers. Memory therefore grows with the batch size and the number
+of customers, not with the number of rows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import duckdb
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from crmml.data.transactions import Transactions, duckdb_session, read_transactions
 from crmml.errors import DataValidationError
 
 __all__ = ["SummaryReport", "calibration_holdout", "rfm_summary"]
 
-# Period number of a TIMESTAMP expression {ts}: days since 1970-01-01, weeks since Monday
-# 1970-01-05 (weeks run Monday to Sunday, as pandas' W-SUN), or months since January of year 0.
-_PERIOD_SQL = {
-    "D": "(CAST({ts} AS DATE) - DATE '1970-01-01')",
-    "W": "((CAST(date_trunc('week', {ts}) AS DATE) - DATE '1970-01-05') // 7)",
-    "M": "(year({ts}) * 12 + month({ts}) - 1)",
-}
+_FREQS = ("D", "W", "M")
+_MICROS_PER_DAY = 86_400_000_000
 
-# Amounts are summed exactly, as decimals with 10 places (|amount| < 1e28): sums do not depend on
-# the order DuckDB's threads add them in, and a refund of 0.1 + 0.2 by 0.3 nets to exactly 0.
-_EXACT_AMOUNT = "DECIMAL(38, 10)"
+# Amounts are rounded to 10 decimal places and summed exactly in NumPy, each amount split into
+# whole units and ten-billionths: amount = whole + frac / _SCALE.
+_SCALE = 10**10
+_MAX_WHOLE_SUM = 2.0**62  # bound on a customer's sum of |whole| that keeps every int64 sum exact
 
-# Segments a row falls into (a column of the period table).
-_CALIBRATION, _HOLDOUT, _AFTER_AS_OF, _REJECTED = 0, 1, 2, 3
+# Rows per Arrow batch streamed from DuckDB (a batch grows to hold a customer's rows whole).
+_BATCH_ROWS = 1 << 17
+
+# Segments a row falls into, by its day.
+_CALIBRATION, _HOLDOUT, _AFTER_AS_OF = 0, 1, 2
+
+# Row and customer counts summed over batches for the SummaryReport.
+_COUNTS = (
+    "rows_used",
+    "refund_rows_netted",
+    "rows_in_fully_refunded_periods",
+    "unmatched_refund_rows",
+    "rows_of_holdout_only_customers",
+    "rows_after_as_of",
+    "customers_seen",
+)
 
 
 @dataclass(frozen=True)
@@ -185,17 +212,21 @@ def rfm_summary(
     DataValidationError
         When the log is invalid, or no customer has a purchase occasion on or before ``as_of``.
     """
-    period_sql, multiplier = _period_sql(freq), _positive_multiplier(freq_multiplier)
+    _check_freq(freq)
+    multiplier = _positive_multiplier(freq_multiplier)
     as_of_day = _day(as_of, "as_of") if as_of is not None else None
     log = _as_transactions(transactions, read_kwargs)
     if as_of_day is None:
         as_of_day = log.last_timestamp.normalize()
-    query = _SummaryQuery(period_sql, multiplier, as_of_day, as_of_day, log.has_amount)
-    frame, counts = _run(log, query, query.rfm_select_sql(include_first_transaction), return_report)
+    cut = _Cut(freq, multiplier, as_of_day, as_of_day)
+    spec = _Spec(
+        cut, log.has_amount, include_first_transaction, with_holdout=False, with_counts=return_report
+    )
+    frame, counts = _summarise(log, spec)
     _check_not_empty(frame, log, "as_of", as_of_day)
     if not return_report:
         return frame
-    return frame, _report(counts, query, freq, calibration_end=None)
+    return frame, _report(counts, log, cut, len(frame), calibration_end=None)
 
 
 def calibration_holdout(
@@ -251,7 +282,8 @@ def calibration_holdout(
     ValueError
         When ``calibration_end`` is not before ``holdout_end``.
     """
-    period_sql, multiplier = _period_sql(freq), _positive_multiplier(freq_multiplier)
+    _check_freq(freq)
+    multiplier = _positive_multiplier(freq_multiplier)
     calibration_day = _day(calibration_end, "calibration_end")
     holdout_day = _day(holdout_end, "holdout_end") if holdout_end is not None else None
     log = _as_transactions(transactions, read_kwargs)
@@ -262,12 +294,13 @@ def calibration_holdout(
             f"calibration_end ({calibration_day.date()}) must be before holdout_end "
             f"({holdout_day.date()})."
         )
-    query = _SummaryQuery(period_sql, multiplier, calibration_day, holdout_day, log.has_amount)
-    frame, counts = _run(log, query, query.calibration_holdout_select_sql(), return_report)
+    cut = _Cut(freq, multiplier, calibration_day, holdout_day)
+    spec = _Spec(cut, log.has_amount, include_first=False, with_holdout=True, with_counts=return_report)
+    frame, counts = _summarise(log, spec)
     _check_not_empty(frame, log, "calibration_end", calibration_day)
     if not return_report:
         return frame
-    return frame, _report(counts, query, freq, calibration_end=calibration_day)
+    return frame, _report(counts, log, cut, len(frame), calibration_end=calibration_day)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -286,10 +319,9 @@ def _as_transactions(transactions, read_kwargs: dict) -> Transactions:
     return read_transactions(transactions, **read_kwargs)
 
 
-def _period_sql(freq: str) -> str:
-    if freq not in _PERIOD_SQL:
-        raise ValueError(f"freq must be one of {sorted(_PERIOD_SQL)}. Got {freq!r} instead.")
-    return _PERIOD_SQL[freq]
+def _check_freq(freq: str) -> None:
+    if freq not in _FREQS:
+        raise ValueError(f"freq must be one of {sorted(_FREQS)}. Got {freq!r} instead.")
 
 
 def _positive_multiplier(value) -> float:
@@ -324,213 +356,428 @@ def _day(value, name: str) -> pd.Timestamp:
 
 
 # --------------------------------------------------------------------------------------------------
-# SQL
+# Periods and segments
 # --------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _SummaryQuery:
-    """The SQL of one summary: rows are cut into calibration / holdout / after-as-of segments."""
+class _Cut:
+    """How one summary cuts time: period length and the calibration / holdout / after segments."""
 
-    period_sql: str
+    freq: str
     multiplier: float
     calibration_end: pd.Timestamp
     as_of: pd.Timestamp
+
+    def periods(self, micros: np.ndarray) -> np.ndarray:
+        """Period numbers of timestamps given in microseconds since 1970: days since 1970-01-01,
+        weeks since Monday 1970-01-05 (weeks run Monday to Sunday, as pandas' W-SUN), or months
+        since January of year 0."""
+        days = micros // _MICROS_PER_DAY
+        if self.freq == "D":
+            return days
+        if self.freq == "W":
+            return (days - 4) // 7
+        return micros.view("datetime64[us]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
+
+    def period_of(self, day: pd.Timestamp) -> int:
+        return int(self.periods(np.array([_micros(day)]))[0])
+
+    def segments(self, micros: np.ndarray) -> np.ndarray | None:
+        """Segment of each timestamp (each end day included), or None when all are calibration."""
+        calibration_limit = _micros(self.calibration_end) + _MICROS_PER_DAY
+        if len(micros) == 0 or micros.max() < calibration_limit:
+            return None
+        after_as_of = micros >= _micros(self.as_of) + _MICROS_PER_DAY
+        return (micros >= calibration_limit).astype(np.int8) + after_as_of
+
+    def scaled(self, periods) -> np.ndarray:
+        """Whole periods divided by the multiplier."""
+        return np.asarray(periods).astype(np.float64) / self.multiplier
+
+
+def _micros(day: pd.Timestamp) -> int:
+    return int(day.to_datetime64().astype("datetime64[us]").astype(np.int64))
+
+
+# --------------------------------------------------------------------------------------------------
+# Exact amounts: whole units and ten-billionths in two int64 arrays
+# --------------------------------------------------------------------------------------------------
+
+
+def _split_amounts(amount: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Round amounts to 10 decimal places and split them exactly into ``whole`` and ``frac``
+    (rounded amount = whole + frac / 1e10, 0 <= frac < 1e10).
+
+    The rounding is DuckDB's cast of a DOUBLE to DECIMAL(38, 10): amount * 1e10 in double
+    precision, rounded half away from zero.
+    """
+    scaled = amount * float(_SCALE)
+    units = np.trunc(scaled)
+    scaled -= units  # the remainder, exact
+    units += scaled >= 0.5
+    units -= scaled <= -0.5
+    if np.abs(units).max(initial=0.0) < 2.0**63:
+        whole, frac = np.divmod(units.astype(np.int64), _SCALE)
+    else:  # some |amount| >= 9.2e8: those rows (usually few) in Python integers
+        beyond = np.abs(units) >= 2.0**63
+        whole, frac = np.divmod(np.where(beyond, 0.0, units).astype(np.int64), _SCALE)
+        for row in np.flatnonzero(beyond):
+            whole[row], frac[row] = _whole_and_frac(int(units[row]))
+    return whole, frac
+
+
+def _whole_and_frac(units: int) -> tuple[int, int]:
+    whole, frac = divmod(units, _SCALE)
+    if not -(2**63) <= whole < 2**63:
+        raise DataValidationError(
+            "Amounts must be below 9.2e18 in absolute value to be summed exactly. "
+            f"Got {units / _SCALE:.6g}.",
+            column="amount",
+        )
+    return whole, frac
+
+
+def _normalised(whole: np.ndarray, frac: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same amounts with 0 <= frac < 1e10."""
+    carry = frac // _SCALE
+    return whole + carry, frac - carry * _SCALE
+
+
+def _is_positive(whole: np.ndarray, frac: np.ndarray) -> np.ndarray:
+    """For normalised amounts."""
+    return (whole > 0) | ((whole == 0) & (frac > 0))
+
+
+def _to_double(whole: np.ndarray, frac: np.ndarray) -> np.ndarray:
+    """Normalised amounts as doubles, as DuckDB casts DECIMAL(38, 10) to DOUBLE: units / 1e10 when
+    |units| <= 2**53, otherwise integer part + fraction / 1e10 (both truncated toward zero)."""
+    small = np.abs(whole) < 2**53 // _SCALE + 1  # units then fit in int64
+    units = np.where(small, whole, 0) * _SCALE + np.where(small, frac, 0)
+    borrow = (whole < 0) & (frac > 0)
+    split = (whole + borrow).astype(np.float64) + (frac - borrow * _SCALE) / _SCALE
+    return np.where(small & (np.abs(units) <= 2**53), units / _SCALE, split)
+
+
+# --------------------------------------------------------------------------------------------------
+# From sorted rows to periods to customers
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """What one summary computes."""
+
+    cut: _Cut
     has_amount: bool
+    include_first: bool
+    with_holdout: bool
+    with_counts: bool
 
-    def period_of(self, ts_sql: str) -> str:
-        return self.period_sql.format(ts=ts_sql)
 
-    def periods_table_sql(self) -> str:
-        """One row per (customer, period, segment): row counts, net amount, first/last purchase."""
-        purchase = "amount >= 0" if self.has_amount else "reason IS NULL"
-        refunds = "count(*) FILTER (WHERE amount < 0)" if self.has_amount else "0"
-        valid_amount = f"CAST(CASE WHEN reason IS NULL THEN amount END AS {_EXACT_AMOUNT})"
-        net = f"coalesce(sum({valid_amount}), 0)" if self.has_amount else "0"
-        return f"""
-        CREATE TEMP TABLE crmml_periods AS
-        SELECT
-            CASE WHEN reason IS NULL THEN customer_id END AS customer_id,
-            CASE WHEN reason IS NULL THEN {self.period_of("timestamp")} END AS period,
-            CASE
-                WHEN reason IS NOT NULL THEN {_REJECTED}
-                WHEN CAST(timestamp AS DATE) > {_date_sql(self.as_of)} THEN {_AFTER_AS_OF}
-                WHEN CAST(timestamp AS DATE) > {_date_sql(self.calibration_end)} THEN {_HOLDOUT}
-                ELSE {_CALIBRATION}
-            END AS segment,
-            count(*) AS n_rows,
-            {refunds} AS n_refund_rows,
-            {net} AS net_amount,
-            min(timestamp) FILTER (WHERE {purchase}) AS first_purchase,
-            max(timestamp) FILTER (WHERE {purchase}) AS last_purchase
-        FROM crmml_checked
-        GROUP BY 1, 2, 3
-        """
+@dataclass(frozen=True)
+class _Rows:
+    """A batch of valid rows sorted by customer and time, holding every row of its customers."""
 
-    @staticmethod
-    def classified_view_sql() -> str:
-        """Flag each period: a purchase occasion, a refund-only period, or neither."""
-        return f"""
-        CREATE TEMP VIEW crmml_classified AS
-        SELECT *,
-            segment <= {_HOLDOUT} AND n_rows > n_refund_rows
-                AND (net_amount > 0 OR n_refund_rows = 0) AS is_occasion,
-            segment <= {_HOLDOUT} AND n_rows = n_refund_rows AS is_refund_only
-        FROM crmml_periods
-        """
+    ids: pa.Array
+    micros: np.ndarray
+    whole: np.ndarray | None = None  # rounded amounts (see _split_amounts); None without amounts
+    frac: np.ndarray | None = None
+    is_refund: np.ndarray | None = None  # None when the batch has no refund
 
-    @staticmethod
-    def customers_table_sql() -> str:
-        """Calibration occasions aggregated per customer (customers with none are left out).
+    @classmethod
+    def from_batch(cls, batch: pa.RecordBatch, has_amount: bool) -> _Rows:
+        ids = batch.column(0)
+        micros = batch.column(1).cast(pa.timestamp("us")).to_numpy().view(np.int64)
+        if not has_amount:
+            return cls(ids, micros)
+        amount = batch.column(2).to_numpy()
+        is_refund = amount < 0
+        rows = cls(ids, micros, *_split_amounts(amount), is_refund if is_refund.any() else None)
+        rows.check_sums_are_exact()
+        return rows
 
-        The repeat occasions' total is the exact decimal total less the first occasion's amount.
-        """
-        return f"""
-        CREATE TEMP TABLE crmml_customers AS
-        SELECT
-            customer_id,
-            min(period) AS first_period,
-            max(period) AS last_period,
-            count(*) AS n_occasions,
-            CAST(sum(net_amount) AS DOUBLE) / count(*) AS mean_amount,
-            CASE WHEN count(*) > 1
-                THEN CAST(sum(net_amount) - arg_min(net_amount, period) AS DOUBLE) / (count(*) - 1)
-                ELSE 0
-            END AS mean_repeat_amount,
-            min(first_purchase) AS first_purchase,
-            max(last_purchase) AS last_purchase
-        FROM crmml_classified
-        WHERE is_occasion AND segment = {_CALIBRATION}
-        GROUP BY customer_id
-        """
+    def check_sums_are_exact(self) -> None:
+        """Amounts are only summed within a customer: check that no int64 sum can overflow."""
+        magnitude = np.abs(self.whole).astype(np.float64)
+        if magnitude.sum() < _MAX_WHOLE_SUM:
+            return
+        starts = np.flatnonzero(self.new_customer())
+        by_customer = np.add.reduceat(magnitude, starts)
+        worst = int(by_customer.argmax())
+        if by_customer[worst] >= _MAX_WHOLE_SUM:
+            raise DataValidationError(
+                "Amounts are too large to be summed exactly: the absolute amounts of customer "
+                f"{self.ids[int(starts[worst])].as_py()!r} add up to more than {_MAX_WHOLE_SUM:.1e}.",
+                column="amount",
+            )
 
-    def _scaled(self, periods_sql: str) -> str:
-        return f"CAST({periods_sql} AS DOUBLE) / CAST('{self.multiplier!r}' AS DOUBLE)"
+    def new_customer(self) -> np.ndarray:
+        """True on each customer's first row."""
+        n = len(self.ids)
+        first = np.ones(n, dtype=bool)
+        if n > 1 and pa.types.is_integer(self.ids.type):
+            values = self.ids.to_numpy()
+            np.not_equal(values[1:], values[:-1], out=first[1:])
+        elif n > 1:
+            differs = pc.not_equal(self.ids.slice(1), self.ids.slice(0, n - 1))
+            first[1:] = differs.to_numpy(zero_copy_only=False)
+        return first
 
-    def _calibration_columns(self, include_first: bool, suffix: str) -> list[str]:
-        counted = "n_occasions" if include_first else "n_occasions - 1"
-        end_period = self.period_of(_timestamp_sql(self.calibration_end))
-        columns = [
-            f"CAST({counted} AS DOUBLE) AS frequency{suffix}",
-            f"{self._scaled('last_period - first_period')} AS recency{suffix}",
-            f"{self._scaled(f'{end_period} - first_period')} AS T{suffix}",
-        ]
-        if self.has_amount:
-            mean = "mean_amount" if include_first else "mean_repeat_amount"
-            columns.append(f"{mean} AS monetary_value{suffix}")
-        return columns
 
-    def rfm_select_sql(self, include_first: bool) -> str:
-        columns = self._calibration_columns(include_first, suffix="")
-        return (
-            f"SELECT customer_id, {', '.join(columns)}, first_purchase, last_purchase "
-            "FROM crmml_customers ORDER BY customer_id"
+@dataclass(frozen=True)
+class _Periods:
+    """One entry per (customer, period, segment) of a batch of rows, in row order."""
+
+    customer: np.ndarray  # customer number within the batch
+    first_row: np.ndarray
+    period: np.ndarray
+    segment: np.ndarray | None  # None when all are calibration
+    n_rows: np.ndarray
+    n_refund_rows: np.ndarray | None  # None when there is no refund
+    whole: np.ndarray | None  # net amount (not normalised); None without amounts
+    frac: np.ndarray | None
+    first_purchase: np.ndarray  # microseconds; meaningless in periods holding only refunds
+    last_purchase: np.ndarray
+    n_customers: int
+
+    @classmethod
+    def from_rows(cls, rows: _Rows, cut: _Cut) -> _Periods:
+        n = len(rows.micros)
+        new_customer = rows.new_customer()
+        period, segment = cut.periods(rows.micros), cut.segments(rows.micros)
+        key = period if segment is None else period * 3 + segment
+        new_period = new_customer.copy()
+        new_period[1:] |= key[1:] != key[:-1]
+        starts = np.flatnonzero(new_period)
+        n_rows = np.diff(starts, append=n)
+        first_purchase, last_purchase = rows.micros[starts], rows.micros[starts + n_rows - 1]
+        whole = frac = n_refund_rows = None
+        if rows.whole is not None:
+            whole, frac = np.add.reduceat(rows.whole, starts), np.add.reduceat(rows.frac, starts)
+        if rows.is_refund is not None:  # purchase times skip refund rows
+            n_refund_rows = np.add.reduceat(rows.is_refund, starts, dtype=np.int64)
+            never, always = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+            first_purchase = np.minimum.reduceat(np.where(rows.is_refund, never, rows.micros), starts)
+            last_purchase = np.maximum.reduceat(np.where(rows.is_refund, always, rows.micros), starts)
+        customer = np.cumsum(new_customer)[starts] - 1
+        n_customers = int(customer[-1]) + 1 if n else 0
+        return cls(
+            customer, starts, period[starts], None if segment is None else segment[starts], n_rows,
+            n_refund_rows, whole, frac, first_purchase, last_purchase, n_customers,
         )
 
-    def calibration_holdout_select_sql(self) -> str:
-        duration = (
-            f"{self.period_of(_timestamp_sql(self.as_of))} - "
-            f"{self.period_of(_timestamp_sql(self.calibration_end))}"
-        )
-        holdout = ["CAST(coalesce(h.n_occasions, 0) AS DOUBLE) AS frequency_holdout"]
-        if self.has_amount:
-            holdout += [
-                "coalesce(h.spend, 0) AS spend_holdout",
-                "coalesce(h.mean_amount, 0) AS monetary_value_holdout",
-            ]
-        holdout.append(f"{self._scaled(duration)} AS duration_holdout")
-        calibration = ", ".join(self._calibration_columns(include_first=False, suffix="_cal"))
-        return f"""
-        SELECT c.*, {', '.join(holdout)}
-        FROM (
-            SELECT customer_id, {calibration}, first_purchase, last_purchase AS last_purchase_cal
-            FROM crmml_customers
-        ) AS c
-        LEFT JOIN (
-            SELECT customer_id, count(*) AS n_occasions, CAST(sum(net_amount) AS DOUBLE) AS spend,
-                CAST(sum(net_amount) AS DOUBLE) / count(*) AS mean_amount
-            FROM crmml_classified WHERE is_occasion AND segment = {_HOLDOUT}
-            GROUP BY customer_id
-        ) AS h ON c.customer_id = h.customer_id
-        ORDER BY c.customer_id
-        """
+    def in_segment(self, segment: int) -> np.ndarray:
+        if self.segment is None:
+            return np.full(len(self.period), segment == _CALIBRATION)
+        return self.segment == segment
 
-    @staticmethod
-    def report_sql() -> str:
-        """Row and customer counts for the SummaryReport, in one pass over the period table."""
-        return f"""
-        SELECT
-            sum(n_rows) AS rows_in,
-            sum(n_rows - n_refund_rows) FILTER (WHERE is_occasion AND returned) AS rows_used,
-            sum(n_refund_rows) FILTER (WHERE is_occasion AND returned) AS refund_rows_netted,
-            sum(n_rows) FILTER (WHERE segment <= {_HOLDOUT} AND NOT is_occasion AND NOT is_refund_only)
-                AS rows_in_fully_refunded_periods,
-            sum(n_rows) FILTER (WHERE is_refund_only) AS unmatched_refund_rows,
-            sum(n_rows) FILTER (WHERE is_occasion AND NOT returned) AS rows_of_holdout_only_customers,
-            sum(n_rows) FILTER (WHERE segment = {_AFTER_AS_OF}) AS rows_after_as_of,
-            sum(n_rows) FILTER (WHERE segment = {_REJECTED}) AS rows_rejected,
-            count(DISTINCT customer_id) FILTER (WHERE segment <> {_REJECTED}) AS customers_seen,
-            (SELECT count(*) FROM crmml_customers) AS n_customers
-        FROM (
-            SELECT p.*, c.customer_id IS NOT NULL AS returned
-            FROM crmml_classified AS p
-            LEFT JOIN crmml_customers AS c ON p.customer_id = c.customer_id
-        )
-        """
+    def in_window(self) -> np.ndarray:
+        """Periods on or before the as-of date."""
+        if self.segment is None:
+            return np.ones(len(self.period), dtype=bool)
+        return self.segment <= _HOLDOUT
+
+    def is_occasion(self) -> np.ndarray:
+        """Purchase occasions: a purchase, and a positive net amount or no refund."""
+        occasion = self.in_window()
+        if self.n_refund_rows is not None:
+            occasion &= self.n_rows > self.n_refund_rows
+            netted = np.flatnonzero(occasion & (self.n_refund_rows > 0))
+            occasion[netted] = _is_positive(*_normalised(self.whole[netted], self.frac[netted]))
+        return occasion
+
+    def is_refund_only(self) -> np.ndarray:
+        if self.n_refund_rows is None:
+            return np.zeros(len(self.period), dtype=bool)
+        return self.in_window() & (self.n_rows == self.n_refund_rows)
 
 
-def _run(
-    log: Transactions, query: _SummaryQuery, select_sql: str, with_report: bool
-) -> tuple[pd.DataFrame, dict[str, int] | None]:
-    """Run one summary on a fresh DuckDB connection; return the frame and the report counts."""
+@dataclass(frozen=True)
+class _Occasions:
+    """Purchase occasions of one segment, per customer who has any."""
+
+    customer: np.ndarray
+    first: np.ndarray  # index (into _Periods) of each customer's first occasion
+    last: np.ndarray
+    count: np.ndarray
+    whole: np.ndarray | None  # total net amount (not normalised); None without amounts
+    frac: np.ndarray | None
+
+    @classmethod
+    def of(cls, periods: _Periods, selected: np.ndarray) -> _Occasions:
+        index = np.flatnonzero(selected)
+        everything = len(index) == len(selected)
+
+        def pick(values: np.ndarray) -> np.ndarray:
+            return values if everything else values[index]
+
+        customer = pick(periods.customer)
+        new = np.ones(len(index), dtype=bool)
+        np.not_equal(customer[1:], customer[:-1], out=new[1:])
+        starts = np.flatnonzero(new)
+        count = np.diff(starts, append=len(index))
+        whole = frac = None
+        if periods.whole is not None and len(starts):
+            whole = np.add.reduceat(pick(periods.whole), starts)
+            frac = np.add.reduceat(pick(periods.frac), starts)
+        elif periods.whole is not None:
+            whole = frac = np.zeros(0, dtype=np.int64)
+        return cls(customer[starts], index[starts], index[starts + count - 1], count, whole, frac)
+
+    def total(self) -> np.ndarray:
+        return _to_double(*_normalised(self.whole, self.frac))
+
+
+def _summarise_rows(rows: _Rows, spec: _Spec) -> tuple[dict, dict[str, int]]:
+    """Summary columns for the customers of one batch, and (when asked) its report counts."""
+    periods = _Periods.from_rows(rows, spec.cut)
+    occasion = periods.is_occasion()
+    calibration = _Occasions.of(periods, occasion & periods.in_segment(_CALIBRATION))
+    columns = {"customer_id": rows.ids.take(periods.first_row[calibration.first])}
+    columns.update(_calibration_columns(periods, calibration, spec))
+    if spec.with_holdout:
+        holdout = _Occasions.of(periods, occasion & periods.in_segment(_HOLDOUT))
+        columns.update(_holdout_columns(calibration, holdout, spec))
+    counts = _report_counts(periods, occasion, calibration) if spec.with_counts else {}
+    return columns, counts
+
+
+def _calibration_columns(periods: _Periods, occasions: _Occasions, spec: _Spec) -> dict:
+    suffix, cut = ("_cal" if spec.with_holdout else ""), spec.cut
+    first_period = periods.period[occasions.first]
+    counted = occasions.count if spec.include_first else occasions.count - 1
+    columns = {
+        f"frequency{suffix}": counted.astype(np.float64),
+        f"recency{suffix}": cut.scaled(periods.period[occasions.last] - first_period),
+        f"T{suffix}": cut.scaled(cut.period_of(cut.calibration_end) - first_period),
+    }
+    if spec.has_amount and spec.include_first:
+        columns[f"monetary_value{suffix}"] = occasions.total() / occasions.count
+    elif spec.has_amount:  # the repeat occasions: the exact total less the first occasion's amount
+        repeat_whole = occasions.whole - periods.whole[occasions.first]
+        repeat = _to_double(*_normalised(repeat_whole, occasions.frac - periods.frac[occasions.first]))
+        mean = np.divide(repeat, counted, out=np.zeros(len(counted)), where=counted > 0)
+        columns[f"monetary_value{suffix}"] = mean
+    columns["first_purchase"] = periods.first_purchase[occasions.first]
+    columns[f"last_purchase{suffix}"] = periods.last_purchase[occasions.last]
+    return columns
+
+
+def _holdout_columns(calibration: _Occasions, holdout: _Occasions, spec: _Spec) -> dict:
+    """Holdout occasions of the calibration customers (0 for those without any)."""
+    position = np.searchsorted(holdout.customer, calibration.customer)
+    found = position < len(holdout.customer)
+    found[found] = holdout.customer[position[found]] == calibration.customer[found]
+    position = position[found]
+    count = np.zeros(len(found))
+    count[found] = holdout.count[position]
+    columns = {"frequency_holdout": count}
+    if spec.has_amount:
+        spend, mean = np.zeros(len(found)), np.zeros(len(found))
+        spend[found] = holdout.total()[position]
+        mean[found] = spend[found] / holdout.count[position]
+        columns.update(spend_holdout=spend, monetary_value_holdout=mean)
+    duration = spec.cut.period_of(spec.cut.as_of) - spec.cut.period_of(spec.cut.calibration_end)
+    columns["duration_holdout"] = np.full(len(found), spec.cut.scaled(duration))
+    return columns
+
+
+def _report_counts(periods: _Periods, occasion: np.ndarray, calibration: _Occasions) -> dict[str, int]:
+    returned = np.zeros(periods.n_customers, dtype=bool)
+    returned[calibration.customer] = True
+    returned = returned[periods.customer]
+    n_refund_rows = periods.n_refund_rows
+    if n_refund_rows is None:
+        n_refund_rows = np.zeros_like(periods.n_rows)
+    refund_only = periods.is_refund_only()
+    fully_refunded = periods.in_window() & ~occasion & ~refund_only
+    counts = {
+        "rows_used": (periods.n_rows - n_refund_rows)[occasion & returned].sum(),
+        "refund_rows_netted": n_refund_rows[occasion & returned].sum(),
+        "rows_in_fully_refunded_periods": periods.n_rows[fully_refunded].sum(),
+        "unmatched_refund_rows": periods.n_rows[refund_only].sum(),
+        "rows_of_holdout_only_customers": periods.n_rows[occasion & ~returned].sum(),
+        "rows_after_as_of": periods.n_rows[periods.in_segment(_AFTER_AS_OF)].sum(),
+        "customers_seen": periods.n_customers,
+    }
+    return {name: int(value) for name, value in counts.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# Running a summary
+# --------------------------------------------------------------------------------------------------
+
+
+def _summarise(log: Transactions, spec: _Spec) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Stream the sorted log batch by batch; return the summary frame and the report counts."""
+    parts, counts = [], dict.fromkeys(_COUNTS, 0)
+    # DuckDB and NumPy cannot reuse memory that Arrow's allocator keeps cached (after
+    # pandas.read_parquet, for example): hand it back to the system before the sort.
+    pa.default_memory_pool().release_unused()
     with duckdb_session() as con:
         log.create_views(con)
-        try:
-            con.execute(query.periods_table_sql())
-        except duckdb.ConversionException as exc:
-            raise DataValidationError(
-                f"Amounts must be below 1e28 in absolute value to be summed exactly: {exc}",
-                column="amount",
-            ) from exc
-        con.execute(query.classified_view_sql())
-        con.execute(query.customers_table_sql())
-        frame = _to_pandas(con, select_sql)
-        counts = _fetch_dict(con, query.report_sql()) if with_report else None
-    return frame, counts
+        for batch in _customer_batches(con, log.has_amount):
+            columns, batch_counts = _summarise_rows(_Rows.from_batch(batch, log.has_amount), spec)
+            parts.append(columns)
+            for name, value in batch_counts.items():
+                counts[name] += value
+    if not parts:  # no valid row: the columns of an empty batch
+        empty = pa.record_batch(
+            [pa.array([], pa.int64()), pa.array([], pa.timestamp("us")), pa.array([], pa.float64())],
+            names=["customer_id", "timestamp", "amount"],
+        )
+        parts.append(_summarise_rows(_Rows.from_batch(empty, log.has_amount), spec)[0])
+    return _frame(parts), counts
 
 
-def _to_pandas(con: duckdb.DuckDBPyConnection, sql: str) -> pd.DataFrame:
-    return con.sql(sql).to_arrow_table().to_pandas().set_index("customer_id")
+def _customer_batches(con: duckdb.DuckDBPyConnection, has_amount: bool) -> Iterator[pa.RecordBatch]:
+    """The valid rows sorted by customer and time, in Arrow batches that never split a customer."""
+    amount = ", amount" if has_amount else ""
+    sql = f"SELECT customer_id, timestamp{amount} FROM crmml_transactions ORDER BY customer_id, timestamp"
+    pending, n_pending = [], 0
+    for batch in con.sql(sql).to_arrow_reader(_BATCH_ROWS):
+        pending.append(batch)
+        n_pending += batch.num_rows
+        if n_pending < _BATCH_ROWS:
+            continue
+        batch = pa.concat_batches(pending)
+        ids = batch.column(0)
+        cut = pc.index(ids, ids[-1]).as_py()  # the last customer may go on in the next batch
+        if cut > 0:
+            yield batch.slice(0, cut)
+        pending, n_pending = [batch.slice(cut)], batch.num_rows - cut
+    if n_pending:
+        yield pa.concat_batches(pending)
 
 
-def _fetch_dict(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, int]:
-    relation = con.sql(sql)
-    (values,) = relation.fetchall()
-    return {name: int(value or 0) for name, value in zip(relation.columns, values)}
+def _frame(parts: list[dict]) -> pd.DataFrame:
+    """Join the batches' columns into the summary frame, indexed by customer_id."""
+    table = {"customer_id": pa.concat_arrays([part["customer_id"] for part in parts])}
+    for name in parts[0]:
+        if name != "customer_id":
+            values = np.concatenate([part[name] for part in parts])
+            is_time = name.startswith(("first_purchase", "last_purchase"))
+            table[name] = pa.array(values, type=pa.timestamp("us")) if is_time else values
+    return pa.table(table).to_pandas(split_blocks=True).set_index("customer_id")
 
 
-def _report(counts: dict[str, int], query: _SummaryQuery, freq: str, calibration_end) -> SummaryReport:
+def _report(
+    counts: dict[str, int], log: Transactions, cut: _Cut, n_customers: int, calibration_end
+) -> SummaryReport:
     return SummaryReport(
-        rows_in=counts["rows_in"],
+        rows_in=log.report.rows_in,
         rows_used=counts["rows_used"],
         refund_rows_netted=counts["refund_rows_netted"],
         rows_in_fully_refunded_periods=counts["rows_in_fully_refunded_periods"],
         unmatched_refund_rows=counts["unmatched_refund_rows"],
         rows_of_holdout_only_customers=counts["rows_of_holdout_only_customers"],
         rows_after_as_of=counts["rows_after_as_of"],
-        rows_rejected=counts["rows_rejected"],
-        n_customers=counts["n_customers"],
-        customers_excluded=counts["customers_seen"] - counts["n_customers"],
-        as_of=query.as_of,
-        freq=freq,
-        freq_multiplier=query.multiplier,
+        rows_rejected=log.report.rows_rejected,
+        n_customers=n_customers,
+        customers_excluded=counts["customers_seen"] - n_customers,
+        as_of=cut.as_of,
+        freq=cut.freq,
+        freq_multiplier=cut.multiplier,
         calibration_end=calibration_end,
     )
-
-
-def _date_sql(day: pd.Timestamp) -> str:
-    return f"DATE '{day.date().isoformat()}'"
-
-
-def _timestamp_sql(day: pd.Timestamp) -> str:
-    return f"TIMESTAMP '{day.isoformat(sep=' ')}'"

@@ -18,11 +18,19 @@ Canonical types
     TIMESTAMP without time zone. Values that carry a time zone or a UTC offset are converted to UTC.
 ``amount``
     DOUBLE; absent when ``amount_col=None``.
+
+DuckDB resources
+----------------
+Each query runs on a fresh DuckDB connection limited to 25 % of the machine's memory (DuckDB
+spills to a temporary directory beyond that) and using DuckDB's default number of threads (one
+per core). The environment variables ``CRMML_DUCKDB_MEMORY_LIMIT`` (a DuckDB size such as
+``"2GB"`` or ``"50%"``) and ``CRMML_DUCKDB_THREADS`` override them.
 """
 
 from __future__ import annotations
 
 import glob as globlib
+import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -60,6 +68,8 @@ _FLOAT_TYPES = frozenset({"FLOAT", "DOUBLE"})
 _NAIVE_TIME_TYPES = frozenset({"TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE"})
 _ZONED_TIME_TYPES = frozenset({"TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"})
 _PLAIN_INTEGER_PATTERN = "-?(0|[1-9][0-9]{0,17})"
+_MEMORY_LIMIT_VARIABLE, _DEFAULT_MEMORY_LIMIT = "CRMML_DUCKDB_MEMORY_LIMIT", "25%"
+_THREADS_VARIABLE = "CRMML_DUCKDB_THREADS"
 _FILE_KINDS = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet"}
 
 
@@ -824,9 +834,16 @@ def duckdb_session() -> Iterator[duckdb.DuckDBPyConnection]:
     ------
     duckdb.DuckDBPyConnection
         An in-memory connection with its own temporary spill directory, so queries larger than
-        memory can spill to disk. It does not preserve insertion order (faster aggregation), shows
-        no progress bar, and its session time zone is UTC, so time-zone-aware values convert to
-        UTC wall time.
+        its memory limit spill to disk. The limit is ``CRMML_DUCKDB_MEMORY_LIMIT`` (default
+        ``"25%"`` of the machine's memory) and the thread count ``CRMML_DUCKDB_THREADS``
+        (default: DuckDB's, one per core). It does not preserve insertion order (faster
+        aggregation), shows no progress bar, and its session time zone is UTC, so
+        time-zone-aware values convert to UTC wall time.
+
+    Raises
+    ------
+    ValueError
+        When ``CRMML_DUCKDB_MEMORY_LIMIT`` or ``CRMML_DUCKDB_THREADS`` holds an invalid value.
     """
     with tempfile.TemporaryDirectory(prefix="crmml-duckdb-") as temp_directory:
         con = _connect(temp_directory)
@@ -839,9 +856,33 @@ def duckdb_session() -> Iterator[duckdb.DuckDBPyConnection]:
 def _connect(temp_directory: str) -> duckdb.DuckDBPyConnection:
     config = {"temp_directory": temp_directory, "preserve_insertion_order": False}
     con = duckdb.connect(":memory:", config=config)
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET enable_progress_bar = false")
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET enable_progress_bar = false")
+        _set_resources(con)
+    except BaseException:
+        con.close()
+        raise
     return con
+
+
+def _set_resources(con: duckdb.DuckDBPyConnection) -> None:
+    """Apply the memory limit and thread count (see the module docstring)."""
+    memory_limit = os.environ.get(_MEMORY_LIMIT_VARIABLE) or _DEFAULT_MEMORY_LIMIT
+    try:
+        con.execute(f"SET memory_limit = {_sql_string(memory_limit)}")
+    except duckdb.Error as exc:
+        raise ValueError(
+            f"{_MEMORY_LIMIT_VARIABLE} must be a memory size DuckDB accepts, such as '2GB' or '50%'. "
+            f"Got {memory_limit!r} instead."
+        ) from exc
+    threads = os.environ.get(_THREADS_VARIABLE)
+    if threads:
+        if not threads.strip().isdigit() or int(threads) < 1:
+            raise ValueError(
+                f"{_THREADS_VARIABLE} must be a positive whole number. Got {threads!r} instead."
+            )
+        con.execute(f"SET threads = {int(threads)}")
 
 
 def _column_types(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, str]:
