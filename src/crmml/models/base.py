@@ -102,6 +102,9 @@ class BaseModel(BaseEstimator):
     scaled_columns: ClassVar[tuple[str, ...]] = ()
     #: Parameters that carry the scale unit: multiplied by the scale factor on rescaled data.
     scaled_params: ClassVar[tuple[str, ...]] = ()
+    #: Merge identical rows into weights before fitting. Worth it where rows repeat (whole days or
+    #: weeks); not where a column is continuous (mean spend), as finding duplicates costs more.
+    compress_rows: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -235,12 +238,16 @@ class BaseModel(BaseEstimator):
         if used is not None:
             weights = np.where(used, weights, 0.0)
         columns = [data[name] for name in self.data_columns]
-        first, inverse = unique_rows(columns)
-        row_weights = np.bincount(inverse, weights=weights, minlength=len(first))
+        if self.compress_rows:
+            first, inverse = unique_rows(columns)
+            row_weights = np.bincount(inverse, weights=weights, minlength=len(first))
+            columns = [column[first] for column in columns]
+        else:
+            row_weights = weights
         keep = row_weights > 0
         if not keep.any():
             raise DataValidationError(f"{type(self).__name__}: no rows with positive weight to fit on.")
-        compressed = tuple(column[first][keep] for column in columns)
+        compressed = tuple(column[keep] for column in columns)
         row_weights = row_weights[keep]
 
         scale = self._scale_factor(compressed)
@@ -313,7 +320,7 @@ class BaseModel(BaseEstimator):
             args=(likelihood,),
             jac=True,
             method="L-BFGS-B",
-            options={"maxiter": self.max_iter, "ftol": 1e-15, "gtol": 1e-9, "maxcor": 20},
+            options={"maxiter": self.max_iter, "ftol": 1e-12, "gtol": 1e-6, "maxcor": 20},
         )
         log_params = result.x
         value, gradient = self._objective(log_params, likelihood)

@@ -164,6 +164,7 @@ class BetaGeo(AliveMixtureModel):
     scaled_params = ("alpha",)
     #: 0 for BG/NBD (dropout only after repeat purchases), 1 for MBG/NBD.
     _dropout_shift: int = 0
+    _cheap_probability_alive = True
 
     def _weighted_log_likelihood(self, params, data, weights):
         return beta_geometric_log_likelihood(params, data, shift=self._dropout_shift)

@@ -57,6 +57,9 @@ class AliveMixtureModel(TransactionModel):
 
     data_columns = ("frequency", "recency", "T")
     scaled_columns = ("recency", "T")
+    #: True where P(alive) is closed-form and cheaper per row than deduplication (BG/NBD, MBG/NBD);
+    #: Pareto/NBD's needs a quadrature and is evaluated once per distinct row.
+    _cheap_probability_alive: bool = False
 
     def _probability_alive(self, params, x, t_x, T):
         raise TypeError(f"{type(self).__name__} must define _probability_alive")
@@ -77,12 +80,19 @@ class AliveMixtureModel(TransactionModel):
             alive = self._probability_alive(params, x, t_x, T)
             return 1.0 - alive * (1.0 - alive_part) if complement else alive * alive_part
 
-        return self._predict_unique(summary, evaluate, name=name)
+        # Where P(alive) is a few logarithms per row, that is cheaper than finding the distinct
+        # rows: then only the (x, T) part, which holds the special functions, is deduplicated.
+        return self._predict_unique(summary, evaluate, name=name, deduplicate=not self._cheap_probability_alive)
 
     def probability_alive(self, summary: pd.DataFrame) -> pd.Series:
         """P(the customer is still active at the end of her observation period, T)."""
         params = self._params()
-        return self._predict_unique(summary, lambda x, t_x, T: self._probability_alive(params, x, t_x, T), name="p_alive")
+        return self._predict_unique(
+            summary,
+            lambda x, t_x, T: self._probability_alive(params, x, t_x, T),
+            name="p_alive",
+            deduplicate=not self._cheap_probability_alive,
+        )
 
     def expected_purchases(self, summary: pd.DataFrame, horizon: float) -> pd.Series:
         """Expected number of purchases in the next ``horizon`` time units."""

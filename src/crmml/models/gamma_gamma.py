@@ -187,6 +187,7 @@ class GammaGamma(BaseModel):
     data_columns = ("frequency", "monetary_value")
     scaled_columns = ("monetary_value",)
     scaled_params = ("gamma",)
+    compress_rows = False  # mean spends are continuous: duplicates are rare and costly to find
 
     def _weighted_log_likelihood(self, params, data, weights):
         return gamma_gamma_log_likelihood(params, data)
