@@ -136,12 +136,9 @@ class BetaGeo(AliveMixtureModel):
 
     Parameters
     ----------
-    penalizer : float, default 0.0
-        L2 penalty on the rescaled parameters.
-    initial_params : dict, optional
-        Starting values for ``r, alpha, a, b``.
-    max_iter : int, default 2000
-        Iteration limit of the optimiser.
+    penalizer, initial_params, max_iter, n_jobs
+        Fitting options, see :class:`~crmml.models.base.BaseModel`; ``initial_params`` gives
+        ``r, alpha, a, b``.
 
     Attributes
     ----------

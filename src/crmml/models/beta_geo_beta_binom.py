@@ -242,12 +242,9 @@ class BetaGeoBetaBinom(TransactionModel):
 
     Parameters
     ----------
-    penalizer : float, default 0.0
-        L2 penalty on the parameters.
-    initial_params : dict, optional
-        Starting values for ``alpha, beta, gamma, delta``.
-    max_iter : int, default 2000
-        Iteration limit of the optimiser.
+    penalizer, initial_params, max_iter, n_jobs
+        Fitting options, see :class:`~crmml.models.base.BaseModel`; ``initial_params`` gives
+        ``alpha, beta, gamma, delta``.
 
     Attributes
     ----------

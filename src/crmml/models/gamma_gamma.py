@@ -150,12 +150,9 @@ class GammaGamma(BaseModel):
 
     Parameters
     ----------
-    penalizer : float, default 0.0
-        L2 penalty on the rescaled parameters.
-    initial_params : dict, optional
-        Starting values for ``p, q, gamma`` (``gamma`` in the data's money unit).
-    max_iter : int, default 2000
-        Iteration limit of the optimiser.
+    penalizer, initial_params, max_iter, n_jobs
+        Fitting options, see :class:`~crmml.models.base.BaseModel`; ``initial_params`` gives
+        ``p, q, gamma`` (``gamma`` in the data's money unit).
 
     Attributes
     ----------

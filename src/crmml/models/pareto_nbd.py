@@ -385,12 +385,9 @@ class ParetoNBD(AliveMixtureModel):
 
     Parameters
     ----------
-    penalizer : float, default 0.0
-        L2 penalty on the rescaled parameters.
-    initial_params : dict, optional
-        Starting values for ``r, alpha, s, beta``.
-    max_iter : int, default 2000
-        Iteration limit of the optimiser.
+    penalizer, initial_params, max_iter, n_jobs
+        Fitting options, see :class:`~crmml.models.base.BaseModel`; ``initial_params`` gives
+        ``r, alpha, s, beta``.
 
     Attributes
     ----------
