@@ -69,10 +69,9 @@ def columns_of(frame):
     return tuple(frame[c].to_numpy() for c in COLUMNS)
 
 
-def test_params_close_to_fader_hardie_berger_2010_donations(fitted):
-    """Fader, Hardie & Shang (2010), Marketing Science 29(6), donations data (the brief's citation says
-    "Berger"; the paper's third author is Jen Shang): alpha=1.204 beta=0.750 gamma=0.657 delta=2.783,
-    printed to 3 decimals, so half a unit in the last place (5e-4)."""
+def test_params_close_to_fader_hardie_shang_2010_donations(fitted):
+    """Fader, Hardie & Shang (2010), Marketing Science 29(6), donations data: alpha=1.204 beta=0.750
+    gamma=0.657 delta=2.783, printed to 3 decimals, so half a unit in the last place (5e-4)."""
     np.testing.assert_allclose(
         fitted.params_[["alpha", "beta", "gamma", "delta"]], [1.204, 0.750, 0.657, 2.783], atol=5e-4
     )
