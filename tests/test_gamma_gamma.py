@@ -166,13 +166,25 @@ def test_expected_spend_needs_q_above_one(cdnow):
         model.population_mean_spend()
 
 
+def test_zero_mean_spend_is_left_out_and_counted(cdnow):
+    """A repeat buyer whose repeat purchases were all free (CDNOW master has one) is outside the
+    gamma support: left out of the likelihood like the non-repeaters, counted, still predicted."""
+    repeaters = cdnow[cdnow["frequency"] > 0]
+    with_free = repeaters.copy()
+    free = with_free.index[0]
+    with_free.loc[free, "monetary_value"] = 0.0
+    fitted = GammaGamma().fit(with_free)
+    without = GammaGamma().fit(repeaters.drop(index=free))
+    np.testing.assert_allclose(fitted.params_, without.params_, rtol=1e-9)
+    assert fitted.n_excluded_ == 1
+    spend = fitted.expected_spend(with_free.loc[[free]]).iloc[0]
+    assert 0 < spend < fitted.population_mean_spend()
+
+
 def test_bad_summaries_get_clear_errors(cdnow):
     broken = cdnow.copy()
-    broken.loc[1, "monetary_value"] = 0.0
-    with pytest.raises(DataValidationError, match="'monetary_value' must be > 0 where frequency > 0.*row 1 "):
-        GammaGamma().fit(broken)
     broken.loc[1, "monetary_value"] = -3.0
-    with pytest.raises(DataValidationError, match="row 1 "):
+    with pytest.raises(DataValidationError, match="'monetary_value' must be >= 0 where frequency > 0.*row 1 "):
         GammaGamma().fit(broken)
     with pytest.raises(DataValidationError, match="Required column 'monetary_value' missing"):
         GammaGamma().fit(cdnow.drop(columns="monetary_value"))

@@ -143,10 +143,12 @@ def expected_spend(params: np.ndarray, x: np.ndarray, m: np.ndarray) -> np.ndarr
 class GammaGamma(BaseModel):
     """Gamma-Gamma model of transaction value (Fader, Hardie & Lee 2005, JMR).
 
-    Fitted on customers with at least one repeat transaction: rows with ``frequency == 0`` carry no
-    information on spend (their ``monetary_value`` is undefined, 0 by convention) and are left out of
-    the likelihood. They are counted in ``n_excluded_``, and :meth:`expected_spend` still predicts
-    for them (the population mean).
+    Fitted on customers with at least one repeat transaction and a positive mean repeat spend: rows
+    with ``frequency == 0`` carry no information on spend (their ``monetary_value`` is undefined, 0 by
+    convention), and a mean of exactly 0 (only free repeat purchases, as one CDNOW customer has) lies
+    outside the gamma distribution's support. Both are left out of the likelihood and counted in
+    ``n_excluded_``; :meth:`expected_spend` still predicts for them (the population mean, shrunk
+    towards 0 for the zero spenders). A negative mean is an error.
 
     Parameters
     ----------
@@ -166,7 +168,7 @@ class GammaGamma(BaseModel):
     n_customers_ : float
         Number (total weight) of repeat customers the model was fitted on.
     n_excluded_ : float
-        Number (total weight) of rows with ``frequency == 0``, left out of the fit.
+        Number (total weight) of rows left out of the fit (``frequency == 0`` or zero mean spend).
 
     Notes
     -----
@@ -193,17 +195,17 @@ class GammaGamma(BaseModel):
         frequency, monetary_value = data["frequency"], data["monetary_value"]
         if np.any(bad := (frequency < 0) | (frequency != np.round(frequency))):
             raise rows_error(index, bad, frequency, "frequency", "must be a non-negative whole number")
-        if np.any(bad := (frequency > 0) & ~(monetary_value > 0)):
+        if np.any(bad := (frequency > 0) & ~(monetary_value >= 0)):
             raise rows_error(
-                index, bad, monetary_value, "monetary_value", "must be > 0 where frequency > 0 (mean repeat spend)"
+                index, bad, monetary_value, "monetary_value", "must be >= 0 where frequency > 0 (mean repeat spend)"
             )
 
     def _rows_used_in_fit(self, data):
-        repeat = data["frequency"] > 0
+        repeat = (data["frequency"] > 0) & (data["monetary_value"] > 0)
         if not repeat.any():
             raise DataValidationError(
-                "GammaGamma is fitted on customers with at least one repeat transaction (frequency > 0); "
-                "the summary has none.",
+                "GammaGamma is fitted on customers with at least one repeat transaction (frequency > 0) "
+                "and a positive mean repeat spend; the summary has none.",
                 column="frequency",
             )
         return repeat
