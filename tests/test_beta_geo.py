@@ -248,6 +248,8 @@ def test_penalizer_shrinks_parameters(cdnow):
 def test_bad_hyperparameters_and_summaries_get_clear_errors(cdnow):
     with pytest.raises(ValueError, match="'penalizer' parameter of BetaGeo must be a float in \\[0, inf\\). Got -1"):
         BetaGeo(penalizer=-1).fit(cdnow)
+    with pytest.raises(ValueError, match="'n_jobs' parameter of BetaGeo must be None, -1 or a positive int. Got 0"):
+        BetaGeo(n_jobs=0).fit(cdnow)
     with pytest.raises(DataValidationError, match="Required column 'T' missing"):
         BetaGeo().fit(cdnow.drop(columns="T"))
     broken = cdnow.copy()

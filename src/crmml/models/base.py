@@ -198,6 +198,8 @@ class BaseModel(BaseEstimator):
             raise ValueError(
                 f"The 'penalizer' parameter of {name} must be a float in [0, inf). Got {self.penalizer!r} instead."
             )
+        if not (self.n_jobs is None or self.n_jobs == -1 or (isinstance(self.n_jobs, (int, np.integer)) and self.n_jobs > 0)):
+            raise ValueError(f"The 'n_jobs' parameter of {name} must be None, -1 or a positive int. Got {self.n_jobs!r}.")
         if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter > 0):
             raise ValueError(f"The 'max_iter' parameter of {name} must be a positive int. Got {self.max_iter!r}.")
         if self.initial_params is not None:
@@ -268,7 +270,7 @@ class BaseModel(BaseEstimator):
 
     def _threads(self) -> int:
         available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return available if self.n_jobs in (None, -1) else max(1, int(self.n_jobs))
+        return available if self.n_jobs in (None, -1) else int(self.n_jobs)
 
     def _scale_factor(self, data: Data) -> float:
         """Factor that brings the scaled columns to a maximum of 10 (1 if nothing is scaled)."""
