@@ -1,0 +1,465 @@
+"""Per-customer features at an as-of date: one function for training, batch scoring and the API.
+
+:func:`compute_features` turns a transaction log (and optionally a customer table and fitted BTYD /
+spend models) into one row per customer, using only the rows dated on or before ``as_of``.
+
+Where the numbers come from
+---------------------------
+- ``frequency``, ``recency_days``, ``age_days`` and ``monetary_value`` are
+  :func:`~crmml.data.rfm_summary` with ``freq="D"``: repeat purchase days, days from the first to the
+  last purchase day, days from the first purchase day to ``as_of``, and the mean net amount of the
+  repeat purchase days.
+- Every other purchase feature is computed from the customer's *purchase days*: the days that are
+  purchase occasions under the data layer's refund policy (refunds netted within the day; a day
+  refunded in full, or holding only refunds, is not a purchase day). Their amounts are the day's net
+  amounts, summed exactly as :func:`~crmml.data.rfm_summary` sums them.
+- A window of ``w`` days is the as-of day and the ``w - 1`` days before it.
+- BTYD columns come from the same summary expressed in the models' time unit (``time_unit_days``
+  days): ``recency = recency_days / time_unit_days`` and ``T = age_days / time_unit_days``, which is
+  exactly ``rfm_summary(freq="D", freq_multiplier=time_unit_days)``.
+
+Customers
+---------
+Without a customer table the rows are the customers with a purchase day on or before ``as_of``.
+With one, they are the union of those and the table's customers (less those who signed up after
+``as_of``); a table customer without purchases keeps a row with ``no_purchase_history`` True.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from crmml.data.summary import rfm_summary
+from crmml.data.transactions import Transactions, duckdb_session, read_transactions
+from crmml.errors import DataValidationError
+
+__all__ = ["compute_features", "feature_columns"]
+
+_TREND_DAYS = 90
+
+
+def feature_columns(windows_days: Sequence[int] = (30, 90, 180, 365)) -> list[str]:
+    """The purchase-history columns of :func:`compute_features`, in order (no BTYD or table columns)."""
+    windows = _check_windows(windows_days)
+    return [
+        "frequency",
+        "recency_days",
+        "age_days",
+        "monetary_value",
+        "days_since_last_purchase",
+        "mean_gap_days",
+        "gap_ratio",
+        "gap_std_days",
+        "gap_max_days",
+        *[f"purchases_last_{w}d" for w in windows],
+        *[f"spend_last_{w}d" for w in windows],
+        f"purchases_trend_{_TREND_DAYS}d",
+        f"spend_trend_{_TREND_DAYS}d",
+        "total_spend",
+        "first_purchase_amount",
+    ]
+
+
+def compute_features(
+    transactions,
+    *,
+    as_of,
+    customers: pd.DataFrame | None = None,
+    transaction_model=None,
+    spend_model=None,
+    horizon_days: float = 90,
+    windows_days: Sequence[int] = (30, 90, 180, 365),
+    time_unit_days: float = 7.0,
+    **read_kwargs,
+) -> pd.DataFrame:
+    """One row of features per customer from the transactions on or before ``as_of``.
+
+    Parameters
+    ----------
+    transactions : Transactions, pandas.DataFrame, str or pathlib.Path
+        A validated log, or anything :func:`~crmml.data.read_transactions` accepts.
+    as_of : date-like
+        The observation end; its day is included, later rows are ignored.
+    customers : pandas.DataFrame, optional
+        One row per customer with a ``customer_id`` column. Numeric columns pass through (bool as
+        0/1 floats); text and categorical columns become pandas ``category``; ``signup_date``
+        becomes ``tenure_days`` (days from sign-up to ``as_of``; customers who signed up after
+        ``as_of`` are left out, even if they bought, and counted in
+        ``attrs["customers_signed_up_after_as_of"]``); ``referred_by`` (a customer id) becomes
+        ``has_referrer`` (0/1) and ``n_referrals`` (customers in the table, signed up on or before
+        ``as_of`` when ``signup_date`` is given, who name this customer as referrer). Other columns
+        (dates, for example) are left out and listed in ``attrs["dropped_customer_columns"]``.
+    transaction_model : fitted crmml transaction model, optional
+        Adds ``btyd_expected_purchases`` (over ``horizon_days``), ``btyd_p_alive`` and, when the
+        model has ``probability_no_purchase``, ``btyd_p_no_purchase`` (over ``horizon_days``).
+    spend_model : fitted GammaGamma, optional
+        Adds ``expected_spend``, the model's expected value of a future transaction.
+    horizon_days : float
+        Prediction horizon in days.
+    windows_days : sequence of int
+        Window lengths for ``purchases_last_{w}d`` and ``spend_last_{w}d``.
+    time_unit_days : float
+        Length in days of the time unit the models were fitted in (7 for weeks).
+    **read_kwargs
+        Passed to :func:`~crmml.data.read_transactions` when ``transactions`` is not a
+        :class:`~crmml.data.Transactions`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``customer_id`` (sorted). Float columns :func:`feature_columns`, the BTYD columns
+        when models are given, a bool ``no_purchase_history``, then the customer-table columns.
+        Customers without purchases have NaN for ``frequency``, the recency and gap columns,
+        ``monetary_value`` and ``first_purchase_amount``, 0 for counts and spends. Spend columns are
+        NaN when the log has no amounts.
+
+    Raises
+    ------
+    DataValidationError
+        When the log is invalid, no customer bought on or before ``as_of``, or the customer table
+        lacks ``customer_id``, repeats an id or has a column named like a feature.
+    ValueError
+        On invalid ``horizon_days``, ``windows_days`` or ``time_unit_days``.
+    """
+    windows = _check_windows(windows_days)
+    horizon = _positive(horizon_days, "horizon_days")
+    time_unit = _positive(time_unit_days, "time_unit_days")
+    as_of_day = _day(as_of)
+    log = _as_transactions(transactions, read_kwargs)
+    if spend_model is not None and not log.has_amount:
+        raise ValueError("spend_model needs amounts, but the transaction log has no amount column.")
+
+    summary = rfm_summary(log, as_of=as_of_day, freq="D")
+    features = _history_features(summary, _purchase_days(log, as_of_day), windows, log.has_amount)
+    models = _model_features(summary, transaction_model, spend_model, horizon, time_unit)
+    features = pd.concat([features, models], axis=1)
+    features["no_purchase_history"] = False
+    if customers is None:
+        features.attrs = {"as_of": as_of_day}
+        return features
+    table = _CustomerTable.from_frame(customers, as_of_day, list(features.columns))
+    return _join_customers(features, table, as_of_day, log.has_amount)
+
+
+# --------------------------------------------------------------------------------------------------
+# Arguments
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_transactions(transactions, read_kwargs: dict) -> Transactions:
+    if isinstance(transactions, Transactions):
+        if read_kwargs:
+            raise TypeError(
+                f"Read options {sorted(read_kwargs)} only apply when transactions is not already a "
+                "Transactions; pass them to read_transactions instead."
+            )
+        return transactions
+    return read_transactions(transactions, **read_kwargs)
+
+
+def _day(value) -> pd.Timestamp:
+    """``as_of`` as a naive midnight timestamp (time-zone-aware values go to UTC), as the data layer."""
+    try:
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"as_of must be a date. Got {value!r} instead.") from exc
+    if pd.isna(stamp):
+        raise ValueError(f"as_of must be a date. Got {value!r} instead.")
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return stamp.normalize()
+
+
+def _positive(value, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not 0 < number < float("inf"):
+        raise ValueError(f"{name} must be a positive finite number. Got {value!r} instead.")
+    return number
+
+
+def _check_windows(windows_days) -> list[int]:
+    windows = list(windows_days)
+    if not windows or any(
+        isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w <= 0 for w in windows
+    ):
+        raise ValueError(f"windows_days must be positive whole numbers of days. Got {windows_days!r} instead.")
+    if len(set(windows)) != len(windows):
+        raise ValueError(f"windows_days must not repeat a length. Got {windows_days!r} instead.")
+    return [int(w) for w in windows]
+
+
+# --------------------------------------------------------------------------------------------------
+# Purchase history
+# --------------------------------------------------------------------------------------------------
+
+
+def _purchase_days(log: Transactions, as_of_day: pd.Timestamp) -> pd.DataFrame:
+    """Each customer's purchase days on or before ``as_of``: ``customer_id``, ``days_before``
+    (0 on the as-of day) and ``net`` (the day's net amount), sorted by customer and day.
+
+    A day is a purchase day under the refund policy of :mod:`crmml.data.summary`: it holds a
+    non-negative row and either no refund or a positive net amount (summed exactly, as DECIMAL).
+    """
+    day = f"DATE '{as_of_day.date().isoformat()}'"
+    if log.has_amount:
+        aggregates = (
+            "count(*) FILTER (WHERE amount < 0) AS n_refunds, "
+            "sum(CAST(amount AS DECIMAL(38, 10))) AS net_exact"
+        )
+        occasion = "n_rows > n_refunds AND (n_refunds = 0 OR net_exact > 0)"
+        net = "CAST(net_exact AS DOUBLE)"
+    else:
+        aggregates, occasion, net = "0 AS n_refunds", "TRUE", "CAST(NULL AS DOUBLE)"
+    sql = (
+        f"SELECT customer_id, datediff('day', purchase_day, {day}) AS days_before, {net} AS net "
+        f"FROM (SELECT customer_id, CAST(timestamp AS DATE) AS purchase_day, count(*) AS n_rows, "
+        f"{aggregates} FROM crmml_transactions WHERE CAST(timestamp AS DATE) <= {day} "
+        f"GROUP BY customer_id, purchase_day) WHERE {occasion} ORDER BY customer_id, purchase_day"
+    )
+    pa.default_memory_pool().release_unused()
+    with duckdb_session() as con:
+        log.create_views(con)
+        table = con.sql(sql).to_arrow_table()
+    return pd.DataFrame(
+        {
+            "customer_id": table.column("customer_id").to_pandas(),
+            "days_before": table.column("days_before").to_numpy().astype(np.int64),
+            "net": table.column("net").to_numpy(zero_copy_only=False).astype(np.float64),
+        }
+    )
+
+
+def _history_features(
+    summary: pd.DataFrame, days: pd.DataFrame, windows: list[int], has_amount: bool
+) -> pd.DataFrame:
+    n = len(summary)
+    code = summary.index.get_indexer(pd.Index(days["customer_id"]))
+    if (code < 0).any():  # the two queries disagree: a bug, not a user error
+        raise RuntimeError("Purchase days found for customers missing from the RFM summary.")
+    before = days["days_before"].to_numpy()
+    net = days["net"].to_numpy() if has_amount else np.zeros(len(days))
+
+    def count(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(code[mask], minlength=n).astype(np.float64)
+
+    def spend(mask: np.ndarray) -> np.ndarray:
+        if not has_amount:
+            return np.full(n, np.nan)
+        return np.bincount(code[mask], weights=net[mask], minlength=n)
+
+    frequency = summary["frequency"].to_numpy(dtype=float)
+    recency = summary["recency"].to_numpy(dtype=float)
+    age = summary["T"].to_numpy(dtype=float)
+    has_gap = frequency > 0
+    mean_gap = np.divide(recency, frequency, out=np.full(n, np.nan), where=has_gap)
+    since_last = age - recency
+    gap_ratio = np.divide(since_last, mean_gap, out=np.full(n, np.nan), where=has_gap & (mean_gap > 0))
+
+    same_customer = code[1:] == code[:-1]
+    gaps = pd.Series((before[:-1] - before[1:])[same_customer].astype(np.float64))
+    gap_std, gap_max = np.full(n, np.nan), np.full(n, np.nan)
+    if len(gaps):
+        by_customer = gaps.groupby(code[1:][same_customer])
+        stds, maxima = by_customer.std(ddof=0), by_customer.max()
+        gap_std[stds.index.to_numpy()] = stds.to_numpy()
+        gap_max[maxima.index.to_numpy()] = maxima.to_numpy()
+
+    columns = {
+        "frequency": frequency,
+        "recency_days": recency,
+        "age_days": age,
+        "monetary_value": summary["monetary_value"].to_numpy(dtype=float) if has_amount else np.full(n, np.nan),
+        "days_since_last_purchase": since_last,
+        "mean_gap_days": mean_gap,
+        "gap_ratio": gap_ratio,
+        "gap_std_days": gap_std,
+        "gap_max_days": gap_max,
+    }
+    for w in windows:
+        columns[f"purchases_last_{w}d"] = count(before < w)
+    for w in windows:
+        columns[f"spend_last_{w}d"] = spend(before < w)
+    recent, previous = before < _TREND_DAYS, (before >= _TREND_DAYS) & (before < 2 * _TREND_DAYS)
+    columns[f"purchases_trend_{_TREND_DAYS}d"] = count(recent) - count(previous)
+    columns[f"spend_trend_{_TREND_DAYS}d"] = spend(recent) - spend(previous)
+    columns["total_spend"] = spend(np.ones(len(before), dtype=bool))
+    first = np.ones(len(code), dtype=bool)
+    first[1:] = ~same_customer
+    first_amount = np.full(n, np.nan)
+    if has_amount:
+        first_amount[code[first]] = net[first]
+    columns["first_purchase_amount"] = first_amount
+    return pd.DataFrame(columns, index=summary.index)
+
+
+# --------------------------------------------------------------------------------------------------
+# Model outputs
+# --------------------------------------------------------------------------------------------------
+
+
+def _model_features(
+    summary: pd.DataFrame, transaction_model, spend_model, horizon_days: float, time_unit_days: float
+) -> pd.DataFrame:
+    out = pd.DataFrame(index=summary.index)
+    if transaction_model is None and spend_model is None:
+        return out
+    model_summary = pd.DataFrame(
+        {
+            "frequency": summary["frequency"].to_numpy(dtype=float),
+            "recency": summary["recency"].to_numpy(dtype=float) / time_unit_days,
+            "T": summary["T"].to_numpy(dtype=float) / time_unit_days,
+        },
+        index=summary.index,
+    )
+    if "monetary_value" in summary:
+        model_summary["monetary_value"] = summary["monetary_value"].to_numpy(dtype=float)
+    horizon = horizon_days / time_unit_days
+    if transaction_model is not None:
+        out["btyd_expected_purchases"] = transaction_model.expected_purchases(model_summary, horizon).to_numpy()
+        out["btyd_p_alive"] = transaction_model.probability_alive(model_summary).to_numpy()
+        if hasattr(transaction_model, "probability_no_purchase"):
+            out["btyd_p_no_purchase"] = transaction_model.probability_no_purchase(model_summary, horizon).to_numpy()
+    if spend_model is not None:
+        out["expected_spend"] = spend_model.expected_spend(model_summary).to_numpy()
+    return out.astype(np.float64)
+
+
+# --------------------------------------------------------------------------------------------------
+# Customer table
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _CustomerTable:
+    """A customer table turned into attributes at the as-of date."""
+
+    attributes: pd.DataFrame  # indexed by customer_id: the customers kept
+    referrals: pd.Series | None  # customers naming each referrer id (None without referred_by)
+    excluded: pd.Index  # customers who signed up after as_of
+    dropped_columns: list[str]
+
+    @classmethod
+    def from_frame(cls, customers: pd.DataFrame, as_of_day: pd.Timestamp, taken: list[str]) -> _CustomerTable:
+        return cls(*_customer_attributes(customers, as_of_day, taken))
+
+
+def _customer_attributes(customers: pd.DataFrame, as_of_day: pd.Timestamp, taken: list[str]):
+    """The parts of :class:`_CustomerTable`, after checking the table."""
+    if not isinstance(customers, pd.DataFrame):
+        raise TypeError(f"customers must be a pandas DataFrame. Got {type(customers).__name__} instead.")
+    if "customer_id" not in customers.columns:
+        raise DataValidationError(
+            f"Required column 'customer_id' is missing from the customer table. "
+            f"Columns found: {[str(c) for c in customers.columns]}.",
+            column="customer_id",
+        )
+    ids = customers["customer_id"]
+    if ids.isna().any():
+        rows = list(customers.index[ids.isna()][:5])
+        raise DataValidationError(
+            f"The customer table has missing customer ids (index labels {rows}).", column="customer_id", rows=rows
+        )
+    duplicated = ids[ids.duplicated(keep=False)]
+    if len(duplicated):
+        repeated = pd.unique(duplicated).tolist()
+        raise DataValidationError(
+            f"The customer table must hold one row per customer; {len(repeated)} customer id(s) repeat: "
+            f"{repeated[:10]}.",
+            column="customer_id",
+            rows=repeated,
+        )
+    table = customers.set_index("customer_id")
+    out, dropped, referrals = pd.DataFrame(index=table.index), [], None
+    signed_up = pd.Series(True, index=table.index)
+    excluded = table.index[:0]
+    if "signup_date" in table.columns:
+        signup = _as_days(table["signup_date"])
+        after = (signup > as_of_day).to_numpy()
+        out["tenure_days"] = ((as_of_day - signup).dt.days).astype(np.float64)
+        signed_up = signup <= as_of_day  # unknown sign-up dates do not count as referrals
+        excluded = table.index[after]
+        out = out[~after]
+    if "referred_by" in table.columns:
+        referrer = table["referred_by"]
+        out["has_referrer"] = referrer.notna().astype(np.float64).loc[out.index]
+        named = _like_ids(referrer[signed_up.to_numpy() & referrer.notna().to_numpy()], table.index)
+        referrals = named.value_counts()
+        out["n_referrals"] = 0.0  # filled in by _join_customers, for every returned customer
+    for name in table.columns:
+        if name in ("signup_date", "referred_by"):
+            continue
+        column = table[name].loc[out.index]
+        if name in taken or name in out.columns:
+            raise DataValidationError(
+                f"The customer table's column {name!r} has the name of a feature; rename it.", column=name
+            )
+        if pd.api.types.is_bool_dtype(column):  # as 0/1, so that a missing customer can be NaN
+            out[name] = column.astype(np.float64)
+        elif pd.api.types.is_numeric_dtype(column):
+            out[name] = column
+        elif isinstance(column.dtype, pd.CategoricalDtype):
+            out[name] = column
+        elif pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column):
+            out[name] = column.astype("category")
+        else:
+            dropped.append(name)
+    return out, referrals, excluded, dropped
+
+
+def _as_days(values: pd.Series) -> pd.Series:
+    try:
+        stamps = pd.to_datetime(values)
+    except (TypeError, ValueError) as exc:
+        raise DataValidationError(
+            f"The customer table's 'signup_date' must hold dates: {exc}", column="signup_date"
+        ) from exc
+    if stamps.dt.tz is not None:
+        stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+    return stamps.dt.normalize()
+
+
+def _like_ids(values: pd.Series, ids: pd.Index) -> pd.Series:
+    """Referrer ids in the type of the customer ids (an integer column with gaps is read as float)."""
+    if pd.api.types.is_integer_dtype(ids.dtype) and pd.api.types.is_float_dtype(values.dtype):
+        whole = values == np.round(values)
+        return values[whole].astype(ids.dtype)
+    return values
+
+
+def _join_customers(
+    features: pd.DataFrame, table: _CustomerTable, as_of_day: pd.Timestamp, has_amount: bool
+) -> pd.DataFrame:
+    """Every purchaser (less those who signed up after as_of) and every kept table customer."""
+    index = features.index.difference(table.excluded).union(table.attributes.index)
+    try:
+        index = index.sort_values()
+    except TypeError:  # ids of mixed types: keep the union's order
+        pass
+    index.name = "customer_id"
+    joined = features.reindex(index)
+    no_history = ~index.isin(features.index)
+    joined["no_purchase_history"] = no_history
+    zero_columns = [c for c in joined.columns if c.startswith(("purchases_last_", "purchases_trend_"))]
+    if has_amount:
+        zero_columns += [c for c in joined.columns if c.startswith(("spend_last_", "spend_trend_"))]
+        zero_columns.append("total_spend")
+    joined.loc[no_history, zero_columns] = 0.0
+    attributes = table.attributes.reindex(index)
+    if table.referrals is not None:
+        attributes["n_referrals"] = table.referrals.reindex(index, fill_value=0).astype(np.float64).to_numpy()
+    result = pd.concat([joined, attributes], axis=1)
+    result.index.name = "customer_id"
+    result.attrs = {
+        "as_of": as_of_day,
+        "customers_signed_up_after_as_of": len(table.excluded),
+        "dropped_customer_columns": table.dropped_columns,
+    }
+    return result
