@@ -22,6 +22,7 @@ from lifetimes.utils import (
 
 from crmml.data import SummaryReport, calibration_holdout, read_transactions, rfm_summary
 from crmml.data import summary as summary_module
+from crmml.data.summary import OccasionBatch, purchase_occasions
 from crmml.datasets import load_cdnow_transactions
 from crmml.errors import DataValidationError
 
@@ -434,6 +435,82 @@ def test_string_ids_across_batches_give_the_same_summary(monkeypatch, cdnow):
     expected = rfm_summary(as_text, as_of="1997-09-30")
     monkeypatch.setattr(summary_module, "_BATCH_ROWS", 50)
     pd.testing.assert_frame_equal(rfm_summary(as_text, as_of="1997-09-30"), expected, check_exact=True)
+
+
+def occasions_frame(batches) -> pd.DataFrame:
+    """purchase_occasions' batches as one frame, checking that no customer spans two batches."""
+    parts, seen = [], set()
+    for batch in batches:
+        assert isinstance(batch, OccasionBatch)
+        ids = batch.customer_id.to_pylist()
+        assert not seen.intersection(ids) and len(set(ids)) == len(ids)
+        seen.update(ids)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "customer_id": np.asarray(ids, dtype=object)[batch.customer],
+                    "period": batch.period,
+                    "net": batch.net_amount,
+                    "n_rows": batch.n_rows,
+                    "n_refund_rows": batch.n_refund_rows,
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def exact_sql_occasions(frame: pd.DataFrame, as_of: str) -> pd.DataFrame:
+    """Daily purchase occasions written directly in DuckDB SQL with DECIMAL(38, 10) sums, as
+    compute_features computed them before it used purchase_occasions: the oracle."""
+    con = duckdb.connect()
+    con.register("log", frame)
+    return con.sql(
+        f"""
+        SELECT customer_id, period, CAST(net AS DOUBLE) AS net, n_rows - n_refunds AS n_rows,
+            n_refunds AS n_refund_rows
+        FROM (
+            SELECT customer_id, CAST(timestamp AS DATE) - DATE '1970-01-01' AS period,
+                count(*) AS n_rows, count(*) FILTER (WHERE amount < 0) AS n_refunds,
+                sum(CAST(amount AS DECIMAL(38, 10))) AS net
+            FROM log WHERE CAST(timestamp AS DATE) <= DATE '{as_of}' GROUP BY 1, 2
+        )
+        WHERE n_rows > n_refunds AND (net > 0 OR n_refunds = 0)
+        ORDER BY customer_id, period
+        """
+    ).df()
+
+
+@pytest.mark.parametrize("batch_rows", [64, 1 << 17])
+def test_purchase_occasions_equal_the_decimal_sql_occasions(monkeypatch, batch_rows):
+    """Bit for bit the DuckDB DECIMAL(38, 10) oracle, and exactly the occasions rfm_summary counts."""
+    frame = mixed_amount_log()
+    monkeypatch.setattr(summary_module, "_BATCH_ROWS", batch_rows)
+    ours = occasions_frame(purchase_occasions(frame, as_of="2024-02-15"))
+    expected = exact_sql_occasions(frame, as_of="2024-02-15")
+    assert ours["customer_id"].tolist() == expected["customer_id"].tolist()
+    for column in ("period", "net", "n_rows", "n_refund_rows"):
+        np.testing.assert_array_equal(ours[column].to_numpy(), expected[column].to_numpy(), err_msg=column)
+    summary = rfm_summary(frame, as_of="2024-02-15")
+    per_customer = ours.groupby("customer_id")["period"].agg(["size", "min", "max"])
+    np.testing.assert_array_equal(per_customer["size"] - 1, summary["frequency"])
+    np.testing.assert_array_equal(per_customer["max"] - per_customer["min"], summary["recency"])
+
+
+def test_purchase_occasions_in_weeks_and_without_amounts():
+    frame = mixed_amount_log(seed=4, n=500)
+    weekly = occasions_frame(purchase_occasions(frame, as_of="2024-02-15", freq="W"))
+    summary = rfm_summary(frame, as_of="2024-02-15", freq="W")
+    np.testing.assert_array_equal(weekly.groupby("customer_id").size() - 1, summary["frequency"])
+    batches = list(purchase_occasions(frame, as_of="2024-02-15", amount_col=None))
+    assert all(batch.net_amount is None for batch in batches)
+    assert sum(len(batch) for batch in batches) == frame.assign(day=frame["timestamp"].dt.normalize()).query(
+        "day <= '2024-02-15'"
+    ).drop_duplicates(["customer_id", "day"]).shape[0]
+
+
+def test_purchase_occasions_check_arguments_before_reading():
+    with pytest.raises(ValueError, match="freq"):
+        purchase_occasions(mixed_amount_log(n=10), freq="Q")
 
 
 @pytest.mark.parametrize(("freq", "pandas_freq"), [("D", "D"), ("W", "W-SUN"), ("M", "M")])

@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 
 from crmml.data import read_transactions, rfm_summary
+from crmml.data import summary as summary_module
+from crmml.data.summary import purchase_occasions
 from crmml.datasets import load_cdnow_transactions
 from crmml.errors import DataValidationError
 from crmml.features import compute_features, feature_columns
@@ -169,6 +171,92 @@ def test_invalid_arguments_raise(kwargs):
     log = toy_log([(1, "2020-01-01", 1.0)])
     with pytest.raises(ValueError):
         compute_features(log, as_of="2020-01-31", **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# One purchase-occasion rule for the summary and the features
+# --------------------------------------------------------------------------------------------------
+
+
+def refund_edge_cases() -> pd.DataFrame:
+    """Customer 1: a purchase (Jan 1), a zero-amount purchase (Jan 2), 0.1 + 0.2 refunded by 0.3
+    (Jan 3, exactly zero), a partial refund (Jan 4), a refund-only day (Jan 5), a purchase refunded
+    by more than it cost (Jan 6) and a purchase after as_of. Customer 2 only has refunds. Customer 3
+    buys at 23:59 on the as-of day."""
+    return toy_log(
+        [
+            (1, "2020-01-01", 10.0),
+            (1, "2020-01-02", 0.0),
+            (1, "2020-01-03 08:00", 0.1),
+            (1, "2020-01-03 09:00", 0.2),
+            (1, "2020-01-03 10:00", -0.3),
+            (1, "2020-01-04 08:00", 5.0),
+            (1, "2020-01-04 09:00", -2.0),
+            (1, "2020-01-05", -4.0),
+            (1, "2020-01-06 08:00", 1.0),
+            (1, "2020-01-06 09:00", -1.5),
+            (1, "2020-02-01", 7.0),
+            (2, "2020-01-10", -5.0),
+            (3, "2020-01-31 23:59", 3.0),
+        ]
+    )
+
+
+def occasions_by_customer(log, as_of) -> dict:
+    """{customer: [(day, net amount), ...]} from the data layer's purchase_occasions."""
+    out = {}
+    for batch in purchase_occasions(log, as_of=as_of, freq="D"):
+        ids = batch.customer_id.to_pylist()
+        days = pd.to_datetime(batch.period, unit="D")
+        for code, day, net in zip(batch.customer, days, batch.net_amount):
+            out.setdefault(ids[code], []).append((day, net))
+    return out
+
+
+def test_purchase_days_are_the_occasions_the_summary_counts_with_refund_edge_cases():
+    log, as_of = refund_edge_cases(), "2020-01-31"
+    occasions = occasions_by_customer(log, as_of)
+    assert occasions == {
+        1: [(pd.Timestamp("2020-01-01"), 10.0), (pd.Timestamp("2020-01-02"), 0.0), (pd.Timestamp("2020-01-04"), 3.0)],
+        3: [(pd.Timestamp("2020-01-31"), 3.0)],
+    }
+    summary = rfm_summary(log, as_of=as_of)
+    features = compute_features(log, as_of=as_of, windows_days=(1, 365))
+    assert summary.index.tolist() == features.index.tolist() == [1, 3]
+    for customer, days in occasions.items():
+        row = features.loc[customer]
+        assert row["purchases_last_365d"] == len(days) == summary.loc[customer, "frequency"] + 1
+        assert row["total_spend"] == sum(net for _, net in days)
+        assert row["first_purchase_amount"] == days[0][1]
+        assert row["recency_days"] == (days[-1][0] - days[0][0]).days
+    assert features.loc[1, "monetary_value"] == 1.5  # (0 + 3) / 2
+    assert features.loc[1, "gap_max_days"] == 2.0  # Jan 2 to Jan 4
+    assert features.loc[3, "purchases_last_1d"] == 1.0
+
+
+def test_summary_and_features_share_one_occasion_rule(monkeypatch):
+    """Changing the rule where the data layer states it (here: refunds no longer cancel a day)
+    changes the summary and the features alike, so no second copy of it exists."""
+    log, as_of = refund_edge_cases(), "2020-01-31"
+
+    def any_purchase(periods):
+        occasion = periods.in_window()
+        if periods.n_refund_rows is not None:
+            occasion &= periods.n_rows > periods.n_refund_rows
+        return occasion
+
+    monkeypatch.setattr(summary_module._Periods, "is_occasion", any_purchase)
+    summary = rfm_summary(log, as_of=as_of)
+    features = compute_features(log, as_of=as_of, windows_days=(365,))
+    assert summary.loc[1, "frequency"] == 4.0  # Jan 1, 2, 3, 4 and 6
+    np.testing.assert_array_equal(features["purchases_last_365d"], summary["frequency"] + 1)
+    assert features.loc[1, "gap_max_days"] == 2.0  # Jan 4 to Jan 6
+
+
+def test_features_do_not_depend_on_batch_size(monkeypatch, cdnow, cdnow_features):
+    """Purchase days are reduced batch by batch; customers never straddle batches."""
+    monkeypatch.setattr(summary_module, "_BATCH_ROWS", 100)
+    pd.testing.assert_frame_equal(compute_features(cdnow, as_of=AS_OF), cdnow_features, check_exact=True)
 
 
 # --------------------------------------------------------------------------------------------------

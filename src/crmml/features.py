@@ -9,10 +9,11 @@ Where the numbers come from
   :func:`~crmml.data.rfm_summary` with ``freq="D"``: repeat purchase days, days from the first to the
   last purchase day, days from the first purchase day to ``as_of``, and the mean net amount of the
   repeat purchase days.
-- Every other purchase feature is computed from the customer's *purchase days*: the days that are
-  purchase occasions under the data layer's refund policy (refunds netted within the day; a day
-  refunded in full, or holding only refunds, is not a purchase day). Their amounts are the day's net
-  amounts, summed exactly as :func:`~crmml.data.rfm_summary` sums them.
+- Every other purchase feature is computed from the customer's *purchase days*: the daily purchase
+  occasions streamed by :func:`crmml.data.summary.purchase_occasions`, the very occasions
+  :func:`~crmml.data.rfm_summary` counts (refunds netted within the day; a day refunded in full, or
+  holding only refunds, is not a purchase day). Their amounts are the days' exact net amounts.
+  They are reduced to customers batch by batch, so memory grows with the number of customers.
 - A window of ``w`` days is the as-of day and the ``w - 1`` days before it.
 - BTYD columns come from the same summary expressed in the models' time unit (``time_unit_days``
   days): ``recency = recency_days / time_unit_days`` and ``T = age_days / time_unit_days``, which is
@@ -34,8 +35,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from crmml.data.summary import rfm_summary
-from crmml.data.transactions import Transactions, duckdb_session, read_transactions
+from crmml.data.summary import OccasionBatch, purchase_occasions, rfm_summary
+from crmml.data.transactions import Transactions, read_transactions
 from crmml.errors import DataValidationError
 
 __all__ = ["compute_features", "feature_columns"]
@@ -135,7 +136,8 @@ def compute_features(
         raise ValueError("spend_model needs amounts, but the transaction log has no amount column.")
 
     summary = rfm_summary(log, as_of=as_of_day, freq="D")
-    features = _history_features(summary, _purchase_days(log, as_of_day), windows, log.has_amount)
+    days = _purchase_day_features(log, as_of_day, windows)
+    features = _history_features(summary, days, windows, log.has_amount)
     models = _model_features(summary, transaction_model, spend_model, horizon, time_unit)
     features = pd.concat([features, models], axis=1)
     features["no_purchase_history"] = False
@@ -201,51 +203,26 @@ def _check_windows(windows_days) -> list[int]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _purchase_days(log: Transactions, as_of_day: pd.Timestamp) -> pd.DataFrame:
-    """Each customer's purchase days on or before ``as_of``: ``customer_id``, ``days_before``
-    (0 on the as-of day) and ``net`` (the day's net amount), sorted by customer and day.
-
-    A day is a purchase day under the refund policy of :mod:`crmml.data.summary`: it holds a
-    non-negative row and either no refund or a positive net amount (summed exactly, as DECIMAL).
-    """
-    day = f"DATE '{as_of_day.date().isoformat()}'"
-    if log.has_amount:
-        aggregates = (
-            "count(*) FILTER (WHERE amount < 0) AS n_refunds, "
-            "sum(CAST(amount AS DECIMAL(38, 10))) AS net_exact"
-        )
-        occasion = "n_rows > n_refunds AND (n_refunds = 0 OR net_exact > 0)"
-        net = "CAST(net_exact AS DOUBLE)"
-    else:
-        aggregates, occasion, net = "0 AS n_refunds", "TRUE", "CAST(NULL AS DOUBLE)"
-    sql = (
-        f"SELECT customer_id, datediff('day', purchase_day, {day}) AS days_before, {net} AS net "
-        f"FROM (SELECT customer_id, CAST(timestamp AS DATE) AS purchase_day, count(*) AS n_rows, "
-        f"{aggregates} FROM crmml_transactions WHERE CAST(timestamp AS DATE) <= {day} "
-        f"GROUP BY customer_id, purchase_day) WHERE {occasion} ORDER BY customer_id, purchase_day"
-    )
-    pa.default_memory_pool().release_unused()
-    with duckdb_session() as con:
-        log.create_views(con)
-        table = con.sql(sql).to_arrow_table()
-    return pd.DataFrame(
-        {
-            "customer_id": table.column("customer_id").to_pandas(),
-            "days_before": table.column("days_before").to_numpy().astype(np.int64),
-            "net": table.column("net").to_numpy(zero_copy_only=False).astype(np.float64),
-        }
-    )
+def _purchase_day_features(log: Transactions, as_of_day: pd.Timestamp, windows: list[int]) -> pd.DataFrame:
+    """Features of each customer's purchase days on or before ``as_of``, indexed by customer_id
+    (sorted as :func:`~crmml.data.rfm_summary`), from the data layer's daily purchase occasions."""
+    as_of_period = int(as_of_day.to_datetime64().astype("datetime64[D]").astype(np.int64))
+    parts = [
+        _day_features(batch, as_of_period, windows, log.has_amount)
+        for batch in purchase_occasions(log, as_of=as_of_day, freq="D")
+    ]
+    if not parts:
+        return pd.DataFrame(index=pd.Index([], name="customer_id"))
+    ids = pa.concat_arrays([part.pop("customer_id") for part in parts])
+    columns = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    return pd.DataFrame(columns, index=pd.Index(ids.to_pandas(), name="customer_id"))
 
 
-def _history_features(
-    summary: pd.DataFrame, days: pd.DataFrame, windows: list[int], has_amount: bool
-) -> pd.DataFrame:
-    n = len(summary)
-    code = summary.index.get_indexer(pd.Index(days["customer_id"]))
-    if (code < 0).any():  # the two queries disagree: a bug, not a user error
-        raise RuntimeError("Purchase days found for customers missing from the RFM summary.")
-    before = days["days_before"].to_numpy()
-    net = days["net"].to_numpy() if has_amount else np.zeros(len(days))
+def _day_features(batch: OccasionBatch, as_of_period: int, windows: list[int], has_amount: bool) -> dict:
+    """Per-customer features of one batch of purchase days (sorted by customer and day)."""
+    n, code = len(batch.customer_id), batch.customer
+    before = as_of_period - batch.period  # days before as_of (0 on the as-of day)
+    net = batch.net_amount if has_amount else np.zeros(len(batch))
 
     def count(mask: np.ndarray) -> np.ndarray:
         return np.bincount(code[mask], minlength=n).astype(np.float64)
@@ -254,14 +231,6 @@ def _history_features(
         if not has_amount:
             return np.full(n, np.nan)
         return np.bincount(code[mask], weights=net[mask], minlength=n)
-
-    frequency = summary["frequency"].to_numpy(dtype=float)
-    recency = summary["recency"].to_numpy(dtype=float)
-    age = summary["T"].to_numpy(dtype=float)
-    has_gap = frequency > 0
-    mean_gap = np.divide(recency, frequency, out=np.full(n, np.nan), where=has_gap)
-    since_last = age - recency
-    gap_ratio = np.divide(since_last, mean_gap, out=np.full(n, np.nan), where=has_gap & (mean_gap > 0))
 
     same_customer = code[1:] == code[:-1]
     gaps = pd.Series((before[:-1] - before[1:])[same_customer].astype(np.float64))
@@ -272,17 +241,7 @@ def _history_features(
         gap_std[stds.index.to_numpy()] = stds.to_numpy()
         gap_max[maxima.index.to_numpy()] = maxima.to_numpy()
 
-    columns = {
-        "frequency": frequency,
-        "recency_days": recency,
-        "age_days": age,
-        "monetary_value": summary["monetary_value"].to_numpy(dtype=float) if has_amount else np.full(n, np.nan),
-        "days_since_last_purchase": since_last,
-        "mean_gap_days": mean_gap,
-        "gap_ratio": gap_ratio,
-        "gap_std_days": gap_std,
-        "gap_max_days": gap_max,
-    }
+    columns = {"customer_id": batch.customer_id, "gap_std_days": gap_std, "gap_max_days": gap_max}
     for w in windows:
         columns[f"purchases_last_{w}d"] = count(before < w)
     for w in windows:
@@ -297,6 +256,34 @@ def _history_features(
     if has_amount:
         first_amount[code[first]] = net[first]
     columns["first_purchase_amount"] = first_amount
+    return columns
+
+
+def _history_features(
+    summary: pd.DataFrame, days: pd.DataFrame, windows: list[int], has_amount: bool
+) -> pd.DataFrame:
+    """The feature columns, in order: RFM and gap means from the summary, the rest from ``days``."""
+    if not days.index.equals(summary.index):  # one occasion rule serves both: a bug, not a user error
+        raise RuntimeError("The purchase days and the RFM summary disagree on the customers.")
+    n = len(summary)
+    frequency = summary["frequency"].to_numpy(dtype=float)
+    recency = summary["recency"].to_numpy(dtype=float)
+    age = summary["T"].to_numpy(dtype=float)
+    has_gap = frequency > 0
+    mean_gap = np.divide(recency, frequency, out=np.full(n, np.nan), where=has_gap)
+    since_last = age - recency
+    gap_ratio = np.divide(since_last, mean_gap, out=np.full(n, np.nan), where=has_gap & (mean_gap > 0))
+    columns = {
+        "frequency": frequency,
+        "recency_days": recency,
+        "age_days": age,
+        "monetary_value": summary["monetary_value"].to_numpy(dtype=float) if has_amount else np.full(n, np.nan),
+        "days_since_last_purchase": since_last,
+        "mean_gap_days": mean_gap,
+        "gap_ratio": gap_ratio,
+    }
+    for name in feature_columns(windows)[len(columns):]:
+        columns[name] = days[name].to_numpy()
     return pd.DataFrame(columns, index=summary.index)
 
 

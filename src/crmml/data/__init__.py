@@ -5,14 +5,16 @@
 per customer.
 """
 
-from crmml.data.summary import SummaryReport, calibration_holdout, rfm_summary
+from crmml.data.summary import OccasionBatch, SummaryReport, calibration_holdout, purchase_occasions, rfm_summary
 from crmml.data.transactions import TransactionReport, Transactions, read_transactions
 
 __all__ = [
+    "OccasionBatch",
     "SummaryReport",
     "TransactionReport",
     "Transactions",
     "calibration_holdout",
+    "purchase_occasions",
     "read_transactions",
     "rfm_summary",
 ]

@@ -48,12 +48,18 @@ DuckDB sorts the valid rows by customer and time (spilling to disk when the log 
 memory limit) and streams them to NumPy in batches that never split a customer; each batch is
 reduced to periods, then to customers. Memory therefore grows with the batch size and the number
 of customers, not with the number of rows.
+
+The purchase-occasion rule above stands once, in this module: :func:`purchase_occasions` yields
+the same occasions batch by batch (one entry per customer and period, with its exact net amount)
+for consumers that need more than the per-customer summary, such as
+:func:`crmml.features.compute_features`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import duckdb
 import numpy as np
@@ -64,7 +70,9 @@ import pyarrow.compute as pc
 from crmml.data.transactions import Transactions, duckdb_session, read_transactions
 from crmml.errors import DataValidationError
 
-__all__ = ["SummaryReport", "calibration_holdout", "rfm_summary"]
+__all__ = ["OccasionBatch", "SummaryReport", "calibration_holdout", "purchase_occasions", "rfm_summary"]
+
+_Result = TypeVar("_Result")
 
 _FREQS = ("D", "W", "M")
 _MICROS_PER_DAY = 86_400_000_000
@@ -301,6 +309,90 @@ def calibration_holdout(
     if not return_report:
         return frame
     return frame, _report(counts, log, cut, len(frame), calibration_end=calibration_day)
+
+
+@dataclass(frozen=True)
+class OccasionBatch:
+    """The purchase occasions of some customers, one entry per (customer, period).
+
+    Entries are sorted by customer and period, and a batch holds every occasion of its customers.
+
+    Attributes
+    ----------
+    customer_id : pyarrow.Array
+        The batch's customers, sorted, each once.
+    customer : numpy.ndarray
+        Per occasion (int64): its customer's position in ``customer_id``.
+    period : numpy.ndarray
+        Per occasion (int64): the period number, in days since 1970-01-01 (``"D"``), weeks since
+        Monday 1970-01-05 (``"W"``) or months since January of year 0 (``"M"``).
+    net_amount : numpy.ndarray or None
+        Per occasion (float64): the net amount, summed exactly and then rounded to a double as
+        DuckDB casts DECIMAL(38, 10) to DOUBLE. None when the log has no amounts.
+    n_rows : numpy.ndarray
+        Per occasion (int64): its non-negative rows.
+    n_refund_rows : numpy.ndarray
+        Per occasion (int64): the refund rows netted into it.
+    first_purchase, last_purchase : numpy.ndarray
+        Per occasion (datetime64[us]): its earliest and latest non-negative rows.
+    """
+
+    customer_id: pa.Array
+    customer: np.ndarray
+    period: np.ndarray
+    net_amount: np.ndarray | None
+    n_rows: np.ndarray
+    n_refund_rows: np.ndarray
+    first_purchase: np.ndarray
+    last_purchase: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.period)
+
+
+def purchase_occasions(
+    transactions, *, as_of=None, freq: str = "D", **read_kwargs
+) -> Iterator[OccasionBatch]:
+    """Stream the purchase occasions on or before ``as_of``, batch by batch.
+
+    These are exactly the occasions :func:`rfm_summary` counts with the same ``as_of`` and
+    ``freq`` (see the module docstring for the refund policy), computed by the same code.
+
+    Parameters
+    ----------
+    transactions : Transactions, pandas.DataFrame, str or pathlib.Path
+        A validated log, or anything :func:`~crmml.data.read_transactions` accepts.
+    as_of : date-like, optional
+        The observation end (its day is included). Defaults to the day of the last transaction.
+    freq : {"D", "W", "M"}
+        Period length: day, week (Monday to Sunday) or calendar month.
+    **read_kwargs
+        Passed to :func:`~crmml.data.read_transactions` when ``transactions`` is not a
+        :class:`~crmml.data.Transactions`.
+
+    Returns
+    -------
+    iterator of OccasionBatch
+        Sorted by customer and period; no customer spans two batches, and customers without an
+        occasion do not appear. The log is read while the iterator is consumed.
+
+    Raises
+    ------
+    DataValidationError
+        When the log is invalid.
+    """
+    _check_freq(freq)
+    as_of_day = _day(as_of, "as_of") if as_of is not None else None
+    log = _as_transactions(transactions, read_kwargs)
+    if as_of_day is None:
+        as_of_day = log.last_timestamp.normalize()
+    return _occasion_batches(log, _Cut(freq, 1.0, as_of_day, as_of_day))
+
+
+def _occasion_batches(log: Transactions, cut: _Cut) -> Iterator[OccasionBatch]:
+    for batch in _reduced_batches(log, cut, _occasion_batch):
+        if len(batch):
+            yield batch
 
 
 # --------------------------------------------------------------------------------------------------
@@ -629,10 +721,34 @@ class _Occasions:
         return _to_double(*_normalised(self.whole, self.frac))
 
 
-def _summarise_rows(rows: _Rows, spec: _Spec) -> tuple[dict, dict[str, int]]:
+def _occasion_batch(rows: _Rows, periods: _Periods, occasion: np.ndarray) -> OccasionBatch:
+    """The purchase occasions of one batch (``occasion`` from :meth:`_Periods.is_occasion`)."""
+    index = np.flatnonzero(occasion)
+    customer = periods.customer[index]
+    new = np.ones(len(index), dtype=bool)
+    np.not_equal(customer[1:], customer[:-1], out=new[1:])
+    net = None
+    if periods.whole is not None:
+        net = _to_double(*_normalised(periods.whole[index], periods.frac[index]))
+    n_refund_rows = np.zeros(len(index), dtype=np.int64)
+    if periods.n_refund_rows is not None:
+        n_refund_rows = periods.n_refund_rows[index]
+    return OccasionBatch(
+        customer_id=rows.ids.take(periods.first_row[index[new]]),
+        customer=np.cumsum(new) - 1,
+        period=periods.period[index],
+        net_amount=net,
+        n_rows=periods.n_rows[index] - n_refund_rows,
+        n_refund_rows=n_refund_rows,
+        first_purchase=periods.first_purchase[index].view("datetime64[us]"),
+        last_purchase=periods.last_purchase[index].view("datetime64[us]"),
+    )
+
+
+def _summarise_rows(
+    rows: _Rows, periods: _Periods, occasion: np.ndarray, spec: _Spec
+) -> tuple[dict, dict[str, int]]:
     """Summary columns for the customers of one batch, and (when asked) its report counts."""
-    periods = _Periods.from_rows(rows, spec.cut)
-    occasion = periods.is_occasion()
     calibration = _Occasions.of(periods, occasion & periods.in_segment(_CALIBRATION))
     columns = {"customer_id": rows.ids.take(periods.first_row[calibration.first])}
     columns.update(_calibration_columns(periods, calibration, spec))
@@ -711,24 +827,46 @@ def _report_counts(periods: _Periods, occasion: np.ndarray, calibration: _Occasi
 
 def _summarise(log: Transactions, spec: _Spec) -> tuple[pd.DataFrame, dict[str, int]]:
     """Stream the sorted log batch by batch; return the summary frame and the report counts."""
+
+    def summarise(rows: _Rows, periods: _Periods, occasion: np.ndarray) -> tuple[dict, dict[str, int]]:
+        return _summarise_rows(rows, periods, occasion, spec)
+
     parts, counts = [], dict.fromkeys(_COUNTS, 0)
+    for columns, batch_counts in _reduced_batches(log, spec.cut, summarise):
+        parts.append(columns)
+        for name, value in batch_counts.items():
+            counts[name] += value
+    if not parts:  # no valid row: the columns of an empty batch
+        empty = pa.record_batch(
+            [pa.array([], pa.int64()), pa.array([], pa.timestamp("us")), pa.array([], pa.float64())],
+            names=["customer_id", "timestamp", "amount"],
+        )
+        parts.append(summarise(*_periods_of(empty, log.has_amount, spec.cut))[0])
+    return _frame(parts), counts
+
+
+def _reduced_batches(
+    log: Transactions, cut: _Cut, reduce: Callable[[_Rows, _Periods, np.ndarray], _Result]
+) -> Iterator[_Result]:
+    """Stream the sorted log and yield ``reduce(rows, periods, occasion)`` for each batch.
+
+    The one place that decides purchase occasions, for the summaries and for
+    :func:`purchase_occasions`. Each batch's rows and periods are freed before the next is read.
+    """
     # DuckDB and NumPy cannot reuse memory that Arrow's allocator keeps cached (after
     # pandas.read_parquet, for example): hand it back to the system before the sort.
     pa.default_memory_pool().release_unused()
     with duckdb_session() as con:
         log.create_views(con)
         for batch in _customer_batches(con, log.has_amount):
-            columns, batch_counts = _summarise_rows(_Rows.from_batch(batch, log.has_amount), spec)
-            parts.append(columns)
-            for name, value in batch_counts.items():
-                counts[name] += value
-    if not parts:  # no valid row: the columns of an empty batch
-        empty = pa.record_batch(
-            [pa.array([], pa.int64()), pa.array([], pa.timestamp("us")), pa.array([], pa.float64())],
-            names=["customer_id", "timestamp", "amount"],
-        )
-        parts.append(_summarise_rows(_Rows.from_batch(empty, log.has_amount), spec)[0])
-    return _frame(parts), counts
+            yield reduce(*_periods_of(batch, log.has_amount, cut))
+
+
+def _periods_of(batch: pa.RecordBatch, has_amount: bool, cut: _Cut) -> tuple[_Rows, _Periods, np.ndarray]:
+    """A batch's rows, its periods and which periods are purchase occasions."""
+    rows = _Rows.from_batch(batch, has_amount)
+    periods = _Periods.from_rows(rows, cut)
+    return rows, periods, periods.is_occasion()
 
 
 def _customer_batches(con: duckdb.DuckDBPyConnection, has_amount: bool) -> Iterator[pa.RecordBatch]:

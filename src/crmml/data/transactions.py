@@ -29,6 +29,8 @@ per core). The environment variables ``CRMML_DUCKDB_MEMORY_LIMIT`` (a DuckDB siz
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import glob as globlib
 import os
 import tempfile
@@ -469,17 +471,18 @@ def _format_has_zone(time_format: str) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
-class _Source:
+class _Source(ABC):
     """Where raw rows come from. Subclasses produce SQL yielding the ``raw_*`` columns."""
 
     description: str
     kind: str
     is_frame: bool = False
 
+    @abstractmethod
     def raw_sql(self, con: duckdb.DuckDBPyConnection, columns: _ColumnNames) -> str:
         """SQL selecting ``raw_customer``, ``raw_time`` and ``raw_amount`` (when present)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def located_rows_sql(
         self, con: duckdb.DuckDBPyConnection, plan: _ParsePlan, where: str, max_files: int | None = None
     ) -> str:
@@ -488,15 +491,14 @@ class _Source:
         ``max_files`` allows a file source to number only the first files (in name order) that
         hold matching rows.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def row_label(self, source_file: str | None, source_row: int):
         """The label a user sees for one row."""
-        raise NotImplementedError
 
+    @abstractmethod
     def label_rows(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Turn ``source_file``/``source_row`` columns into the user's row labels."""
-        raise NotImplementedError
 
 
 class _FrameSource(_Source):
