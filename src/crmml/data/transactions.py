@@ -29,11 +29,10 @@ per core). The environment variables ``CRMML_DUCKDB_MEMORY_LIMIT`` (a DuckDB siz
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-
 import glob as globlib
 import os
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
