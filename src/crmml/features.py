@@ -36,7 +36,7 @@ import pandas as pd
 import pyarrow as pa
 
 from crmml.data.summary import OccasionBatch, purchase_occasions, rfm_summary
-from crmml.data.transactions import Transactions, read_transactions
+from crmml.data.transactions import Transactions, as_transactions
 from crmml.errors import DataValidationError
 
 __all__ = ["compute_features", "feature_columns"]
@@ -131,7 +131,7 @@ def compute_features(
     horizon = _positive(horizon_days, "horizon_days")
     time_unit = _positive(time_unit_days, "time_unit_days")
     as_of_day = _day(as_of)
-    log = _as_transactions(transactions, read_kwargs)
+    log = as_transactions(transactions, **read_kwargs)
     if spend_model is not None and not log.has_amount:
         raise ValueError("spend_model needs amounts, but the transaction log has no amount column.")
 
@@ -151,17 +151,6 @@ def compute_features(
 # --------------------------------------------------------------------------------------------------
 # Arguments
 # --------------------------------------------------------------------------------------------------
-
-
-def _as_transactions(transactions, read_kwargs: dict) -> Transactions:
-    if isinstance(transactions, Transactions):
-        if read_kwargs:
-            raise TypeError(
-                f"Read options {sorted(read_kwargs)} only apply when transactions is not already a "
-                "Transactions; pass them to read_transactions instead."
-            )
-        return transactions
-    return read_transactions(transactions, **read_kwargs)
 
 
 def _day(value) -> pd.Timestamp:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from crmml.data import Transactions, calibration_holdout, read_transactions
+from crmml.data import as_transactions, calibration_holdout
 from crmml.errors import DataValidationError
 
 __all__ = ["outcome_labels"]
@@ -56,7 +56,7 @@ def outcome_labels(
     for name, days in (("churn_window_days", churn_window_days), ("value_horizon_days", value_horizon_days)):
         if isinstance(days, bool) or not isinstance(days, int) or days < 1:
             raise ValueError(f"{name} must be a positive whole number of days; got {days!r}.")
-    log = transactions if isinstance(transactions, Transactions) else read_transactions(transactions, **read_kwargs)
+    log = as_transactions(transactions, **read_kwargs)
     as_of_day = pd.Timestamp(as_of).normalize()
     window_end = as_of_day + pd.Timedelta(days=churn_window_days)
     horizon_end = as_of_day + pd.Timedelta(days=value_horizon_days)

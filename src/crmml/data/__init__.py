@@ -6,13 +6,14 @@ per customer.
 """
 
 from crmml.data.summary import OccasionBatch, SummaryReport, calibration_holdout, purchase_occasions, rfm_summary
-from crmml.data.transactions import TransactionReport, Transactions, read_transactions
+from crmml.data.transactions import TransactionReport, Transactions, as_transactions, read_transactions
 
 __all__ = [
     "OccasionBatch",
     "SummaryReport",
     "TransactionReport",
     "Transactions",
+    "as_transactions",
     "calibration_holdout",
     "purchase_occasions",
     "read_transactions",

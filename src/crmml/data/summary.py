@@ -67,7 +67,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crmml.data.transactions import Transactions, duckdb_session, read_transactions
+from crmml.data.transactions import Transactions, as_transactions, duckdb_session
 from crmml.errors import DataValidationError
 
 __all__ = ["OccasionBatch", "SummaryReport", "calibration_holdout", "purchase_occasions", "rfm_summary"]
@@ -223,7 +223,7 @@ def rfm_summary(
     _check_freq(freq)
     multiplier = _positive_multiplier(freq_multiplier)
     as_of_day = _day(as_of, "as_of") if as_of is not None else None
-    log = _as_transactions(transactions, read_kwargs)
+    log = as_transactions(transactions, **read_kwargs)
     if as_of_day is None:
         as_of_day = log.last_timestamp.normalize()
     cut = _Cut(freq, multiplier, as_of_day, as_of_day)
@@ -294,7 +294,7 @@ def calibration_holdout(
     multiplier = _positive_multiplier(freq_multiplier)
     calibration_day = _day(calibration_end, "calibration_end")
     holdout_day = _day(holdout_end, "holdout_end") if holdout_end is not None else None
-    log = _as_transactions(transactions, read_kwargs)
+    log = as_transactions(transactions, **read_kwargs)
     if holdout_day is None:
         holdout_day = log.last_timestamp.normalize()
     if calibration_day >= holdout_day:
@@ -383,7 +383,7 @@ def purchase_occasions(
     """
     _check_freq(freq)
     as_of_day = _day(as_of, "as_of") if as_of is not None else None
-    log = _as_transactions(transactions, read_kwargs)
+    log = as_transactions(transactions, **read_kwargs)
     if as_of_day is None:
         as_of_day = log.last_timestamp.normalize()
     return _occasion_batches(log, _Cut(freq, 1.0, as_of_day, as_of_day))
@@ -398,17 +398,6 @@ def _occasion_batches(log: Transactions, cut: _Cut) -> Iterator[OccasionBatch]:
 # --------------------------------------------------------------------------------------------------
 # Arguments
 # --------------------------------------------------------------------------------------------------
-
-
-def _as_transactions(transactions, read_kwargs: dict) -> Transactions:
-    if isinstance(transactions, Transactions):
-        if read_kwargs:
-            raise TypeError(
-                f"Read options {sorted(read_kwargs)} only apply when transactions is not already a "
-                "Transactions; pass them to read_transactions instead."
-            )
-        return transactions
-    return read_transactions(transactions, **read_kwargs)
 
 
 def _check_freq(freq: str) -> None:

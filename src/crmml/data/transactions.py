@@ -293,6 +293,23 @@ def read_transactions(
     return Transactions(source_obj, plan, report, counts.first_timestamp, counts.last_timestamp)
 
 
+def as_transactions(transactions, **read_kwargs) -> Transactions:
+    """``transactions`` itself if it is a :class:`Transactions`, else :func:`read_transactions` of it.
+
+    The entry point of every function that takes "anything read_transactions takes". Read options
+    with an already-read log are an error rather than silently ignored.
+    """
+    if isinstance(transactions, Transactions):
+        if read_kwargs:
+            raise TypeError(
+                f"Read options {sorted(read_kwargs)} only apply when transactions is not already a "
+                "Transactions; pass them to read_transactions instead."
+            )
+        return transactions
+    return read_transactions(transactions, **read_kwargs)
+
+
+
 # --------------------------------------------------------------------------------------------------
 # Column names and parsing
 # --------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from crmml.models.base import BaseModel, Data, rows_error
+from crmml.models.base import Data, rows_error
 from crmml.models.btyd import TransactionModel
 
 __all__ = [

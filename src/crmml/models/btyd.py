@@ -119,7 +119,7 @@ class AliveMixtureModel(TransactionModel):
             raise ValueError(f"{len(horizons)} horizons but {len(coefficients)} coefficients.")
 
         def weighted_if_alive(params, x, T):
-            return sum(c * self._expected_if_alive(params, x, T, h) for h, c in zip(horizons, coefficients))
+            return sum(c * self._expected_if_alive(params, x, T, h) for h, c in zip(horizons, coefficients, strict=True))
 
         return self._combine(summary, weighted_if_alive, "expected_purchases_sum")
 
