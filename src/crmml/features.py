@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from crmml.data.summary import OccasionBatch, purchase_occasions, rfm_summary
+from crmml.data.summary import OccasionBatch, as_day, purchase_occasions, rfm_summary
 from crmml.data.transactions import Transactions, as_transactions
 from crmml.errors import DataValidationError
 
@@ -130,7 +130,7 @@ def compute_features(
     windows = _check_windows(windows_days)
     horizon = _positive(horizon_days, "horizon_days")
     time_unit = _positive(time_unit_days, "time_unit_days")
-    as_of_day = _day(as_of)
+    as_of_day = as_day(as_of, "as_of")
     log = as_transactions(transactions, **read_kwargs)
     if spend_model is not None and not log.has_amount:
         raise ValueError("spend_model needs amounts, but the transaction log has no amount column.")
@@ -151,19 +151,6 @@ def compute_features(
 # --------------------------------------------------------------------------------------------------
 # Arguments
 # --------------------------------------------------------------------------------------------------
-
-
-def _day(value) -> pd.Timestamp:
-    """``as_of`` as a naive midnight timestamp (time-zone-aware values go to UTC), as the data layer."""
-    try:
-        stamp = pd.Timestamp(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"as_of must be a date. Got {value!r} instead.") from exc
-    if pd.isna(stamp):
-        raise ValueError(f"as_of must be a date. Got {value!r} instead.")
-    if stamp.tzinfo is not None:
-        stamp = stamp.tz_convert("UTC").tz_localize(None)
-    return stamp.normalize()
 
 
 def _positive(value, name: str) -> float:

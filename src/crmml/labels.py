@@ -16,6 +16,7 @@ from __future__ import annotations
 import pandas as pd
 
 from crmml.data import as_transactions, calibration_holdout
+from crmml.data.summary import as_day
 from crmml.errors import DataValidationError
 
 __all__ = ["outcome_labels"]
@@ -57,7 +58,7 @@ def outcome_labels(
         if isinstance(days, bool) or not isinstance(days, int) or days < 1:
             raise ValueError(f"{name} must be a positive whole number of days; got {days!r}.")
     log = as_transactions(transactions, **read_kwargs)
-    as_of_day = pd.Timestamp(as_of).normalize()
+    as_of_day = as_day(as_of, "as_of")
     window_end = as_of_day + pd.Timedelta(days=churn_window_days)
     horizon_end = as_of_day + pd.Timedelta(days=value_horizon_days)
     last_day = log.last_timestamp.normalize()

@@ -222,7 +222,7 @@ def rfm_summary(
     """
     _check_freq(freq)
     multiplier = _positive_multiplier(freq_multiplier)
-    as_of_day = _day(as_of, "as_of") if as_of is not None else None
+    as_of_day = as_day(as_of, "as_of") if as_of is not None else None
     log = as_transactions(transactions, **read_kwargs)
     if as_of_day is None:
         as_of_day = log.last_timestamp.normalize()
@@ -292,8 +292,8 @@ def calibration_holdout(
     """
     _check_freq(freq)
     multiplier = _positive_multiplier(freq_multiplier)
-    calibration_day = _day(calibration_end, "calibration_end")
-    holdout_day = _day(holdout_end, "holdout_end") if holdout_end is not None else None
+    calibration_day = as_day(calibration_end, "calibration_end")
+    holdout_day = as_day(holdout_end, "holdout_end") if holdout_end is not None else None
     log = as_transactions(transactions, **read_kwargs)
     if holdout_day is None:
         holdout_day = log.last_timestamp.normalize()
@@ -382,7 +382,7 @@ def purchase_occasions(
         When the log is invalid.
     """
     _check_freq(freq)
-    as_of_day = _day(as_of, "as_of") if as_of is not None else None
+    as_of_day = as_day(as_of, "as_of") if as_of is not None else None
     log = as_transactions(transactions, **read_kwargs)
     if as_of_day is None:
         as_of_day = log.last_timestamp.normalize()
@@ -423,8 +423,11 @@ def _check_not_empty(frame: pd.DataFrame, log: Transactions, name: str, day: pd.
         )
 
 
-def _day(value, name: str) -> pd.Timestamp:
-    """A date-like argument as a naive midnight timestamp (time-zone-aware values go to UTC)."""
+def as_day(value, name: str) -> pd.Timestamp:
+    """A date-like argument as a naive midnight timestamp (time-zone-aware values go to UTC).
+
+    Every as-of and window boundary in crmml goes through this, so they all mean the same day.
+    """
     try:
         stamp = pd.Timestamp(value)
     except (TypeError, ValueError) as exc:
