@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from crmml.errors import ConvergenceError, DataValidationError
 
-__all__ = ["BaseModel", "check_btyd_summary", "check_horizon", "frequency_levels", "rows_error", "unique_rows"]
+__all__ = ["BaseModel", "check_btyd_summary", "check_horizon", "rows_error", "unique_rows"]
 
 # Typing aliases: the data a likelihood sees is a tuple of equally long float arrays.
 Data = tuple[np.ndarray, ...]
@@ -485,16 +485,6 @@ def rows_error(index: pd.Index, bad: np.ndarray, raw: np.ndarray, column: str, r
         column=column,
         rows=[index[i] for i in shown],
     )
-
-
-def frequency_levels(frequency: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct frequencies and each row's position among them.
-
-    Terms of a likelihood that depend on the frequency alone (gamma and beta functions) are
-    evaluated once per distinct frequency, a few hundred values even for millions of customers.
-    """
-    levels, index = np.unique(frequency, return_inverse=True)
-    return levels, index.ravel()
 
 
 def check_horizon(horizon) -> float:

@@ -67,7 +67,8 @@ import numpy as np
 from scipy import special
 
 from crmml.models._special import log_sum_exp_pair
-from crmml.models.base import Data, check_btyd_summary, frequency_levels
+from crmml.models._levels import levels_of
+from crmml.models.base import Data, check_btyd_summary
 from crmml.models.btyd import AliveMixtureModel
 
 __all__ = [
@@ -293,6 +294,11 @@ def _cut(start, top, integrand: _Integrand, max_steps: int = 200):
     return point
 
 
+def _frequency_levels(x: np.ndarray, weights=None) -> tuple[np.ndarray, np.ndarray]:
+    levels = levels_of(x, np.ones(len(x)) if weights is None else weights)
+    return levels.values, levels.index
+
+
 def pareto_nbd_log_likelihood(params: np.ndarray, data: Data) -> tuple[np.ndarray, np.ndarray]:
     """Per-customer log-likelihood and its gradient in ``(r, alpha, s, beta)``, eq. 18.
 
@@ -307,7 +313,7 @@ def pareto_nbd_log_likelihood(params: np.ndarray, data: Data) -> tuple[np.ndarra
         ``r, alpha, s, beta``.
     data : tuple of arrays
         ``(frequency, recency, T)``, optionally followed by the distinct frequencies and each row's
-        index among them (:func:`~crmml.models.base.frequency_levels`, precomputed for fitting).
+        index among them (:func:`~crmml.models._levels.levels_of`, precomputed for fitting).
 
     Returns
     -------
@@ -317,7 +323,7 @@ def pareto_nbd_log_likelihood(params: np.ndarray, data: Data) -> tuple[np.ndarra
     """
     r, alpha, s, beta = params
     x, t_x, T = data[:3]
-    levels, index = data[3:5] if len(data) == 5 else frequency_levels(x)
+    levels, index = data[3:5] if len(data) == 5 else _frequency_levels(x)
     log_alpha_T = np.log(alpha + T)
     log_beta_T = np.log(beta + T)
     survived = -(r + x) * log_alpha_T - s * log_beta_T
@@ -429,7 +435,7 @@ class ParetoNBD(AliveMixtureModel):
 
     def _prepare_data(self, data, weights):
         # Gamma-function terms are evaluated once per distinct frequency; the quadrature is per row.
-        return (*data, *frequency_levels(data[0]))
+        return (*data, *_frequency_levels(data[0], weights))
 
     def _probability_alive(self, params, x, t_x, T):
         return probability_alive(params, x, t_x, T)
