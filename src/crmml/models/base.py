@@ -135,6 +135,16 @@ class BaseModel(BaseEstimator):
         """Per-row log-likelihood ``(n,)`` and its gradient ``(n, len(param_names))``."""
         raise TypeError("a model must implement _log_likelihood or _weighted_log_likelihood")
 
+    def _density_dimensions(self, data: Data) -> np.ndarray:
+        """Per row, how many dimensions of its likelihood are densities in the scaled unit.
+
+        Rescaling those columns by ``c`` divides each such density by ``c``; this is what maps the
+        log-likelihood on rescaled data back to the data's own units.
+        """
+        if self.scaled_columns:
+            raise TypeError(f"{type(self).__name__} rescales {self.scaled_columns} but does not define _density_dimensions")
+        return np.zeros(len(data[0]))
+
     def _prepare_data(self, data: Data, weights: np.ndarray):
         """Structure the likelihood reuses across optimiser iterations (default: the columns)."""
         return data
@@ -258,8 +268,10 @@ class BaseModel(BaseEstimator):
         with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=self._threads()) as executor:
             scaled = _ChunkedLikelihood(self, self._rescale_data(compressed, scale), row_weights, executor)
             scaled_params, hessian, n_iter = self._optimise(scaled, scale)
-            params = self._rescale_params(scaled_params, 1.0 / scale)
-            log_likelihood, _ = _ChunkedLikelihood(self, compressed, row_weights, executor)(params)
+            scaled_log_likelihood, _ = scaled(scaled_params)
+        params = self._rescale_params(scaled_params, 1.0 / scale)
+        # Rescaling is a change of variables: each rescaled density dimension of a row adds log(scale).
+        log_likelihood = scaled_log_likelihood + np.log(scale) * (row_weights @ self._density_dimensions(compressed))
         self.params_ = pd.Series(params, index=list(self.param_names), name="estimate")
         self.log_likelihood_ = float(log_likelihood)
         self.n_customers_ = float(row_weights.sum())

@@ -61,6 +61,10 @@ class AliveMixtureModel(TransactionModel):
     #: Pareto/NBD's needs a quadrature and is evaluated once per distinct row.
     _cheap_probability_alive: bool = False
 
+    def _density_dimensions(self, data):
+        """The likelihood is a density in each of the ``x`` repeat-purchase times."""
+        return data[0]
+
     def _probability_alive(self, params, x, t_x, T):
         raise TypeError(f"{type(self).__name__} must define _probability_alive")
 

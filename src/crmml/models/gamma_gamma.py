@@ -210,6 +210,10 @@ class GammaGamma(BaseModel):
             )
         return repeat
 
+    def _density_dimensions(self, data):
+        """The likelihood is a density in each row's mean spend."""
+        return np.ones(len(data[0]))
+
     def _prepare_data(self, data, weights):
         return SpendData.from_arrays(*data, weights=weights)
 
