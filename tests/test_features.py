@@ -422,11 +422,17 @@ def test_btyd_columns_equal_the_models_own_predictions(cdnow, weekly_summary, fi
     assert features["btyd_p_alive"].between(0, 1).all()
 
 
-def test_btyd_columns_are_nan_for_customers_without_history(small_log, fitted_models):
+def test_customers_without_history_get_the_btyd_prediction_for_a_new_customer(small_log, fitted_models):
     transaction_model, spend_model = fitted_models
     table = pd.DataFrame({"customer_id": [1, 9]})
     features = compute_features(
         small_log, as_of="2020-01-31", customers=table, transaction_model=transaction_model, spend_model=spend_model
     )
     assert features.loc[1, ["btyd_p_alive", "expected_spend"]].notna().all()
-    assert features.loc[9, ["btyd_p_alive", "btyd_expected_purchases", "expected_spend"]].isna().all()
+    new = pd.DataFrame({"frequency": [0.0], "recency": [0.0], "T": [0.0], "monetary_value": [0.0]})
+    assert features.loc[9, "btyd_p_alive"] == 1.0
+    np.testing.assert_allclose(
+        features.loc[9, "btyd_expected_purchases"], transaction_model.expected_purchases(new, 90 / 7).iloc[0]
+    )
+    np.testing.assert_allclose(features.loc[9, "expected_spend"], spend_model.expected_spend(new).iloc[0])
+    assert features.loc[9, "no_purchase_history"]

@@ -55,3 +55,27 @@ def test_windows_past_the_end_of_the_log_are_refused(log):
     assert len(partial) > 0
     with pytest.raises(ValueError, match="churn_window_days must be a positive whole number"):
         outcome_labels(log, as_of="1997-06-30", churn_window_days=0)
+
+
+def test_customers_without_history_are_labelled_by_their_first_purchases(log):
+    as_of = pd.Timestamp("1997-02-15")
+    known = log[log["timestamp"] <= as_of]["customer_id"].unique()
+    later = log[log["timestamp"] > as_of]["customer_id"].unique()
+    newcomers = np.setdiff1d(later, known)[:50]
+    never = np.array([10**9, 10**9 + 1])
+    labels = outcome_labels(
+        log, as_of=as_of, churn_window_days=30, value_horizon_days=120,
+        customer_ids=np.concatenate([newcomers, never]),
+    )
+    assert len(labels) == len(known) + len(newcomers) + len(never)
+    window = log[(log["timestamp"] > as_of) & (log["timestamp"] <= as_of + pd.Timedelta(days=30))]
+    horizon = log[(log["timestamp"] > as_of) & (log["timestamp"] <= as_of + pd.Timedelta(days=120))]
+    days = window.groupby("customer_id")["timestamp"].apply(lambda t: t.dt.normalize().nunique())
+    spend = horizon.groupby("customer_id")["amount"].sum()
+    np.testing.assert_array_equal(labels.loc[newcomers, "purchases_in_window"], days.reindex(newcomers).fillna(0))
+    np.testing.assert_allclose(labels.loc[newcomers, "spend_in_horizon"], spend.reindex(newcomers).fillna(0))
+    assert labels.loc[newcomers, "purchases_in_horizon"].min() >= 1
+    assert (labels.loc[never, "churned"] == 1).all() and (labels.loc[never, "spend_in_horizon"] == 0).all()
+    # the customers known at as_of keep exactly the labels they have without customer_ids
+    plain = outcome_labels(log, as_of=as_of, churn_window_days=30, value_horizon_days=120)
+    pd.testing.assert_frame_equal(labels.loc[plain.index], plain)

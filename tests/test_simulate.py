@@ -16,6 +16,7 @@ import pytest
 from scipy import stats
 from scipy.special import betaln, hyp2f1
 
+from crmml.data import DEFAULT_CUSTOMER_SEGMENTS, simulate_customer_base
 from crmml.data.simulate import SimulatedLog, SimulationParams, simulate_transactions, write_simulated_parquet
 
 PARAMS = SimulationParams()
@@ -309,3 +310,194 @@ def test_write_simulated_parquet_is_deterministic_and_refuses_existing_parts(tmp
     pd.testing.assert_frame_equal(pq.read_table(tmp_path / "a").to_pandas(), pq.read_table(tmp_path / "b").to_pandas())
     with pytest.raises(FileExistsError, match="part-"):
         write_simulated_parquet(tmp_path / "a", 1_500, chunk_customers=1_000, seed=4)
+
+
+# ---------------------------------------------------------------- customer base with acquisition channels
+
+N_BASE = 20_000
+
+
+@pytest.fixture(scope="module")
+def base_log():
+    return simulate_customer_base(N_BASE, seed=21)
+
+
+def test_customer_base_same_seed_gives_identical_frames():
+    first, second = simulate_customer_base(3_000, seed=5), simulate_customer_base(3_000, seed=5)
+    pd.testing.assert_frame_equal(first.transactions, second.transactions)
+    pd.testing.assert_frame_equal(first.customers, second.customers)
+    from_sequence = simulate_customer_base(3_000, seed=np.random.SeedSequence(5))
+    pd.testing.assert_frame_equal(first.customers, from_sequence.customers)
+
+
+def test_customer_base_different_seed_gives_different_frames():
+    first, second = simulate_customer_base(3_000, seed=5), simulate_customer_base(3_000, seed=6)
+    assert not first.customers["acquisition_channel"].equals(second.customers["acquisition_channel"])
+    assert not first.customers["region"].equals(second.customers["region"])
+    assert not first.customers["lambda_"].equals(second.customers["lambda_"])
+    assert not first.transactions["amount"].equals(second.transactions["amount"])
+
+
+def test_customer_base_schema_ids_and_order(base_log):
+    tx, customers = base_log.transactions, base_log.customers
+    assert list(tx.columns) == ["customer_id", "timestamp", "amount"]
+    assert tx["customer_id"].dtype == np.int64
+    assert list(customers.columns) == [
+        "customer_id", "first_purchase", "lambda_", "dropout_p", "nu", "n_transactions", "alive_at_end",
+        "dropout_time", "acquisition_channel", "signup_date", "region", "referred_by",
+    ]
+    assert customers["referred_by"].dtype == pd.Int64Dtype()
+    assert pd.api.types.is_string_dtype(customers["acquisition_channel"])
+    assert pd.api.types.is_string_dtype(customers["region"])
+    np.testing.assert_array_equal(customers["customer_id"].to_numpy(), np.arange(N_BASE))
+    # sorted by customer then time, and every customer's rows match the truth table
+    assert tx["customer_id"].is_monotonic_increasing
+    same_customer = tx["customer_id"].diff().eq(0).to_numpy()
+    assert np.all(tx["timestamp"].diff().to_numpy()[same_customer] >= np.timedelta64(0, "s"))
+    grouped = tx.groupby("customer_id")
+    np.testing.assert_array_equal(grouped.size().to_numpy(), customers["n_transactions"].to_numpy())
+    np.testing.assert_array_equal(grouped["timestamp"].first().to_numpy(), customers["first_purchase"].to_numpy())
+    last = grouped["timestamp"].last().to_numpy()
+    inactive = ~customers["alive_at_end"].to_numpy()
+    np.testing.assert_array_equal(customers["dropout_time"].to_numpy()[inactive], last[inactive])
+    signup = customers["signup_date"]
+    assert pd.api.types.is_datetime64_dtype(signup)
+    assert (signup == customers["first_purchase"].dt.normalize()).all()
+    assert (signup.dt.floor("D") == signup).all()
+
+
+def test_customer_base_ids_are_not_grouped_by_channel(base_log):
+    """Ids are drawn in channel-assignment order, so the first ids are not all one channel."""
+    assert base_log.customers["acquisition_channel"].iloc[:200].nunique() == len(DEFAULT_CUSTOMER_SEGMENTS)
+
+
+def test_default_segments_shares_sum_to_one_and_dropout_differs():
+    shares = [share for share, _ in DEFAULT_CUSTOMER_SEGMENTS.values()]
+    assert abs(sum(shares) - 1) < 1e-9
+    mean_dropout = {name: p.a / (p.a + p.b) for name, (_, p) in DEFAULT_CUSTOMER_SEGMENTS.items()}
+    assert mean_dropout["paid_social"] > 2 * mean_dropout["organic_search"] > 4 * mean_dropout["referral"]
+
+
+def test_customer_base_channel_shares_are_binomial(base_log):
+    counts = base_log.customers["acquisition_channel"].value_counts()
+    assert set(counts.index) == set(DEFAULT_CUSTOMER_SEGMENTS)
+    for name, (share, _) in DEFAULT_CUSTOMER_SEGMENTS.items():
+        se = np.sqrt(share * (1 - share) / N_BASE)
+        assert abs(counts[name] / N_BASE - share) < 4 * se, name
+
+
+def test_customer_base_channels_behave_as_their_params(base_log):
+    """Mean dropout_p per channel is a / (a + b) of that channel, and the share alive at the end orders
+    the channels like their mean dropout probability (fastest dropout, fewest alive)."""
+    customers = base_log.customers
+    by_channel = customers.groupby("acquisition_channel")
+    for name, (_, params) in DEFAULT_CUSTOMER_SEGMENTS.items():
+        dropout = by_channel.get_group(name)["dropout_p"].to_numpy()
+        a, b = params.a, params.b
+        se = np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)) / len(dropout))
+        assert abs(dropout.mean() - a / (a + b)) < 4 * se, name
+        rate = by_channel.get_group(name)["lambda_"].to_numpy()
+        assert abs(rate.mean() - params.r / params.alpha) < 4 * np.sqrt(params.r) / params.alpha / np.sqrt(len(rate))
+    by_mean_dropout = sorted(DEFAULT_CUSTOMER_SEGMENTS, key=lambda n: DEFAULT_CUSTOMER_SEGMENTS[n][1].a
+                             / (DEFAULT_CUSTOMER_SEGMENTS[n][1].a + DEFAULT_CUSTOMER_SEGMENTS[n][1].b))
+    alive = by_channel["alive_at_end"].mean()[by_mean_dropout].to_numpy()
+    assert np.all(np.diff(alive) < 0), dict(zip(by_mean_dropout, alive))
+
+
+def test_custom_segments_follow_params_not_names():
+    """Swapping the params between two channels swaps their behaviour."""
+    fast, slow = SimulationParams(a=3.0, b=1.0), SimulationParams(a=0.3, b=6.0)
+    segments = {"alpha_channel": (0.3, fast), "beta_channel": (0.7, slow)}
+    customers = simulate_customer_base(5_000, segments=segments, seed=2).customers
+    mean_dropout = customers.groupby("acquisition_channel")["dropout_p"].mean()
+    alive = customers.groupby("acquisition_channel")["alive_at_end"].mean()
+    assert mean_dropout["alpha_channel"] > 0.6
+    assert mean_dropout["beta_channel"] < 0.1
+    assert alive["alpha_channel"] < alive["beta_channel"] - 0.1
+    share = (customers["acquisition_channel"] == "alpha_channel").mean()
+    assert abs(share - 0.3) < 4 * np.sqrt(0.3 * 0.7 / 5_000)
+
+
+def check_referrers(customers: pd.DataFrame) -> pd.Series:
+    referred_by = customers["referred_by"]
+    has = referred_by.notna().to_numpy()
+    referrer = referred_by[has].to_numpy(dtype=np.int64)
+    referred = customers["customer_id"].to_numpy()[has]
+    first = customers["first_purchase"].to_numpy()
+    assert np.all((referrer >= 0) & (referrer < len(customers)))
+    assert np.all(referrer != referred)
+    assert np.all(first[referrer] < first[referred])
+    return pd.Series(has, index=customers.index)
+
+
+def test_customer_base_referral_channel_customers_have_earlier_referrers(base_log):
+    customers = base_log.customers
+    has = check_referrers(customers)
+    is_referral = (customers["acquisition_channel"] == "referral").to_numpy()
+    assert not has[~is_referral].any()
+    # only the very first customer acquired can lack an earlier one
+    assert (~has[is_referral]).sum() <= 1
+    # referrers are spread over the base, not one customer
+    assert customers["referred_by"].nunique() > 0.5 * is_referral.sum()
+
+
+def test_first_acquired_customer_has_no_referrer():
+    """With every customer in the referral channel, all but the earliest-acquired have a referrer."""
+    customers = simulate_customer_base(2_000, segments={"referral": (1.0, SimulationParams())}, seed=4).customers
+    has = check_referrers(customers)
+    first = customers["first_purchase"]
+    assert not has[first == first.min()].any()
+    assert has[first > first.min()].all()
+
+def test_referral_share_without_referral_channel():
+    segments = {"web": (0.5, SimulationParams()), "store": (0.5, SimulationParams(a=2.0, b=2.0))}
+    customers = simulate_customer_base(4_000, segments=segments, referral_share=0.3, seed=8).customers
+    has = check_referrers(customers)
+    assert 1_199 <= has.sum() <= 1_200
+    none = simulate_customer_base(500, segments=segments, referral_share=0.0, seed=8).customers
+    assert none["referred_by"].isna().all()
+
+
+def test_customer_base_region_is_noise(base_log):
+    """Region is uniform, independent of the channel and of the dropout probability."""
+    customers = base_log.customers
+    counts = customers["region"].value_counts()
+    assert set(counts.index) == {"north", "south", "east", "west"}
+    assert stats.chisquare(counts.to_numpy()).pvalue > 1e-3
+    table = pd.crosstab(customers["region"], customers["acquisition_channel"]).to_numpy()
+    assert stats.chi2_contingency(table).pvalue > 1e-3
+    dropout = customers["dropout_p"]
+    overall, sd = dropout.mean(), dropout.std(ddof=1)
+    for region, group in dropout.groupby(customers["region"]):
+        assert abs(group.mean() - overall) < 4 * sd / np.sqrt(len(group)), region
+
+
+def test_customer_base_custom_regions():
+    customers = simulate_customer_base(300, regions=["eu"], seed=1).customers
+    assert (customers["region"] == "eu").all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_customers": 0}, "n_customers"),
+        ({"segments": {}}, "segments"),
+        ({"segments": {"a": (0.5, SimulationParams()), "b": (0.4, SimulationParams())}}, "sum to 1"),
+        ({"segments": {"a": (1.5, SimulationParams()), "b": (-0.5, SimulationParams())}}, "positive share"),
+        ({"segments": {"a": (1.0, SimulationParams()), "b": (0.0, SimulationParams())}}, "positive share"),
+        ({"segments": {"a": (1.0, {"r": 0.2})}}, "SimulationParams"),
+        ({"segments": {"a": 1.0}}, "segments"),
+        ({"segments": {"": (1.0, SimulationParams())}}, "non-empty string"),
+        ({"segments": {3: (1.0, SimulationParams())}}, "non-empty string"),
+        ({"referral_share": 1.5}, "referral_share"),
+        ({"regions": []}, "regions"),
+        ({"regions": "north"}, "regions"),
+        ({"regions": ["north", "north"]}, "regions"),
+        ({"time_unit_days": 0}, "time_unit_days"),
+        ({"end": "2023-01-01"}, "'end'"),
+    ],
+)
+def test_customer_base_invalid_arguments_raise_with_the_argument_name(kwargs, match):
+    kwargs = {"n_customers": 100, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        simulate_customer_base(**kwargs)

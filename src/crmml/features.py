@@ -39,9 +39,10 @@ from crmml.data.summary import OccasionBatch, as_day, purchase_occasions, rfm_su
 from crmml.data.transactions import Transactions, as_transactions
 from crmml.errors import DataValidationError
 
-__all__ = ["compute_features", "feature_columns"]
+__all__ = ["compute_features", "feature_columns", "model_features"]
 
 _TREND_DAYS = 90
+_MODEL_COLUMNS = ("btyd_expected_purchases", "btyd_p_alive", "btyd_p_no_purchase", "expected_spend")
 
 
 def feature_columns(windows_days: Sequence[int] = (30, 90, 180, 365)) -> list[str]:
@@ -116,7 +117,8 @@ def compute_features(
         Indexed by ``customer_id`` (sorted). Float columns :func:`feature_columns`, the BTYD columns
         when models are given, a bool ``no_purchase_history``, then the customer-table columns.
         Customers without purchases have NaN for ``frequency``, the recency and gap columns,
-        ``monetary_value`` and ``first_purchase_amount``, 0 for counts and spends. Spend columns are
+        ``monetary_value`` and ``first_purchase_amount``, 0 for counts and spends, and the model
+        columns of a customer acquired at ``as_of`` (see :func:`model_features`). Spend columns are
         NaN when the log has no amounts.
 
     Raises
@@ -138,14 +140,22 @@ def compute_features(
     summary = rfm_summary(log, as_of=as_of_day, freq="D")
     days = _purchase_day_features(log, as_of_day, windows)
     features = _history_features(summary, days, windows, log.has_amount)
-    models = _model_features(summary, transaction_model, spend_model, horizon, time_unit)
-    features = pd.concat([features, models], axis=1)
     features["no_purchase_history"] = False
     if customers is None:
         features.attrs = {"as_of": as_of_day}
+    else:
+        taken = [*features.columns, *_MODEL_COLUMNS]
+        features = _join_customers(features, _CustomerTable.from_frame(customers, as_of_day, taken), as_of_day,
+                                   log.has_amount)
+    models = model_features(
+        features, transaction_model, spend_model, horizon_days=horizon, time_unit_days=time_unit
+    )
+    if not len(models.columns):
         return features
-    table = _CustomerTable.from_frame(customers, as_of_day, list(features.columns))
-    return _join_customers(features, table, as_of_day, log.has_amount)
+    at = features.columns.get_loc("no_purchase_history")
+    result = pd.concat([features.iloc[:, :at], models, features.iloc[:, at:]], axis=1)
+    result.attrs = features.attrs
+    return result
 
 
 # --------------------------------------------------------------------------------------------------
@@ -268,31 +278,62 @@ def _history_features(
 # --------------------------------------------------------------------------------------------------
 
 
-def _model_features(
-    summary: pd.DataFrame, transaction_model, spend_model, horizon_days: float, time_unit_days: float
+def model_features(
+    features: pd.DataFrame,
+    transaction_model=None,
+    spend_model=None,
+    *,
+    horizon_days: float = 90,
+    time_unit_days: float = 7.0,
 ) -> pd.DataFrame:
-    out = pd.DataFrame(index=summary.index)
+    """The BTYD and spend-model columns for a frame of :func:`compute_features` rows.
+
+    ``compute_features`` calls this; callers who need the model columns at several horizons for one
+    as-of date (the time-travel training set) call it once per horizon on the same features.
+
+    Parameters
+    ----------
+    features : pandas.DataFrame
+        Rows of :func:`compute_features` (its ``frequency``, ``recency_days``, ``age_days`` and
+        ``monetary_value`` columns are read).
+    transaction_model, spend_model, horizon_days, time_unit_days
+        As in :func:`compute_features`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Same index; ``btyd_expected_purchases``, ``btyd_p_alive``, ``btyd_p_no_purchase`` and
+        ``expected_spend`` as the models allow. A customer without purchases (a customer-table row
+        with ``no_purchase_history``) is scored as a customer acquired at the as-of date
+        (``x = t_x = T = 0``): the models' prediction for a new customer, not NaN.
+    """
+    horizon = _positive(horizon_days, "horizon_days")
+    time_unit = _positive(time_unit_days, "time_unit_days")
+    out = pd.DataFrame(index=features.index)
     if transaction_model is None and spend_model is None:
         return out
+    # A customer without purchases is scored as one acquired at as_of: x = t_x = T = 0, the models'
+    # prior predictive for a new customer.
     model_summary = pd.DataFrame(
         {
-            "frequency": summary["frequency"].to_numpy(dtype=float),
-            "recency": summary["recency"].to_numpy(dtype=float) / time_unit_days,
-            "T": summary["T"].to_numpy(dtype=float) / time_unit_days,
+            "frequency": np.nan_to_num(features["frequency"].to_numpy(dtype=float), nan=0.0),
+            "recency": np.nan_to_num(features["recency_days"].to_numpy(dtype=float), nan=0.0) / time_unit,
+            "T": np.nan_to_num(features["age_days"].to_numpy(dtype=float), nan=0.0) / time_unit,
+            "monetary_value": np.nan_to_num(features["monetary_value"].to_numpy(dtype=float), nan=0.0),
         },
-        index=summary.index,
     )
-    if "monetary_value" in summary:
-        model_summary["monetary_value"] = summary["monetary_value"].to_numpy(dtype=float)
-    horizon = horizon_days / time_unit_days
+    columns: dict[str, np.ndarray] = {}
+    horizon_units = horizon / time_unit
     if transaction_model is not None:
-        out["btyd_expected_purchases"] = transaction_model.expected_purchases(model_summary, horizon).to_numpy()
-        out["btyd_p_alive"] = transaction_model.probability_alive(model_summary).to_numpy()
+        columns["btyd_expected_purchases"] = transaction_model.expected_purchases(model_summary, horizon_units)
+        columns["btyd_p_alive"] = transaction_model.probability_alive(model_summary)
         if hasattr(transaction_model, "probability_no_purchase"):
-            out["btyd_p_no_purchase"] = transaction_model.probability_no_purchase(model_summary, horizon).to_numpy()
+            columns["btyd_p_no_purchase"] = transaction_model.probability_no_purchase(model_summary, horizon_units)
     if spend_model is not None:
-        out["expected_spend"] = spend_model.expected_spend(model_summary).to_numpy()
-    return out.astype(np.float64)
+        columns["expected_spend"] = spend_model.expected_spend(model_summary)
+    for name, values in columns.items():
+        out[name] = np.asarray(values, dtype=np.float64)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,10 +5,12 @@
 per customer.
 """
 
+from crmml.data.simulate import DEFAULT_CUSTOMER_SEGMENTS, simulate_customer_base
 from crmml.data.summary import OccasionBatch, SummaryReport, calibration_holdout, purchase_occasions, rfm_summary
 from crmml.data.transactions import TransactionReport, Transactions, as_transactions, read_transactions
 
 __all__ = [
+    "DEFAULT_CUSTOMER_SEGMENTS",
     "OccasionBatch",
     "SummaryReport",
     "TransactionReport",
@@ -18,4 +20,5 @@ __all__ = [
     "purchase_occasions",
     "read_transactions",
     "rfm_summary",
+    "simulate_customer_base",
 ]

@@ -22,13 +22,22 @@ larger than memory as a directory of parquet parts.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["SimulationParams", "SimulatedLog", "simulate_transactions", "write_simulated_parquet"]
+__all__ = [
+    "DEFAULT_CUSTOMER_SEGMENTS",
+    "SimulatedLog",
+    "SimulationParams",
+    "simulate_customer_base",
+    "simulate_transactions",
+    "write_simulated_parquet",
+]
 
 _SECONDS_PER_DAY = 86_400
 
@@ -248,6 +257,166 @@ def simulate_transactions(
     return SimulatedLog(transactions=transactions, customers=customers)
 
 
+DEFAULT_CUSTOMER_SEGMENTS: Mapping[str, tuple[float, SimulationParams]] = MappingProxyType(
+    {
+        "referral": (0.15, SimulationParams(alpha=3.5, a=0.5, b=4.5)),
+        "organic_search": (0.40, SimulationParams()),
+        "email": (0.20, SimulationParams(alpha=4.0, a=0.7, b=3.5)),
+        "paid_social": (0.25, SimulationParams(alpha=5.0, a=1.5, b=1.5)),
+    }
+)
+"""Acquisition channel -> (share of customers, :class:`SimulationParams`) used by :func:`simulate_customer_base`.
+
+The channels differ mainly in the dropout Beta(a, b), with mean ``a / (a + b)``, and mildly in the purchase
+rate, with mean ``r / alpha`` per time unit (``r = 0.243`` everywhere); spend is the CDNOW Gamma-Gamma
+everywhere. The parameters are per week, the default ``time_unit_days``.
+
+==============  =====  =====  =====  =====  ==============  ==============
+channel         share  alpha  a      b      mean dropout_p  mean rate/unit
+==============  =====  =====  =====  =====  ==============  ==============
+referral        0.15   3.5    0.5    4.5    0.100           0.069
+organic_search  0.40   4.414  0.793  2.426  0.246           0.055
+email           0.20   4.0    0.7    3.5    0.167           0.061
+paid_social     0.25   5.0    1.5    1.5    0.500           0.049
+==============  =====  =====  =====  =====  ==============  ==============
+
+``organic_search`` is the published CDNOW fit (:class:`SimulationParams` defaults).
+"""
+
+
+def simulate_customer_base(
+    n_customers: int,
+    *,
+    segments: Mapping[str, tuple[float, SimulationParams]] | None = None,
+    start="2024-01-01",
+    end="2025-12-31",
+    acquisition_end=None,
+    time_unit_days: float = 7.0,
+    referral_share: float = 0.2,
+    regions: Sequence[str] = ("north", "south", "east", "west"),
+    seed: int | np.random.SeedSequence | None = 0,
+) -> SimulatedLog:
+    """Draw a transaction log with a customer table whose attributes change behaviour.
+
+    Each customer is acquired through one channel, and each channel has its own BG/NBD and Gamma-Gamma
+    population parameters, so the channel in the customer table predicts dropout beyond what the
+    transactions show. ``region`` is pure noise, independent of behaviour.
+
+    Parameters
+    ----------
+    n_customers : int
+        Number of customers; every one makes at least their first purchase.
+    segments : mapping of str to (float, SimulationParams), optional
+        Acquisition channel name -> (share of customers, population parameters). Shares must be positive
+        and sum to 1 (within 1e-9). Defaults to :data:`DEFAULT_CUSTOMER_SEGMENTS`: ``referral``,
+        ``organic_search``, ``email`` and ``paid_social``, whose dropout rates differ most.
+    start, end, acquisition_end, time_unit_days
+        As in :func:`simulate_transactions`, shared by every channel.
+    referral_share : float
+        In ``[0, 1]``. Used only when no channel is named ``"referral"``: then this fraction of all customers
+        (rounded to a whole number, chosen at random) has a referrer. With a ``"referral"`` channel, exactly
+        the customers of that channel have one.
+    regions : sequence of str
+        Distinct non-empty region names; each customer's region is uniform over them.
+    seed : int, numpy.random.SeedSequence or None
+        Root seed; the same seed gives identical frames. Child ``k + 1`` of
+        ``numpy.random.SeedSequence(seed).spawn`` draws channel ``k``'s customers with
+        :func:`simulate_transactions`, child 0 the channels, regions and referrers.
+
+    Returns
+    -------
+    SimulatedLog
+        ``transactions`` has the columns of :func:`simulate_transactions`, sorted by customer then time.
+        ``customers`` has its columns plus ``acquisition_channel`` (str), ``signup_date`` (day of the first
+        purchase at midnight), ``region`` (str) and ``referred_by`` (nullable Int64: the id of the
+        referrer, ``<NA>`` if none).
+
+    Notes
+    -----
+    Customer ids are ``0 .. n_customers - 1`` in the order channels are drawn, so ids carry no information
+    about the channel. A referrer is uniform over the customers whose first purchase is strictly earlier
+    than the referred customer's, so nobody refers themselves; a customer with no earlier customer (the
+    first one acquired) gets ``<NA>`` even when eligible.
+    """
+    n_customers = _check_positive_int(n_customers, "n_customers")
+    names, shares, segment_params = _check_segments(DEFAULT_CUSTOMER_SEGMENTS if segments is None else segments)
+    if isinstance(time_unit_days, bool) or not isinstance(time_unit_days, (int, float)) or not (
+        0 < time_unit_days < math.inf
+    ):
+        raise ValueError(
+            "The 'time_unit_days' parameter of simulate_customer_base must be a positive finite float. "
+            f"Got {time_unit_days!r} instead."
+        )
+    if isinstance(referral_share, bool) or not isinstance(referral_share, (int, float)) or not (
+        0 <= referral_share <= 1
+    ):
+        raise ValueError(
+            f"The 'referral_share' parameter must be a float in [0, 1]. Got {referral_share!r} instead."
+        )
+    if (
+        isinstance(regions, str)
+        or not isinstance(regions, Sequence)
+        or len(regions) == 0
+        or not all(isinstance(region, str) and region for region in regions)
+        or len(set(regions)) != len(regions)
+    ):
+        raise ValueError(
+            f"The 'regions' parameter must be a non-empty sequence of distinct non-empty strings. "
+            f"Got {regions!r} instead."
+        )
+
+    root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    child_seeds = root.spawn(len(names) + 1)
+    rng = np.random.default_rng(child_seeds[0])
+    channel = rng.choice(len(names), size=n_customers, p=shares / shares.sum())
+
+    transaction_parts, customer_parts = [], []
+    for k, (params, segment_seed) in enumerate(zip(segment_params, child_seeds[1:])):
+        global_id = np.flatnonzero(channel == k)
+        if len(global_id) == 0:
+            continue
+        log = simulate_transactions(
+            len(global_id),
+            params=params,
+            start=start,
+            end=end,
+            acquisition_end=acquisition_end,
+            time_unit_days=time_unit_days,
+            seed=segment_seed,
+        )
+        log.transactions["customer_id"] = global_id[log.transactions["customer_id"].to_numpy()]
+        log.customers["customer_id"] = global_id
+        transaction_parts.append(log.transactions)
+        customer_parts.append(log.customers)
+
+    # Each part is sorted by its own ids then time and the id map is increasing, so a stable sort on the
+    # global id keeps every customer's purchases in time order.
+    transactions = pd.concat(transaction_parts, ignore_index=True)
+    order = np.argsort(transactions["customer_id"].to_numpy(), kind="stable")
+    transactions = transactions.take(order).reset_index(drop=True)
+    customers = pd.concat(customer_parts, ignore_index=True)
+    customers = customers.take(np.argsort(customers["customer_id"].to_numpy())).reset_index(drop=True)
+
+    customers["acquisition_channel"] = np.asarray(names, dtype=object)[channel]
+    customers["signup_date"] = customers["first_purchase"].dt.normalize()
+    customers["region"] = np.asarray(regions, dtype=object)[rng.integers(0, len(regions), size=n_customers)]
+
+    if "referral" in names:
+        referred = channel == names.index("referral")
+    else:
+        referred = np.zeros(n_customers, dtype=bool)
+        referred[rng.choice(n_customers, size=round(referral_share * n_customers), replace=False)] = True
+    # Customers with a strictly earlier first purchase are a prefix of the acquisition order.
+    first_purchase = customers["first_purchase"].to_numpy()
+    acquisition_order = np.argsort(first_purchase, kind="stable")
+    n_earlier = np.searchsorted(first_purchase[acquisition_order], first_purchase, side="left")
+    referred &= n_earlier > 0
+    pick = np.floor(rng.random(n_customers) * n_earlier).astype(np.int64)
+    referrer = acquisition_order[np.minimum(pick, np.maximum(n_earlier - 1, 0))]
+    customers["referred_by"] = pd.arrays.IntegerArray(np.where(referred, referrer, 0).astype(np.int64), ~referred)
+    return SimulatedLog(transactions=transactions, customers=customers)
+
+
 def write_simulated_parquet(
     directory,
     n_customers: int,
@@ -313,6 +482,39 @@ def _check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"The '{name}' parameter must be a positive int. Got {value!r} instead.")
     return int(value)
+
+
+def _check_segments(segments) -> tuple[list[str], np.ndarray, list[SimulationParams]]:
+    if not isinstance(segments, Mapping) or len(segments) == 0:
+        raise ValueError(
+            "The 'segments' parameter must be a non-empty mapping of channel name to (share, SimulationParams). "
+            f"Got {segments!r} instead."
+        )
+    names, shares, params = [], [], []
+    for name, value in segments.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"The 'segments' parameter must have non-empty string names. Got {name!r} instead.")
+        if not isinstance(value, tuple) or len(value) != 2:
+            raise ValueError(
+                f"The 'segments' parameter must map {name!r} to a (share, SimulationParams) tuple. "
+                f"Got {value!r} instead."
+            )
+        share, segment_params = value
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not (0 < share < math.inf):
+            raise ValueError(
+                f"The 'segments' parameter must give {name!r} a positive share. Got {share!r} instead."
+            )
+        if not isinstance(segment_params, SimulationParams):
+            raise ValueError(
+                f"The 'segments' parameter must give {name!r} a SimulationParams. Got {segment_params!r} instead."
+            )
+        names.append(name)
+        shares.append(float(share))
+        params.append(segment_params)
+    total = math.fsum(shares)
+    if abs(total - 1) > 1e-9:
+        raise ValueError(f"The shares in the 'segments' parameter must sum to 1. Got {total!r} instead.")
+    return names, np.asarray(shares), params
 
 
 def _naive_timestamp(value, name: str) -> pd.Timestamp:

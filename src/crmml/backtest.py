@@ -1,0 +1,234 @@
+"""Backtests: fit a config at past cutoffs, score, and compare with the classic baselines.
+
+:func:`backtest` fits a :class:`~crmml.customer_model.CustomerModel` at each cutoff on the rows up
+to the cutoff, then measures its scores against what the customers did next, beside the baselines a
+data scientist would otherwise use:
+
+- churn: ``recency`` (days since the last purchase), and for each BTYD model its P(no purchase in
+  the window) and its expected purchases (ranked low to high, ``-E[X]``);
+- value: ``past spend`` (total spend to the cutoff: a ranking, not a forecast) and each BTYD model's
+  expected purchases x Gamma-Gamma expected spend;
+- transactions: the total predicted purchases against the actual total.
+
+:func:`cdnow_backtest` is the CDNOW protocol: the full ``CDNOW_master`` log (23,570 customers of the
+first quarter of 1997), calibration to 1997-09-30, a 273-day (39-week) holdout to 1998-06-30, churn =
+no purchase in the holdout, value = holdout spend (Fader, Hardie & Lee 2005, "Counting your customers
+the easy way", *Marketing Science* 24(2)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from crmml.customer_model import CustomerModel, ModelConfig
+from crmml.data.summary import as_day
+from crmml.data.transactions import as_transactions
+from crmml.labels import outcome_labels
+from crmml.metrics import churn_metrics, decile_table, value_metrics
+from crmml.timetravel import TRANSACTION_MODELS, fit_btyd_models, with_model_features
+
+__all__ = ["BacktestResult", "CDNOW_CUTOFF", "CDNOW_HOLDOUT_DAYS", "backtest", "cdnow_backtest"]
+
+CDNOW_CUTOFF = "1997-09-30"
+CDNOW_HOLDOUT_DAYS = 273  # 1997-10-01 to 1998-06-30: 39 weeks
+
+_MODEL_LABELS = {"bg_nbd": "BG/NBD", "mbg_nbd": "MBG/NBD", "pareto_nbd": "Pareto/NBD"}
+MODEL_SCORER = "crmml"
+
+
+@dataclass
+class BacktestResult:
+    """Metrics per cutoff, task and scorer, and the per-customer scores behind them."""
+
+    metrics: pd.DataFrame  #: one row per (cutoff, task, scorer); metric columns
+    scores: dict[pd.Timestamp, pd.DataFrame] = field(default_factory=dict)  #: per cutoff: scores and labels
+    models: dict[pd.Timestamp, dict] = field(default_factory=dict)  #: per cutoff: CustomerModel.summary()
+
+    def table(self, task: str) -> pd.DataFrame:
+        """The metrics of one task (``churn``, ``value`` or ``transactions``), scorers as rows."""
+        rows = self.metrics[self.metrics["task"] == task].dropna(axis=1, how="all")
+        return rows.drop(columns="task").set_index(["cutoff", "scorer"])
+
+    def baselines_beaten(self, task: str, metric: str, *, lower_is_better: bool = False) -> pd.Series:
+        """Per cutoff and baseline: whether the shipped model's ``metric`` is at least the baseline's."""
+        rows = self.table(task)[metric].unstack("scorer")
+        model = rows.pop(MODEL_SCORER)
+        beaten = rows.le(model, axis=0) if not lower_is_better else rows.ge(model, axis=0)
+        return beaten.stack()
+
+
+def backtest(
+    transactions,
+    *,
+    cutoffs,
+    config: ModelConfig | None = None,
+    customers: pd.DataFrame | None = None,
+    baseline_models=tuple(TRANSACTION_MODELS),
+    **read_kwargs,
+) -> BacktestResult:
+    """Fit ``config`` at each cutoff (rows up to it only) and score it against the following windows.
+
+    Parameters
+    ----------
+    transactions : Transactions, DataFrame or path
+        Must reach the end of every cutoff's churn window and value horizon.
+    cutoffs : date-like or sequence of date-like
+    config : ModelConfig, optional
+    customers : pandas.DataFrame, optional
+        The customer table (one row per customer).
+    baseline_models : sequence of str
+        BTYD models fitted at each cutoff as baselines (keys of
+        :data:`crmml.timetravel.TRANSACTION_MODELS`).
+
+    Returns
+    -------
+    BacktestResult
+    """
+    config = config if config is not None else ModelConfig()
+    log = as_transactions(transactions, **read_kwargs)
+    cutoff_days = [as_day(c, "cutoffs") for c in ([cutoffs] if isinstance(cutoffs, (str, pd.Timestamp)) else cutoffs)]
+    if not cutoff_days:
+        raise ValueError("backtest needs at least one cutoff.")
+    rows, scores, summaries = [], {}, {}
+    for cutoff in cutoff_days:
+        labels = outcome_labels(
+            log, as_of=cutoff, churn_window_days=config.churn_window_days,
+            value_horizon_days=config.value_horizon_days,
+        )  # checks first that the log reaches the end of both windows
+        model = CustomerModel(config).fit(log, as_of=cutoff, customers=customers)
+        snapshots = model._snapshots(log, customers)
+        features = snapshots.base_features(cutoff)
+        predicted = model.predict_features(features)
+        if customers is not None:
+            labels = outcome_labels(
+                log, as_of=cutoff, churn_window_days=config.churn_window_days,
+                value_horizon_days=config.value_horizon_days, customer_ids=features.index,
+            )
+        labels = labels.reindex(features.index)
+        frame = _baseline_scores(log, features, predicted, config, baseline_models, cutoff)
+        frame = pd.concat([frame, labels, features[["frequency"]]], axis=1)
+        rows.extend(_metric_rows(frame, cutoff))
+        scores[cutoff] = frame
+        summaries[cutoff] = model.summary()
+    return BacktestResult(pd.DataFrame(rows), scores, summaries)
+
+
+def _baseline_scores(log, features, predicted, config, baseline_models, cutoff) -> pd.DataFrame:
+    """Per customer: the model's and every baseline's churn, value and purchase predictions."""
+    out = pd.DataFrame(index=features.index)
+    out[f"churn:{MODEL_SCORER}"] = predicted["churn_probability"]
+    since = features["days_since_last_purchase"]
+    out["churn:recency"] = since.fillna(since.max())  # no purchase yet: as silent as the most silent
+    out[f"value:{MODEL_SCORER}"] = predicted["predicted_spend"]
+    out["value:past spend"] = features["total_spend"]
+    out[f"purchases:{MODEL_SCORER}"] = predicted["predicted_purchases"]
+    for kind in baseline_models:
+        fitted = fit_btyd_models(log, cutoff, kind=kind, time_unit_days=config.time_unit_days)
+        name = _MODEL_LABELS[kind]
+        churn_rows = with_model_features(features, fitted, config.churn_window_days, config.time_unit_days)
+        value_rows = with_model_features(features, fitted, config.value_horizon_days, config.time_unit_days)
+        out[f"churn:{name} P(no purchase)"] = churn_rows["btyd_p_no_purchase"]
+        out[f"churn:{name} -E[X]"] = -churn_rows["btyd_expected_purchases"]
+        if "expected_spend" in value_rows:
+            out[f"value:{name}+GG"] = value_rows["btyd_expected_purchases"] * value_rows["expected_spend"]
+        out[f"purchases:{name}"] = value_rows["btyd_expected_purchases"]
+    return out
+
+
+def _metric_rows(frame: pd.DataFrame, cutoff: pd.Timestamp) -> list[dict]:
+    rows = []
+    churned = frame["churned"].to_numpy()
+    spend = np.clip(frame["spend_in_horizon"].to_numpy(dtype=np.float64), 0, None)
+    purchases = frame["purchases_in_horizon"].to_numpy(dtype=np.float64)
+    for column in frame.columns:
+        task, _, scorer = column.partition(":")
+        if not scorer:
+            continue
+        values = frame[column].to_numpy(dtype=np.float64)
+        row = {"cutoff": cutoff, "task": task, "scorer": scorer}
+        if task == "churn":
+            if scorer == MODEL_SCORER or "P(no purchase)" in scorer:
+                row.update(churn_metrics(churned, values))
+            else:  # a ranking, not a probability: AUCs and lift only
+                metrics = churn_metrics(churned, _as_unit_interval(values))
+                row.update({k: metrics[k] for k in ("roc_auc", "pr_auc", "lift_at_10")})
+        elif task == "value":
+            if np.isnan(values).all():
+                continue
+            row.update(value_metrics(spend, np.nan_to_num(values, nan=0.0)))
+        else:
+            row.update(
+                total_predicted=float(values.sum()), total_actual=float(purchases.sum()),
+                total_error_pct=float(100 * (values.sum() / purchases.sum() - 1)),
+            )
+            row["task"] = "transactions"
+        rows.append(row)
+    return rows
+
+
+def _as_unit_interval(values: np.ndarray) -> np.ndarray:
+    """A monotone map of a ranking score into [0, 1] (its rank share), for the ranking metrics."""
+    return pd.Series(values).rank(method="average", pct=True).to_numpy()
+
+
+def cdnow_backtest(config: ModelConfig | None = None, *, plots: str | Path | None = None) -> BacktestResult:
+    """The CDNOW protocol (see the module docstring), optionally writing the plots to ``plots``.
+
+    ``config`` defaults to :class:`ModelConfig` with a 273-day churn window and value horizon; its
+    windows must both be 273 days.
+    """
+    from crmml.datasets import load_cdnow_transactions
+
+    config = config if config is not None else ModelConfig(
+        churn_window_days=CDNOW_HOLDOUT_DAYS, value_horizon_days=CDNOW_HOLDOUT_DAYS
+    )
+    if config.churn_window_days != CDNOW_HOLDOUT_DAYS or config.value_horizon_days != CDNOW_HOLDOUT_DAYS:
+        raise ValueError(f"The CDNOW protocol uses a {CDNOW_HOLDOUT_DAYS}-day churn window and value horizon.")
+    log = load_cdnow_transactions(sample=False)[["customer_id", "timestamp", "amount"]]
+    result = backtest(log, cutoffs=[CDNOW_CUTOFF], config=config)
+    if plots is not None:
+        write_plots(result, plots)
+    return result
+
+
+def write_plots(result: BacktestResult, directory: str | Path) -> list[Path]:
+    """ROC/PR, calibration curve and gains chart per cutoff, as PNG files in ``directory``."""
+    from crmml.plots import plot_calibration_by_frequency, plot_calibration_curve, plot_gains, plot_roc_pr
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for cutoff, frame in result.scores.items():
+        stem = f"{cutoff.date()}"
+        probabilities = {
+            scorer.partition(":")[2]: frame[scorer].to_numpy()
+            for scorer in frame.columns
+            if scorer == f"churn:{MODEL_SCORER}" or "P(no purchase)" in scorer
+        }
+        y = frame["churned"].to_numpy()
+        written.append(directory / f"roc_pr_{stem}.png")
+        plot_roc_pr(y, probabilities, path=written[-1])
+        written.append(directory / f"calibration_{stem}.png")
+        plot_calibration_curve(y, probabilities, path=written[-1])
+        values = {
+            c.partition(":")[2]: np.nan_to_num(frame[c].to_numpy(dtype=np.float64))
+            for c in frame.columns if c.startswith("value:")
+        }
+        written.append(directory / f"gains_{stem}.png")
+        plot_gains(np.clip(frame["spend_in_horizon"].to_numpy(dtype=np.float64), 0, None), values, path=written[-1])
+        table = decile_table(
+            np.clip(frame["spend_in_horizon"].to_numpy(dtype=np.float64), 0, None),
+            np.nan_to_num(frame[f"value:{MODEL_SCORER}"].to_numpy(dtype=np.float64)),
+        )
+        written.append(directory / f"purchases_by_frequency_{stem}.png")
+        plot_calibration_by_frequency(
+            frame.dropna(subset=["frequency"]), f"purchases:{MODEL_SCORER}", "purchases_in_horizon", "frequency",
+            path=written[-1],
+        )
+        written.append(directory / f"deciles_{stem}.csv")
+        table.to_csv(written[-1])
+    return written

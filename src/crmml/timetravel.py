@@ -1,0 +1,299 @@
+"""Time-travel training sets: features at past cutoffs, labels from windows that end at the as-of date.
+
+A supervised model that scores customers at ``as_of`` must learn from the past only. For a label
+window of ``w`` days it is trained on the features at ``cutoff = as_of - w`` and the labels of
+``(cutoff, as_of]``, so no row dated after ``as_of`` is ever read (the BTYD models behind the
+features are themselves fitted on the rows up to each cutoff).
+
+When the history before ``as_of`` is too short for a full window (the CDNOW cohort is 39 weeks old at
+its calibration end and the holdout is 39 weeks long), the plan pools several shorter windows that
+fit and the models see the window length as a feature (``horizon_days``), so they can rescale to the
+target window. When not even the shortest window fits, the plan says so and the caller falls back to
+the BTYD score. :class:`TrainingPlan` records which of the three happened and why.
+
+A window *fits* when the customers known at its cutoff are at least ``min_known_share`` of those
+known at ``as_of``: training on a cutoff where most of today's customers did not exist yet would
+describe a different population.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from crmml.data import rfm_summary
+from crmml.data.summary import as_day
+from crmml.data.transactions import Transactions
+from crmml.errors import ConvergenceError
+from crmml.features import compute_features, model_features
+from crmml.labels import outcome_labels
+from crmml.models import BetaGeo, GammaGamma, ModifiedBetaGeo, ParetoNBD
+
+__all__ = [
+    "BTYDModels",
+    "FALLBACK_PENALIZER",
+    "Snapshots",
+    "TRANSACTION_MODELS",
+    "TrainingPlan",
+    "fit_btyd_models",
+    "plan_training_windows",
+    "training_frame",
+    "with_model_features",
+]
+
+#: The transaction models a config can name.
+TRANSACTION_MODELS = {"bg_nbd": BetaGeo, "mbg_nbd": ModifiedBetaGeo, "pareto_nbd": ParetoNBD}
+
+#: L2 penalty used when the unpenalised fit has a flat optimum (Pareto/NBD on a few weeks of data,
+#: where (s, beta) are not identified); recorded in :attr:`BTYDModels.penalizer`.
+FALLBACK_PENALIZER = 1e-3
+
+
+@dataclass(frozen=True)
+class BTYDModels:
+    """The BTYD transaction model and Gamma-Gamma spend model fitted on the rows up to ``as_of``."""
+
+    as_of: pd.Timestamp
+    transaction_model: object
+    spend_model: GammaGamma | None
+    penalizer: float  #: 0 unless the unpenalised fit did not converge
+    n_customers: int
+
+
+def fit_btyd_models(
+    log: Transactions, as_of, *, kind: str = "pareto_nbd", time_unit_days: float = 7.0
+) -> BTYDModels:
+    """Fit the transaction model ``kind`` and (with amounts) Gamma-Gamma on the rows up to ``as_of``.
+
+    The summary is :func:`~crmml.data.rfm_summary` with daily periods in units of
+    ``time_unit_days``. A transaction model whose unpenalised optimum is flat
+    (:class:`~crmml.errors.ConvergenceError`) is refitted with :data:`FALLBACK_PENALIZER`.
+    """
+    if kind not in TRANSACTION_MODELS:
+        raise ValueError(f"transaction_model must be one of {sorted(TRANSACTION_MODELS)}; got {kind!r}.")
+    as_of_day = as_day(as_of, "as_of")
+    summary = rfm_summary(log, as_of=as_of_day, freq="D", freq_multiplier=time_unit_days)
+    model_class = TRANSACTION_MODELS[kind]
+    penalizer = 0.0
+    try:
+        transaction_model = model_class().fit(summary)
+    except ConvergenceError:
+        penalizer = FALLBACK_PENALIZER
+        transaction_model = model_class(penalizer=penalizer).fit(summary)
+    spend_model = GammaGamma().fit(summary) if log.has_amount else None
+    return BTYDModels(as_of_day, transaction_model, spend_model, penalizer, len(summary))
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """Which label windows train a supervised model that scores at ``end``, and why.
+
+    Attributes
+    ----------
+    end : pandas.Timestamp
+        The as-of date the model will score at; every window ends there.
+    target_days : int
+        The label window the model predicts (churn window or value horizon).
+    windows_days : tuple of int
+        The training windows; window ``w`` has its cutoff at ``end - w``.
+    mode : {"full", "rescaled", "btyd_only"}
+        ``full``: the target window fits and is the only one. ``rescaled``: shorter windows that fit,
+        pooled, the window length a feature. ``btyd_only``: no window fits; use the BTYD score.
+    reason : str
+        One sentence for the record.
+    """
+
+    end: pd.Timestamp
+    target_days: int
+    windows_days: tuple[int, ...]
+    mode: str
+    reason: str
+    known_share: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def cutoffs(self) -> list[pd.Timestamp]:
+        return [self.end - pd.Timedelta(days=w) for w in self.windows_days]
+
+    @property
+    def longest_days(self) -> int:
+        return max(self.windows_days, default=0)
+
+    def to_dict(self) -> dict:
+        record = asdict(self)
+        record["end"] = str(self.end.date())
+        record["windows_days"] = list(self.windows_days)
+        record["known_share"] = {str(k): round(v, 4) for k, v in self.known_share.items()}
+        return record
+
+
+def plan_training_windows(
+    age_days,
+    end,
+    target_days: int,
+    *,
+    min_window_days: int = 28,
+    min_known_share: float = 0.9,
+    n_windows: int = 4,
+) -> TrainingPlan:
+    """Plan the time-travel windows for a target window, from the customers' ages at ``end``.
+
+    Parameters
+    ----------
+    age_days : array-like
+        Days from each customer's first purchase day to ``end`` (``age_days`` of the features).
+    end : date-like
+        The scoring date.
+    target_days : int
+        The label window to predict.
+    min_window_days : int
+        Shortest window worth training on.
+    min_known_share : float in (0, 1]
+        A window fits when at least this share of the customers known at ``end`` are known at its
+        cutoff (bought on or before it).
+    n_windows : int
+        Number of pooled windows when rescaling: evenly spaced from a third of the longest window
+        that fits (but at least ``min_window_days``) to that longest window.
+    """
+    end_day = as_day(end, "end")
+    _check_days(target_days, "target_days")
+    _check_days(min_window_days, "min_window_days")
+    if not 0 < min_known_share <= 1:
+        raise ValueError(f"min_known_share must be in (0, 1]; got {min_known_share!r}.")
+    ages = np.sort(np.asarray(age_days, dtype=np.float64))
+    if len(ages) == 0:
+        return TrainingPlan(end_day, target_days, (), "btyd_only", "no customers before the as-of date")
+
+    def share(window: int) -> float:  # customers whose first purchase day is on or before end - window
+        return float(len(ages) - np.searchsorted(ages, window, side="left")) / len(ages)
+
+    # the longest whole window whose cutoff still knows min_known_share of the customers
+    needed = int(np.ceil(min_known_share * len(ages)))  # customers the cutoff must know
+    longest = int(np.floor(ages[len(ages) - needed]))
+    while longest > 0 and share(longest) < min_known_share:
+        longest -= 1
+    if share(target_days) >= min_known_share:
+        return TrainingPlan(
+            end_day, target_days, (target_days,), "full",
+            f"the {target_days}-day window fits ({share(target_days):.0%} of customers known at its cutoff)",
+            {target_days: share(target_days)},
+        )
+    if longest < min_window_days:
+        return TrainingPlan(
+            end_day, target_days, (), "btyd_only",
+            f"no window of {min_window_days} days or more fits: a {min_window_days}-day cutoff knows only "
+            f"{share(min_window_days):.0%} of the customers (at least {min_known_share:.0%} needed)",
+            {min_window_days: share(min_window_days)},
+        )
+    shortest = max(min_window_days, longest // 3)
+    windows = tuple(sorted({int(round(w)) for w in np.linspace(shortest, longest, max(1, n_windows))}))
+    return TrainingPlan(
+        end_day, target_days, windows, "rescaled",
+        f"the {target_days}-day window does not fit ({share(target_days):.0%} of customers known at its "
+        f"cutoff, at least {min_known_share:.0%} needed); pooled windows of {windows[0]}-{windows[-1]} days "
+        "with the window length as a feature",
+        {w: share(w) for w in windows},
+    )
+
+
+def with_model_features(features: pd.DataFrame, btyd: BTYDModels, horizon_days: int,
+                        time_unit_days: float) -> pd.DataFrame:
+    """``features`` plus the BTYD columns over ``horizon_days`` and a ``horizon_days`` column: the rows
+    every learner reads, in training and in scoring."""
+    extra = model_features(
+        features, btyd.transaction_model, btyd.spend_model, horizon_days=horizon_days, time_unit_days=time_unit_days
+    )
+    frame = pd.concat([features.drop(columns=[c for c in extra.columns if c in features]), extra], axis=1)
+    frame["horizon_days"] = float(horizon_days)
+    return frame
+
+
+def _check_days(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive whole number of days; got {value!r}.")
+
+
+class Snapshots:
+    """Features and BTYD fits at cutoff dates, each computed once and reused across horizons.
+
+    Parameters
+    ----------
+    log : Transactions
+    customers : pandas.DataFrame or None
+    transaction_model : str
+        Key of :data:`TRANSACTION_MODELS`.
+    time_unit_days : float
+    feature_windows_days : tuple of int
+    """
+
+    def __init__(self, log: Transactions, customers, *, transaction_model: str, time_unit_days: float,
+                 feature_windows_days):
+        self.log = log
+        self.customers = customers
+        self.transaction_model = transaction_model
+        self.time_unit_days = time_unit_days
+        self.feature_windows_days = tuple(feature_windows_days)
+        self._base: dict[pd.Timestamp, pd.DataFrame] = {}
+        self._models: dict[pd.Timestamp, BTYDModels] = {}
+
+    def models(self, as_of: pd.Timestamp) -> BTYDModels:
+        if as_of not in self._models:
+            self._models[as_of] = fit_btyd_models(
+                self.log, as_of, kind=self.transaction_model, time_unit_days=self.time_unit_days
+            )
+        return self._models[as_of]
+
+    def base_features(self, as_of: pd.Timestamp) -> pd.DataFrame:
+        if as_of not in self._base:
+            self._base[as_of] = compute_features(
+                self.log, as_of=as_of, customers=self.customers, windows_days=self.feature_windows_days,
+                time_unit_days=self.time_unit_days,
+            )
+        return self._base[as_of]
+
+    def features(self, as_of: pd.Timestamp, horizon_days: int, models: BTYDModels | None = None) -> pd.DataFrame:
+        """Features at ``as_of`` with the model columns over ``horizon_days`` and a ``horizon_days`` column.
+
+        ``models`` defaults to the BTYD models fitted at ``as_of``."""
+        base = self.base_features(as_of)
+        fitted = models if models is not None else self.models(as_of)
+        frame = with_model_features(base, fitted, horizon_days, self.time_unit_days)
+        frame.attrs = dict(base.attrs)
+        return frame
+
+
+@dataclass
+class TrainingFrame:
+    """Pooled time-travel rows: features at each cutoff and the labels of its window."""
+
+    features: pd.DataFrame  #: one row per (window, customer), with ``horizon_days``
+    labels: pd.DataFrame  #: ``churned``, ``purchases``, ``spend`` over each row's window
+    plan: TrainingPlan
+
+
+def training_frame(snapshots: Snapshots, plan: TrainingPlan) -> TrainingFrame:
+    """The rows of ``plan``: for window ``w``, features at ``plan.end - w`` over a ``w``-day horizon and
+    the labels of ``(plan.end - w, plan.end]``. Reads no row dated after ``plan.end``."""
+    features, labels = [], []
+    for window, cutoff in zip(plan.windows_days, plan.cutoffs, strict=True):
+        rows = snapshots.features(cutoff, window)
+        outcome = outcome_labels(
+            snapshots.log, as_of=cutoff, churn_window_days=window, value_horizon_days=window,
+            allow_incomplete=True,  # windows end at plan.end, which the caller has checked the log reaches
+            customer_ids=rows.index if snapshots.customers is not None else None,
+        ).reindex(rows.index)
+        features.append(rows)
+        labels.append(
+            pd.DataFrame(
+                {
+                    "churned": outcome["churned"].to_numpy(),
+                    "purchases": outcome["purchases_in_window"].to_numpy(),
+                    "spend": outcome["spend_in_horizon"].to_numpy(),
+                },
+                index=rows.index,
+            )
+        )
+    if not features:
+        raise ValueError(f"The plan has no training windows ({plan.reason}).")
+    return TrainingFrame(pd.concat(features), pd.concat(labels), plan)
