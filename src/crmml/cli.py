@@ -51,6 +51,22 @@ def _build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--amount-col", default="amount", help="'' for a log without amounts")
     summary.add_argument("--time-format", default=None, help="strptime format of the time column, e.g. %%Y%%m%%d")
     summary.set_defaults(handler=_run_summary)
+
+    backtest = commands.add_parser(
+        "backtest", help="fit churn and value models at past cutoffs and compare them with the baselines"
+    )
+    source = backtest.add_mutually_exclusive_group(required=True)
+    source.add_argument("--cdnow", action="store_true",
+                        help="the CDNOW protocol: full master file, cutoff 1997-09-30, 273-day holdout")
+    source.add_argument("--transactions", help="CSV/Parquet file, glob or directory")
+    backtest.add_argument("--cutoff", action="append", default=[], help="a past as-of date (repeatable)")
+    backtest.add_argument("--customers", default=None, help="customer table (CSV/Parquet, one row per customer)")
+    backtest.add_argument("--churn-window", type=int, default=None, help="days (default 90; CDNOW 273)")
+    backtest.add_argument("--value-horizon", type=int, default=None, help="days (default 365; CDNOW 273)")
+    backtest.add_argument("--transaction-model", default="pareto_nbd", choices=["pareto_nbd", "bg_nbd", "mbg_nbd"])
+    backtest.add_argument("--plots", default=None, help="directory for the PNG plots and decile tables")
+    backtest.add_argument("--output", default=None, help="write the metrics table here (.csv)")
+    backtest.set_defaults(handler=_run_backtest)
     return parser
 
 
@@ -98,6 +114,60 @@ def _run_summary(args: argparse.Namespace) -> int:
     print(report)
     print(f"wrote {len(summary):,} customers to {output}")
     return 0
+
+
+def _run_backtest(args: argparse.Namespace) -> int:
+    from crmml.backtest import CDNOW_HOLDOUT_DAYS, backtest, cdnow_backtest, write_plots
+    from crmml.customer_model import ModelConfig
+
+    default_days = CDNOW_HOLDOUT_DAYS if args.cdnow else None
+    config = ModelConfig(
+        churn_window_days=args.churn_window or default_days or 90,
+        value_horizon_days=args.value_horizon or default_days or 365,
+        transaction_model=args.transaction_model,
+    )
+    if args.cdnow:
+        if args.cutoff or args.customers:
+            raise ValueError("--cdnow fixes the data and the cutoff; drop --cutoff and --customers.")
+        result = cdnow_backtest(config, plots=args.plots)
+        print("CDNOW protocol: 23,570 customers, cutoff 1997-09-30, holdout 1997-10-01 to 1998-06-30\n")
+    else:
+        if not args.cutoff:
+            raise ValueError("--transactions needs at least one --cutoff DATE.")
+        customers = _read_table(args.customers) if args.customers else None
+        result = backtest(args.transactions, cutoffs=args.cutoff, config=config, customers=customers)
+        if args.plots:
+            write_plots(result, args.plots)
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 4):
+        for task, columns in (
+            ("churn", ["roc_auc", "pr_auc", "brier", "log_loss", "lift_at_10"]),
+            ("value", ["normalized_gini", "top20_capture", "mae", "total_predicted", "total_actual", "total_error_pct"]),
+            ("transactions", ["total_predicted", "total_actual", "total_error_pct"]),
+        ):
+            table = result.table(task)
+            print(f"{task}:")
+            print(table[[c for c in columns if c in table]].to_string(), end="\n\n")
+        for cutoff, summary in result.models.items():
+            for task in ("churn", "value"):
+                choice = summary[task]
+                print(f"{cutoff.date()} {task}: shipped {choice['shipped']} ({choice['plan']['mode']} windows "
+                      f"{choice['plan']['windows_days']}); rule: {choice['rule']}")
+    if args.output:
+        result.metrics.to_csv(args.output, index=False)
+    if args.plots:
+        print(f"plots in {args.plots}")
+    return 0
+
+
+def _read_table(path: str) -> pd.DataFrame:
+    file = Path(path)
+    if not file.exists():
+        raise FileNotFoundError(f"No customer table at {path}")
+    if file.suffix == ".parquet":
+        return pd.read_parquet(file)
+    if file.suffix == ".csv":
+        return pd.read_csv(file)
+    raise ValueError(f"The customer table must be .csv or .parquet; got {file.name!r}.")
 
 
 if __name__ == "__main__":  # pragma: no cover

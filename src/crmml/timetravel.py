@@ -25,7 +25,7 @@ import pandas as pd
 
 from crmml.data import rfm_summary
 from crmml.data.summary import as_day
-from crmml.data.transactions import Transactions
+from crmml.data.transactions import Transactions, as_transactions
 from crmml.errors import ConvergenceError
 from crmml.features import compute_features, model_features
 from crmml.labels import outcome_labels
@@ -219,7 +219,7 @@ class Snapshots:
 
     Parameters
     ----------
-    log : Transactions
+    log : Transactions, DataFrame or path
     customers : pandas.DataFrame or None
     transaction_model : str
         Key of :data:`TRANSACTION_MODELS`.
@@ -229,7 +229,7 @@ class Snapshots:
 
     def __init__(self, log: Transactions, customers, *, transaction_model: str, time_unit_days: float,
                  feature_windows_days):
-        self.log = log
+        self.log = as_transactions(log)
         self.customers = customers
         self.transaction_model = transaction_model
         self.time_unit_days = time_unit_days
