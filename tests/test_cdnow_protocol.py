@@ -55,3 +55,17 @@ def test_cli_backtest_rejects_bad_arguments_with_exit_code_2(capsys, tmp_path):
     assert "--cutoff" in capsys.readouterr().err
     assert main(["backtest", "--transactions", str(log), "--cutoff", "2024-01-01"]) == 2
     assert "transactions end on" in capsys.readouterr().err
+
+
+def test_plots_and_tracking(result, tmp_path):
+    from crmml.backtest import write_plots
+
+    curve = next(iter(result.tracking.values()))
+    assert curve["day"].iloc[-1] == 273 and curve["actual"].is_monotonic_increasing
+    assert curve["actual"].iloc[-1] == 19684  # every holdout purchase day of the 23,570 customers
+    paths = write_plots(result, tmp_path)
+    names = {p.name for p in paths}
+    for stem in ("roc_pr", "calibration", "gains", "purchases_by_frequency", "tracking"):
+        assert f"{stem}_1997-09-30.png" in names
+    for path in paths:
+        assert path.stat().st_size > (5000 if path.suffix == ".png" else 100), path.name

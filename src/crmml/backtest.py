@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from crmml.customer_model import CustomerModel, ModelConfig
-from crmml.data.summary import as_day
+from crmml.data.summary import as_day, purchase_occasions
 from crmml.data.transactions import as_transactions
 from crmml.labels import outcome_labels
 from crmml.metrics import churn_metrics, decile_table, value_metrics
@@ -47,6 +47,7 @@ class BacktestResult:
     metrics: pd.DataFrame  #: one row per (cutoff, task, scorer); metric columns
     scores: dict[pd.Timestamp, pd.DataFrame] = field(default_factory=dict)  #: per cutoff: scores and labels
     models: dict[pd.Timestamp, dict] = field(default_factory=dict)  #: per cutoff: CustomerModel.summary()
+    tracking: dict[pd.Timestamp, pd.DataFrame] = field(default_factory=dict)  #: per cutoff: holdout_tracking()
 
     def table(self, task: str) -> pd.DataFrame:
         """The metrics of one task (``churn``, ``value`` or ``transactions``), scorers as rows."""
@@ -93,7 +94,7 @@ def backtest(
     cutoff_days = [as_day(c, "cutoffs") for c in ([cutoffs] if isinstance(cutoffs, (str, pd.Timestamp)) else cutoffs)]
     if not cutoff_days:
         raise ValueError("backtest needs at least one cutoff.")
-    rows, scores, summaries = [], {}, {}
+    rows, scores, summaries, tracking = [], {}, {}, {}
     for cutoff in cutoff_days:
         labels = outcome_labels(
             log, as_of=cutoff, churn_window_days=config.churn_window_days,
@@ -114,7 +115,36 @@ def backtest(
         rows.extend(_metric_rows(frame, cutoff))
         scores[cutoff] = frame
         summaries[cutoff] = model.summary()
-    return BacktestResult(pd.DataFrame(rows), scores, summaries)
+        tracking[cutoff] = holdout_tracking(log, model, features, config.value_horizon_days)
+    return BacktestResult(pd.DataFrame(rows), scores, summaries, tracking)
+
+
+def holdout_tracking(log, model: CustomerModel, features: pd.DataFrame, horizon_days: int,
+                     step_days: int = 7) -> pd.DataFrame:
+    """Cumulative purchases after the cutoff, actual against the BTYD model's expectation, every
+    ``step_days`` days to ``horizon_days``, for the customers with purchases at the cutoff.
+
+    Actual counts are purchase days (the data layer's occasions) after the cutoff; the expectation is
+    the sum over customers of the model's conditional expected purchases by each day.
+    """
+    cutoff = model.as_of_
+    known = features.index[~features["no_purchase_history"].to_numpy(dtype=bool)]
+    days = np.unique(np.append(np.arange(step_days, horizon_days, step_days), horizon_days))
+    cutoff_period = int(cutoff.to_datetime64().astype("datetime64[D]").astype(np.int64))
+    counts = np.zeros(horizon_days + 1)
+    end = cutoff + pd.Timedelta(days=horizon_days)
+    for batch in purchase_occasions(log, as_of=end, freq="D"):
+        ids = pd.Index(batch.customer_id.to_pandas())
+        keep = ids.isin(known)[batch.customer] & (batch.period > cutoff_period)
+        counts += np.bincount(batch.period[keep] - cutoff_period, minlength=horizon_days + 1)[: horizon_days + 1]
+    actual = np.cumsum(counts)[days]
+    rows = features.loc[known]
+    expected = [
+        with_model_features(rows, model.btyd_, int(d), model.config.time_unit_days)["btyd_expected_purchases"].sum()
+        for d in days
+    ]
+    return pd.DataFrame({"day": days, "date": cutoff + pd.to_timedelta(days, unit="D"),
+                         "actual": actual, "btyd_expected": expected})
 
 
 def _baseline_scores(log, features, predicted, config, baseline_models, cutoff) -> pd.DataFrame:
@@ -196,8 +226,16 @@ def cdnow_backtest(config: ModelConfig | None = None, *, plots: str | Path | Non
 
 
 def write_plots(result: BacktestResult, directory: str | Path) -> list[Path]:
-    """ROC/PR, calibration curve and gains chart per cutoff, as PNG files in ``directory``."""
-    from crmml.plots import plot_calibration_by_frequency, plot_calibration_curve, plot_gains, plot_roc_pr
+    """Per cutoff, PNG files in ``directory``: ROC/PR and calibration curves of the churn scores, gains
+    chart of the value scores, purchases by calibration frequency, cumulative holdout tracking; and
+    the decile table of the shipped value model as CSV. Returns the paths written."""
+    from crmml.plots import (
+        plot_calibration_by_frequency,
+        plot_calibration_curve,
+        plot_cumulative_tracking,
+        plot_gains,
+        plot_roc_pr,
+    )
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -229,6 +267,10 @@ def write_plots(result: BacktestResult, directory: str | Path) -> list[Path]:
             frame.dropna(subset=["frequency"]), f"purchases:{MODEL_SCORER}", "purchases_in_horizon", "frequency",
             path=written[-1],
         )
+        if cutoff in result.tracking:
+            curve = result.tracking[cutoff]
+            written.append(directory / f"tracking_{stem}.png")
+            plot_cumulative_tracking(curve["date"], curve["btyd_expected"], curve["actual"], path=written[-1])
         written.append(directory / f"deciles_{stem}.csv")
         table.to_csv(written[-1])
     return written
