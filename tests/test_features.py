@@ -358,6 +358,19 @@ def test_customer_table_without_signup_counts_every_referral(small_log):
     assert "tenure_days" not in features
 
 
+def test_given_referral_counts_score_a_part_of_the_table_like_the_whole(small_log):
+    """A table that carries n_referrals (counted over the whole base) gives one customer's row the
+    features it has within the whole table."""
+    table = pd.DataFrame({"customer_id": [1, 2, 7], "referred_by": [None, 1, 1], "region": ["n", "s", "n"]})
+    whole = compute_features(small_log, as_of="2020-01-31", customers=table)
+    counted = table.assign(n_referrals=whole["n_referrals"].reindex(table["customer_id"]).to_numpy())
+    alone = compute_features(small_log, as_of="2020-01-31", customers=counted[counted["customer_id"] == 1])
+    pd.testing.assert_series_equal(alone.loc[1], whole.loc[1], check_names=False)
+    assert alone.loc[3, "n_referrals"] == 0.0  # a purchaser without a table row
+    with pytest.raises(DataValidationError, match="n_referrals"):
+        compute_features(small_log, as_of="2020-01-31", customers=counted.assign(n_referrals=[1, -1, 0]))
+
+
 def test_new_category_at_scoring_time(small_log):
     """A category unseen when training (or a new customer in it) passes through without error."""
     train = pd.DataFrame({"customer_id": [1, 2], "plan": pd.Categorical(["basic", "pro"])})

@@ -94,7 +94,9 @@ def compute_features(
         ``as_of`` are left out, even if they bought, and counted in
         ``attrs["customers_signed_up_after_as_of"]``); ``referred_by`` (a customer id) becomes
         ``has_referrer`` (0/1) and ``n_referrals`` (customers in the table, signed up on or before
-        ``as_of`` when ``signup_date`` is given, who name this customer as referrer). Other columns
+        ``as_of`` when ``signup_date`` is given, who name this customer as referrer). A numeric
+        ``n_referrals`` column, counted upstream over the whole customer base, is used as given
+        (so one customer's row, or one partition of the table, is scored like the whole table). Other columns
         (dates, for example) are left out and listed in ``attrs["dropped_customer_columns"]``.
     transaction_model : fitted crmml transaction model, optional
         Adds ``btyd_expected_purchases`` (over ``horizon_days``), ``btyd_p_alive`` and, when the
@@ -394,11 +396,22 @@ def _customer_attributes(customers: pd.DataFrame, as_of_day: pd.Timestamp, taken
     if "referred_by" in table.columns:
         referrer = table["referred_by"]
         out["has_referrer"] = referrer.notna().astype(np.float64).loc[out.index]
-        named = _like_ids(referrer[signed_up.to_numpy() & referrer.notna().to_numpy()], table.index)
-        referrals = named.value_counts()
-        out["n_referrals"] = 0.0  # filled in by _join_customers, for every returned customer
+        if "n_referrals" not in table.columns:
+            named = _like_ids(referrer[signed_up.to_numpy() & referrer.notna().to_numpy()], table.index)
+            referrals = named.value_counts()
+            out["n_referrals"] = 0.0  # filled in by _join_customers, for every returned customer
+    if "n_referrals" in table.columns:  # counted upstream, over a table larger than this one
+        given = pd.to_numeric(table["n_referrals"], errors="coerce")
+        bad = given.isna() | (given < 0)
+        if bad.any():
+            rows = list(table.index[bad.to_numpy()][:5])
+            raise DataValidationError(
+                f"The customer table's 'n_referrals' must be counts >= 0; customer ids {rows} are not.",
+                column="n_referrals", rows=rows,
+            )
+        out["n_referrals"] = given.astype(np.float64).loc[out.index]
     for name in table.columns:
-        if name in ("signup_date", "referred_by"):
+        if name in ("signup_date", "referred_by", "n_referrals"):
             continue
         column = table[name].loc[out.index]
         if name in taken or name in out.columns:
@@ -459,6 +472,8 @@ def _join_customers(
     attributes = table.attributes.reindex(index)
     if table.referrals is not None:
         attributes["n_referrals"] = table.referrals.reindex(index, fill_value=0).astype(np.float64).to_numpy()
+    elif "n_referrals" in attributes:  # given counts: a purchaser without a table row referred no one
+        attributes["n_referrals"] = attributes["n_referrals"].fillna(0.0)
     result = pd.concat([joined, attributes], axis=1)
     result.index.name = "customer_id"
     result.attrs = {
