@@ -51,7 +51,7 @@ def test_demo_customer_table_is_consistent(demo):
 
 
 def test_cli_demo_prints_parameters_holdout_and_customers(capsys):
-    assert main(["demo", "--top", "4"]) == 0
+    assert main(["cdnow", "--top", "4"]) == 0
     out = capsys.readouterr().out
     for expected in ("Fitted parameters", "Pareto/NBD", "Holdout check", "Top 4 customers", "top 20 %"):
         assert expected in out

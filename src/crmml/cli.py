@@ -16,6 +16,7 @@ import pandas as pd
 from crmml.errors import CrmmlError
 
 EXIT_USAGE = 2
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # crmml.registry's default, without importing MLflow here
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (CrmmlError, FileNotFoundError, ValueError) as error:
+    except (CrmmlError, FileNotFoundError, NotADirectoryError, ValueError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"crmml {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
@@ -34,11 +35,43 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crmml", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="fit the models on the bundled CDNOW data and print customer values")
-    demo.add_argument("--top", type=int, default=15, help="customers to show (default 15)")
-    demo.add_argument("--discount-rate", type=float, default=0.10, help="annual discount rate (default 0.10)")
-    demo.add_argument("--margin", type=float, default=1.0, help="profit margin on revenue (default 1.0)")
+    demo = commands.add_parser(
+        "demo", help="the main job end to end on CDNOW: train, register, promote, batch-score, report"
+    )
+    demo.add_argument("--workdir", default="demo", help="where the data and scores go (default ./demo)")
+    demo.add_argument("--tracking-uri", default=None, help=f"MLflow tracking URI (default {DEFAULT_TRACKING_URI})")
+    demo.add_argument("--config", default=None, help="training config (default models/default.yaml if present)")
+    demo.add_argument("--top", type=int, default=10, help="rows of the win-back list to show (default 10)")
     demo.set_defaults(handler=_run_demo)
+
+    cdnow = commands.add_parser("cdnow", help="fit the BTYD models on the CDNOW sample; compare with published values")
+    cdnow.add_argument("--top", type=int, default=15, help="customers to show (default 15)")
+    cdnow.add_argument("--discount-rate", type=float, default=0.10, help="annual discount rate (default 0.10)")
+    cdnow.add_argument("--margin", type=float, default=1.0, help="profit margin on revenue (default 1.0)")
+    cdnow.set_defaults(handler=_run_cdnow)
+
+    train = commands.add_parser("train", help="train a scorer, log it to MLflow, register it, apply the champion gate")
+    _add_data_arguments(train)
+    train.add_argument("--config", default=None, help="YAML training config, e.g. models/default.yaml")
+    train.add_argument("--churn-window", type=_days, default=None, help="e.g. 90D (overrides the config)")
+    train.add_argument("--value-horizon", type=_days, default=None, help="e.g. 365D (overrides the config)")
+    train.add_argument("--tracking-uri", default=None, help=f"MLflow tracking URI (default {DEFAULT_TRACKING_URI})")
+    train.add_argument("--experiment", default="crmml", help="MLflow experiment (default crmml)")
+    train.add_argument("--model-name", default="crmml-scorer", help="registered model name (default crmml-scorer)")
+    train.add_argument("--promote", default="auto", choices=["auto", "always", "never"],
+                       help="auto: champion only if its backtest is at least the champion's")
+    train.add_argument("--bundle", default=None, help="also save a local model bundle in this folder")
+    train.set_defaults(handler=_run_train)
+
+    score = commands.add_parser("score", help="score every customer with a registered model (out of core)")
+    score.add_argument("--model", required=True,
+                       help="models:/crmml-scorer@champion, models:/<name>/<version> or a local bundle folder")
+    _add_data_arguments(score)
+    score.add_argument("--output", required=True, help="scores file (.parquet or .csv), written atomically")
+    score.add_argument("--tracking-uri", default=None, help=f"MLflow tracking URI (default {DEFAULT_TRACKING_URI})")
+    score.add_argument("--customers-per-partition", type=int, default=250_000,
+                       help="customers scored at a time (memory; default 250000)")
+    score.set_defaults(handler=_run_score)
 
     summary = commands.add_parser("summary", help="per-customer RFM summary of a transaction log")
     summary.add_argument("--transactions", required=True, help="CSV/Parquet file, glob or directory")
@@ -70,7 +103,7 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_demo(args: argparse.Namespace) -> int:
+def _run_cdnow(args: argparse.Namespace) -> int:
     from crmml.demo import run_cdnow_demo
 
     result = run_cdnow_demo(annual_discount_rate=args.discount_rate, margin=args.margin)
@@ -119,6 +152,7 @@ def _run_summary(args: argparse.Namespace) -> int:
 def _run_backtest(args: argparse.Namespace) -> int:
     from crmml.backtest import CDNOW_HOLDOUT_DAYS, backtest, cdnow_backtest, write_plots
     from crmml.customer_model import ModelConfig
+    from crmml.jobs import read_customer_table
 
     default_days = CDNOW_HOLDOUT_DAYS if args.cdnow else None
     config = ModelConfig(
@@ -134,7 +168,7 @@ def _run_backtest(args: argparse.Namespace) -> int:
     else:
         if not args.cutoff:
             raise ValueError("--transactions needs at least one --cutoff DATE.")
-        customers = _read_table(args.customers) if args.customers else None
+        customers = read_customer_table(args.customers)
         result = backtest(args.transactions, cutoffs=args.cutoff, config=config, customers=customers)
         if args.plots:
             write_plots(result, args.plots)
@@ -159,15 +193,102 @@ def _run_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_table(path: str) -> pd.DataFrame:
-    file = Path(path)
-    if not file.exists():
-        raise FileNotFoundError(f"No customer table at {path}")
-    if file.suffix == ".parquet":
-        return pd.read_parquet(file)
-    if file.suffix == ".csv":
-        return pd.read_csv(file)
-    raise ValueError(f"The customer table must be .csv or .parquet; got {file.name!r}.")
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--transactions", required=True, help="CSV/Parquet file, glob or directory")
+    parser.add_argument("--customers", default=None, help="customer table (CSV/Parquet, one row per customer)")
+    parser.add_argument("--as-of", required=True, help="the as-of date (YYYY-MM-DD); later rows are not read")
+    parser.add_argument("--time-format", default=None, help="strptime format of the time column, e.g. %%Y%%m%%d")
+
+
+def _days(text: str) -> int:
+    """``90D`` or ``90`` -> 90."""
+    value = text.strip().upper().removesuffix("D")
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of days such as 90D; got {text!r}")
+    return int(value)
+
+
+def _tracking_uri(args: argparse.Namespace) -> str:
+    import os
+
+    return args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from crmml.jobs import train_job
+    from crmml.progress import progress_display
+
+    with progress_display() as progress:
+        result = train_job(
+            transactions=args.transactions, customers=args.customers, as_of=args.as_of, config=args.config,
+            churn_window_days=args.churn_window, value_horizon_days=args.value_horizon,
+            tracking_uri=_tracking_uri(args), experiment=args.experiment, model_name=args.model_name,
+            promote=args.promote, bundle=args.bundle, time_format=args.time_format, progress=progress.step,
+        )
+    scorer, record = result.scorer, result.record
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 4):
+        print(f"trained on {scorer.fingerprint_['rows_valid']:,} rows, {scorer.n_customers_:,} customers, "
+              f"as of {scorer.as_of_.date()}; data hash {scorer.fingerprint_['content_hash']}")
+        choices = scorer.model_.summary()
+        print(f"churn: shipped {choices['churn']['shipped']}; value: shipped {choices['value']['shipped']}")
+        if scorer.backtest_ is not None:
+            print(f"\nbacktest at {scorer.backtest_['cutoff']} (crmml and baselines):")
+            print(result.backtest_table().to_string(), end="\n\n")
+        else:
+            print(f"backtest skipped: {scorer.backtest_skipped_}")
+        print(f"at-risk threshold: {scorer.flag_rule_.at_risk_rule}")
+        print("tiers (training population):")
+        print(scorer.tables_["tiers"].to_string(), end="\n\n")
+    print(f"registered {record.model_name} version {record.version} (aliases: {', '.join(record.aliases)}); "
+          f"run {record.run_id}")
+    print(f"gate: {record.gate.reason}")
+    return 0
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    from crmml.jobs import score_job
+    from crmml.progress import progress_display
+
+    with progress_display() as progress:
+        result = score_job(
+            model=args.model, transactions=args.transactions, customers=args.customers, as_of=args.as_of,
+            output=args.output, tracking_uri=_tracking_uri(args), time_format=args.time_format,
+            customers_per_partition=args.customers_per_partition, progress=progress.advance,
+        )
+    print(f"model {result.model_version}")
+    print(result.report)
+    if result.missing_attributes:
+        print(f"note: scored without the attributes {result.missing_attributes} the model was trained with "
+              "(pass --customers)")
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from crmml.jobs import demo_data, demo_report
+
+    workdir = Path(args.workdir)
+    files = demo_data(workdir)
+    config = args.config or ("models/default.yaml" if Path("models/default.yaml").is_file() else None)
+    tracking = ["--tracking-uri", args.tracking_uri] if args.tracking_uri else []
+    print(f"CDNOW master log ({files['transactions']}) with a simulated customer table ({files['customers']})\n")
+    train = ["train", "--transactions", str(files["transactions"]), "--customers", str(files["customers"]),
+             "--as-of", files["as_of"], "--promote", "always", *tracking, *(["--config", config] if config else [])]
+    print("$ crmml " + " ".join(train))
+    if main(train) != 0:
+        return EXIT_USAGE
+    scores = workdir / "scores.parquet"
+    score = ["score", "--model", "models:/crmml-scorer@champion", "--transactions", str(files["transactions"]),
+             "--customers", str(files["customers"]), "--as-of", files["as_of"], "--output", str(scores), *tracking]
+    print("\n$ crmml " + " ".join(score))
+    if main(score) != 0:
+        return EXIT_USAGE
+    report = demo_report(scores, files["customers"], top=args.top)
+    with pd.option_context("display.width", 220, "display.max_columns", 20, "display.max_colwidth", 90,
+                           "display.precision", 2):
+        for title, table in report.items():
+            print(f"\n{title}:")
+            print(table.to_string())
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,7 +39,7 @@ from crmml.data.summary import OccasionBatch, as_day, purchase_occasions, rfm_su
 from crmml.data.transactions import Transactions, as_transactions
 from crmml.errors import DataValidationError
 
-__all__ = ["compute_features", "feature_columns", "model_features"]
+__all__ = ["btyd_summary", "compute_features", "feature_columns", "model_features"]
 
 _TREND_DAYS = 90
 _MODEL_COLUMNS = ("btyd_expected_purchases", "btyd_p_alive", "btyd_p_no_purchase", "expected_spend")
@@ -314,16 +314,7 @@ def model_features(
     out = pd.DataFrame(index=features.index)
     if transaction_model is None and spend_model is None:
         return out
-    # A customer without purchases is scored as one acquired at as_of: x = t_x = T = 0, the models'
-    # prior predictive for a new customer.
-    model_summary = pd.DataFrame(
-        {
-            "frequency": np.nan_to_num(features["frequency"].to_numpy(dtype=float), nan=0.0),
-            "recency": np.nan_to_num(features["recency_days"].to_numpy(dtype=float), nan=0.0) / time_unit,
-            "T": np.nan_to_num(features["age_days"].to_numpy(dtype=float), nan=0.0) / time_unit,
-            "monetary_value": np.nan_to_num(features["monetary_value"].to_numpy(dtype=float), nan=0.0),
-        },
-    )
+    model_summary = btyd_summary(features, time_unit_days=time_unit)
     columns: dict[str, np.ndarray] = {}
     horizon_units = horizon / time_unit
     if transaction_model is not None:
@@ -336,6 +327,24 @@ def model_features(
     for name, values in columns.items():
         out[name] = np.asarray(values, dtype=np.float64)
     return out
+
+
+def btyd_summary(features: pd.DataFrame, *, time_unit_days: float = 7.0) -> pd.DataFrame:
+    """The BTYD models' input (``frequency``, ``recency``, ``T``, ``monetary_value``, recency and T in
+    units of ``time_unit_days``) from :func:`compute_features` rows, positionally.
+
+    A customer without purchases is summarised as one acquired at the as-of date,
+    ``x = t_x = T = 0``: the models' prior predictive for a new customer.
+    """
+    time_unit = _positive(time_unit_days, "time_unit_days")
+    return pd.DataFrame(
+        {
+            "frequency": np.nan_to_num(features["frequency"].to_numpy(dtype=float), nan=0.0),
+            "recency": np.nan_to_num(features["recency_days"].to_numpy(dtype=float), nan=0.0) / time_unit,
+            "T": np.nan_to_num(features["age_days"].to_numpy(dtype=float), nan=0.0) / time_unit,
+            "monetary_value": np.nan_to_num(features["monetary_value"].to_numpy(dtype=float), nan=0.0),
+        },
+    )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ per core). The environment variables ``CRMML_DUCKDB_MEMORY_LIMIT`` (a DuckDB siz
 from __future__ import annotations
 
 import glob as globlib
+import numbers
 import os
 import tempfile
 from abc import ABC, abstractmethod
@@ -59,6 +60,11 @@ REJECTION_REASONS: Mapping[str, tuple[str, str]] = {
     "non_numeric_amount": ("amount", "an amount that is not a number"),
     "non_finite_amount": ("amount", "an amount that is not finite (inf or nan)"),
 }
+
+# SQL over checked rows: true for the rows rejected for their customer id, which name no customer.
+WITHOUT_CUSTOMER_SQL = "(customer_id IS NULL OR coalesce(reason IN ({}), false))".format(
+    ", ".join(f"'{reason}'" for reason, (role, _) in REJECTION_REASONS.items() if role == "customer")
+)
 
 _ROLE_NAMES = {"customer": "customer id", "time": "timestamp", "amount": "amount"}
 _N_EXAMPLES = 5
@@ -107,33 +113,49 @@ class Transactions:
 
     Build one with :func:`read_transactions`. Nothing is loaded into pandas until
     :meth:`to_pandas` is called; every query re-reads the source, so do not modify the files while
-    the object is in use.
+    the object is in use. :meth:`partition` restricts a log to a hash partition of its customers.
 
     Attributes
     ----------
     report : TransactionReport
-        Row counts from validation.
+        Row counts from validation (of this partition's rows, for a partition).
     has_amount : bool
         Whether the log has an ``amount`` column.
-    first_timestamp, last_timestamp : pandas.Timestamp
-        Earliest and latest valid timestamps.
+    first_timestamp, last_timestamp : pandas.Timestamp or None
+        Earliest and latest valid timestamps (None for a partition without valid rows).
     """
 
     def __init__(
         self,
         source: _Source,
         plan: _ParsePlan,
-        report: TransactionReport,
-        first_timestamp: pd.Timestamp,
-        last_timestamp: pd.Timestamp,
+        report: TransactionReport | None,
+        first_timestamp: pd.Timestamp | None,
+        last_timestamp: pd.Timestamp | None,
+        partitions: tuple[tuple[int, int], ...] = (),
     ):
         self._source = source
         self._plan = plan
-        self.report = report
-        self.first_timestamp = first_timestamp
-        self.last_timestamp = last_timestamp
+        self._partitions = partitions  # (index, count) pairs, all of which a row must match
+        # A partition's counts take a scan of the source: counted on first use (report is None).
+        self._counts = None if report is None else (report, first_timestamp, last_timestamp)
         self._own_connection: duckdb.DuckDBPyConnection | None = None
         self._own_temp_directory: tempfile.TemporaryDirectory | None = None
+
+    @property
+    def report(self) -> TransactionReport:
+        """Row counts from validation (see :class:`TransactionReport`)."""
+        return self._counted()[0]
+
+    @property
+    def first_timestamp(self) -> pd.Timestamp | None:
+        """Earliest valid timestamp."""
+        return self._counted()[1]
+
+    @property
+    def last_timestamp(self) -> pd.Timestamp | None:
+        """Latest valid timestamp."""
+        return self._counted()[2]
 
     @property
     def has_amount(self) -> bool:
@@ -149,17 +171,89 @@ class Transactions:
         return self.report.rows_valid
 
     def __repr__(self) -> str:
+        parts = "".join(f", partition={index}/{count}" for index, count in self._partitions)
+        if self._counts is None:  # a repr does not scan the source
+            return f"Transactions(source={self.source_description!r}{parts}, rows not counted yet)"
         return (
-            f"Transactions(source={self.source_description!r}, rows_valid={self.report.rows_valid}, "
-            f"rows_rejected={self.report.rows_rejected})"
+            f"Transactions(source={self.source_description!r}{parts}, "
+            f"rows_valid={self.report.rows_valid}, rows_rejected={self.report.rows_rejected})"
         )
+
+    def partition(self, index: int, count: int) -> Transactions:
+        """The same log restricted to one hash partition of its customers.
+
+        A customer belongs to partition ``hash(CAST(customer_id AS VARCHAR)) % count`` (DuckDB's
+        ``hash``), so all of a customer's rows land in one partition, and an id read as the integer
+        ``42`` and one read as the text ``"42"`` land in the same one. Rows with a missing or invalid
+        customer id (rejected rows of no customer) belong to partition 0, so the partitions'
+        ``crmml_checked`` views (and :meth:`rejected_rows`) add up to the whole log's. It shares this
+        log's source and parse plan: :meth:`create_views`, and with it every consumer
+        (:func:`~crmml.data.rfm_summary`, :func:`~crmml.data.purchase_occasions`,
+        :func:`~crmml.features.compute_features`), sees only the partition's rows. Each query still
+        scans the whole source.
+
+        Parameters
+        ----------
+        index : int
+            The partition, ``0 <= index < count``.
+        count : int
+            Number of partitions; 1 gives the whole log. Partitioning a partition keeps the
+            customers in both.
+
+        Returns
+        -------
+        Transactions
+            The partition. Its :attr:`report` and timestamps describe the partition's rows; they
+            take one scan of the source, run when first asked for.
+
+        Raises
+        ------
+        TypeError
+            When ``index`` or ``count`` is not an int.
+        ValueError
+            When ``count < 1`` or ``index`` is not in ``[0, count)``.
+        """
+        for name, value in (("index", index), ("count", count)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} must be an int. Got {value!r} instead.")
+        if count < 1 or not 0 <= index < count:
+            raise ValueError(
+                f"count must be >= 1 and index in [0, count). Got index={index!r}, count={count!r}."
+            )
+        partitions = self._partitions if count == 1 else (*self._partitions, (int(index), int(count)))
+        part = Transactions(self._source, self._plan, None, None, None, partitions)
+        if count == 1:
+            part._counts = self._counts  # the same rows: reuse the counts when known
+        return part
+
+    def _counted(self) -> tuple[TransactionReport, pd.Timestamp | None, pd.Timestamp | None]:
+        """The report and valid time range, counted (one scan) the first time a partition needs them."""
+        if self._counts is None:
+            with duckdb_session() as con:
+                self.create_views(con)
+                rows = con.sql(
+                    "SELECT reason, count(*), min(timestamp) FILTER (WHERE reason IS NULL), "
+                    "max(timestamp) FILTER (WHERE reason IS NULL) FROM crmml_checked GROUP BY reason"
+                ).fetchall()
+            by_reason = {row[0]: row[1] for row in rows}
+            invalid = {reason: by_reason[reason] for reason in REJECTION_REASONS if reason in by_reason}
+            valid = [row for row in rows if row[0] is None]
+            report = TransactionReport(
+                rows_in=sum(by_reason.values()),
+                rows_valid=by_reason.get(None, 0),
+                rows_rejected=sum(invalid.values()),
+                rejected_by_reason=invalid,
+            )
+            first, last = (pd.Timestamp(valid[0][2]), pd.Timestamp(valid[0][3])) if valid else (None, None)
+            self._counts = (report, first, last)
+        return self._counts
 
     def create_views(self, con: duckdb.DuckDBPyConnection) -> None:
         """Define this log's views on a DuckDB connection.
 
         Creates ``crmml_checked`` (every source row with its parsed ``customer_id``, ``timestamp``,
         ``amount`` and a ``reason`` that is NULL for valid rows) and ``crmml_transactions`` (the
-        canonical log: valid rows only).
+        canonical log: valid rows only). For a :meth:`partition`, both hold the partition's rows.
 
         Parameters
         ----------
@@ -167,7 +261,10 @@ class Transactions:
             A connection from :func:`duckdb_session`.
         """
         raw = self._source.raw_sql(con, self._plan.columns)
-        con.execute(f"CREATE OR REPLACE TEMP VIEW crmml_checked AS {self._plan.checked_sql(raw)}")
+        checked = self._plan.checked_sql(raw)
+        if self._partitions:
+            checked = f"SELECT * FROM ({checked}) WHERE {self._partition_filter()}"
+        con.execute(f"CREATE OR REPLACE TEMP VIEW crmml_checked AS {checked}")
         con.execute(f"CREATE OR REPLACE TEMP VIEW crmml_transactions AS {self._plan.canonical_sql()}")
 
     @property
@@ -203,15 +300,25 @@ class Transactions:
             (1-based data row) say where each row came from. Empty when nothing was rejected.
         """
         columns = self._plan.columns
-        if self.report.rows_rejected == 0:
+        if self._counts is not None and self.report.rows_rejected == 0:  # uncounted partition: query
             return _empty_rejected_frame(columns, self._source.is_frame)
         with duckdb_session() as con:
-            located = self._source.located_rows_sql(con, self._plan, "reason IS NOT NULL")
+            where = "reason IS NOT NULL"
+            if self._partitions:
+                where += f" AND {self._partition_filter()}"
+            located = self._source.located_rows_sql(con, self._plan, where)
             table = con.sql(
                 f"SELECT {_raw_select_list(columns)}, reason, source_file, source_row "
                 f"FROM ({located}) ORDER BY source_file, source_row"
             ).to_arrow_table()
         return self._source.label_rows(table.to_pandas())
+
+    def _partition_filter(self) -> str:
+        """SQL over checked rows: true for the rows of this partition."""
+        return " AND ".join(
+            f"(CASE WHEN {WITHOUT_CUSTOMER_SQL} THEN 0 ELSE {partition_number_sql('customer_id', count)} END) = {index}"
+            for index, count in self._partitions
+        )
 
     def close(self) -> None:
         """Close the connection behind :attr:`relation`, if one was opened."""
@@ -291,6 +398,15 @@ def read_transactions(
         rejected_by_reason=invalid,
     )
     return Transactions(source_obj, plan, report, counts.first_timestamp, counts.last_timestamp)
+
+
+def partition_number_sql(key: str, count: int) -> str:
+    """SQL for the hash partition (``0 .. count - 1``) of the customer id expression ``key``.
+
+    The rule of :meth:`Transactions.partition`: ``hash(CAST(key AS VARCHAR)) % count``, NULL
+    when ``key`` is NULL. Use it to split other per-customer data (a customer table) the same way.
+    """
+    return f"CAST(CASE WHEN ({key}) IS NOT NULL THEN hash(CAST(({key}) AS VARCHAR)) % {int(count)} END AS BIGINT)"
 
 
 def as_transactions(transactions, **read_kwargs) -> Transactions:
@@ -594,6 +710,9 @@ class _FileSource(_Source):
             f"FROM {self._scan([f])})"
             for f in self._files_matching(con, plan, where, max_files)
         ]
+        if not per_file:  # no row matches (a partition without rejected rows, say)
+            scan = self._scan(self.files)
+            per_file = [f"(SELECT *, NULL::VARCHAR AS crmml_file, 0 AS crmml_row FROM {scan} LIMIT 0)"]
         located = (
             f"SELECT {_raw_renames(columns)}, crmml_file AS source_file, crmml_row AS source_row "
             f"FROM ({' UNION ALL BY NAME '.join(per_file)})"

@@ -1,0 +1,112 @@
+"""Seed insights computed at training: where customers came from and who they brought.
+
+- :func:`value_by_channel`: customers, predicted value and tiers per ``acquisition_channel``.
+- :func:`referral_value`: per referrer, the customers it brought and their predicted value; and the
+  referred against the unreferred.
+
+Both read the training population's scores and the customer table (``customer_id``,
+``acquisition_channel``, ``referred_by``); without the column the table is None.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["referral_summary", "referral_value", "value_by_channel"]
+
+
+def value_by_channel(scores: pd.DataFrame, customers: pd.DataFrame | None,
+                     column: str = "acquisition_channel") -> pd.DataFrame | None:
+    """Predicted value per acquisition channel ("where they came from").
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        One row per customer: ``customer_id``, ``predicted_value``, ``tier``, ``at_risk``.
+    customers : pandas.DataFrame or None
+        The customer table.
+
+    Returns
+    -------
+    pandas.DataFrame or None
+        Per channel (``unknown`` for customers without one): customers, total, mean and median
+        predicted value, the channel's share of all predicted value, the share of its customers in
+        platinum or gold and the share at risk; sorted by total value. None without the column.
+    """
+    if customers is None or column not in customers.columns:
+        return None
+    channel = customers.set_index("customer_id")[column].reindex(scores["customer_id"]).to_numpy()
+    frame = pd.DataFrame({
+        "channel": pd.Series(channel, dtype=object).fillna("unknown").astype(str).to_numpy(),
+        "value": scores["predicted_value"].to_numpy(dtype=np.float64),
+        "top": scores["tier"].isin(["platinum", "gold"]).to_numpy(),
+        "at_risk": scores["at_risk"].to_numpy(dtype=bool),
+    })
+    grouped = frame.groupby("channel")
+    table = pd.DataFrame({
+        "customers": grouped.size(),
+        "predicted_value": grouped["value"].sum(),
+        "mean_value": grouped["value"].mean(),
+        "median_value": grouped["value"].median(),
+        "platinum_or_gold_share": grouped["top"].mean(),
+        "at_risk_share": grouped["at_risk"].mean(),
+    })
+    total = table["predicted_value"].sum()
+    table.insert(2, "value_share", table["predicted_value"] / total if total else 0.0)
+    table.index.name = column
+    return table.sort_values("predicted_value", ascending=False)
+
+
+def referral_value(scores: pd.DataFrame, customers: pd.DataFrame | None, top: int | None = None) -> pd.DataFrame | None:
+    """Per referrer, the customers it brought and their predicted value ("who they brought").
+
+    Returns
+    -------
+    pandas.DataFrame or None
+        Indexed by the referrer's ``customer_id``: ``referred_customers``, ``referred_value`` (the
+        sum of their predicted value), ``own_value`` and ``own_tier`` of the referrer, sorted by
+        ``referred_value``; the first ``top`` rows when given. None without ``referred_by``.
+    """
+    if customers is None or "referred_by" not in customers.columns:
+        return None
+    referred = customers[["customer_id", "referred_by"]].dropna(subset=["referred_by"])
+    value = scores.set_index("customer_id")
+    referred = referred[referred["customer_id"].isin(value.index)]
+    referred = referred.assign(value=value["predicted_value"].reindex(referred["customer_id"]).to_numpy())
+    grouped = referred.groupby("referred_by")
+    table = pd.DataFrame({"referred_customers": grouped.size(), "referred_value": grouped["value"].sum()})
+    ids = _like(table.index, value.index)
+    table["own_value"] = value["predicted_value"].reindex(ids).to_numpy()
+    table["own_tier"] = value["tier"].reindex(ids).to_numpy()
+    table.index = ids
+    table.index.name = "referrer_id"
+    table = table.sort_values(["referred_value", "referred_customers"], ascending=False)
+    return table if top is None else table.head(top)
+
+
+def referral_summary(scores: pd.DataFrame, customers: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Referred against unreferred customers, and referrers against the rest: customers and mean value."""
+    if customers is None or "referred_by" not in customers.columns:
+        return None
+    value = scores.set_index("customer_id")["predicted_value"]
+    table = customers.set_index("customer_id")
+    referred = table["referred_by"].notna().reindex(value.index, fill_value=False)
+    referrers = value.index.isin(_like(pd.Index(table["referred_by"].dropna().unique()), value.index))
+    groups = {
+        "referred by a customer": referred.to_numpy(),
+        "not referred": ~referred.to_numpy(),
+        "referred someone": referrers,
+        "referred no one": ~referrers,
+    }
+    rows = {name: {"customers": int(mask.sum()),
+                   "mean_value": float(value[mask].mean()) if mask.any() else np.nan,
+                   "predicted_value": float(value[mask].sum())} for name, mask in groups.items()}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("group")
+
+
+def _like(values: pd.Index, ids: pd.Index) -> pd.Index:
+    """Referrer ids in the customer ids' type (an integer column with gaps reads as float)."""
+    if pd.api.types.is_integer_dtype(ids.dtype) and pd.api.types.is_float_dtype(values.dtype):
+        return values.astype(ids.dtype)
+    return values

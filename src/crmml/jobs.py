@@ -1,0 +1,159 @@
+"""The product's jobs behind ``crmml train``, ``crmml score`` and ``crmml demo``.
+
+- :func:`train_job`: read the data, fit a :class:`~crmml.scorer.Scorer`, log and register it in
+  MLflow with the champion gate (:func:`crmml.registry.log_and_register`).
+- :func:`score_job`: load a model by URI and score every customer out of core
+  (:func:`crmml.batch.score_in_partitions`), writing the scores and the rejections atomically.
+- :func:`demo_data` / :func:`demo_report`: the CDNOW demo's inputs and the tables it prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from crmml.data.summary import as_day
+from crmml.data.transactions import read_transactions
+
+__all__ = ["ScoreResult", "TrainResult", "demo_data", "demo_report", "read_customer_table", "score_job", "train_job"]
+
+DEMO_AS_OF = "1998-06-30"
+
+
+@dataclass
+class TrainResult:
+    scorer: object
+    record: object
+
+    def backtest_table(self) -> pd.DataFrame:
+        """The shipped model's and the baselines' backtest metrics, one row per scorer."""
+        backtest = self.scorer.backtest_
+        rows = {"crmml": backtest["metrics"], **backtest["baselines"]}
+        columns = ["churn_roc_auc", "churn_brier", "value_normalized_gini", "value_top20_capture",
+                   "value_total_error_pct", "transactions_total_error_pct"]
+        table = pd.DataFrame.from_dict(rows, orient="index")
+        return table[[c for c in columns if c in table]].dropna(how="all")
+
+
+@dataclass
+class ScoreResult:
+    report: object  #: crmml.batch.BatchReport
+    model_version: str
+    missing_attributes: list[str]
+
+
+def read_customer_table(path: str | Path | None) -> pd.DataFrame | None:
+    """A customer table from CSV or Parquet (one row per customer)."""
+    if path is None:
+        return None
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"No customer table at {path}")
+    if file.suffix == ".parquet":
+        return pd.read_parquet(file)
+    if file.suffix == ".csv":
+        return pd.read_csv(file)
+    raise ValueError(f"The customer table must be .csv or .parquet; got {file.name!r}.")
+
+
+def train_job(*, transactions, as_of, customers=None, config=None, churn_window_days=None,
+              value_horizon_days=None, tracking_uri, experiment="crmml", model_name="crmml-scorer",
+              promote="auto", bundle=None, time_format=None, progress=None) -> TrainResult:
+    """Fit, log, register and gate (see the module docstring)."""
+    from crmml.registry import log_and_register
+    from crmml.scorer import Scorer, ScorerConfig, load_config
+
+    step = progress or (lambda _: None)
+    settings = load_config(config) if config else ScorerConfig()
+    overrides = {k: v for k, v in (("churn_window_days", churn_window_days),
+                                   ("value_horizon_days", value_horizon_days)) if v is not None}
+    if overrides:
+        settings = settings.with_model(**overrides)
+    step("read the data")
+    log = read_transactions(transactions, time_format=time_format, on_invalid="reject")
+    table = read_customer_table(customers)
+    as_of_day = as_day(as_of, "as_of")
+    scorer = Scorer(settings).fit(log, as_of=as_of_day, customers=table, progress=step)
+    step("log to MLflow")
+    record = log_and_register(scorer, transactions=log, customers=table, tracking_uri=tracking_uri,
+                              experiment=experiment, model_name=model_name, promote=promote,
+                              input_example=_input_example(log, table, scorer))
+    if bundle:
+        scorer.save(bundle)
+    return TrainResult(scorer, record)
+
+
+def _input_example(log, table, scorer) -> pd.DataFrame:
+    """Three rows of the training data in the pyfunc's input format (attributes included)."""
+    rows = log.relation.limit(3).to_arrow_table().to_pandas()
+    log.close()
+    rows["timestamp"] = rows["timestamp"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    if table is not None and scorer.attribute_columns_:
+        attributes = table.set_index("customer_id")[scorer.attribute_columns_]
+        extra = attributes.reindex(rows["customer_id"]).reset_index(drop=True)
+        for column in extra.columns:  # attributes can be missing: no integer columns in the schema
+            if pd.api.types.is_datetime64_any_dtype(extra[column]):
+                extra[column] = extra[column].dt.strftime("%Y-%m-%d")
+            elif pd.api.types.is_integer_dtype(extra[column]) or pd.api.types.is_bool_dtype(extra[column]):
+                extra[column] = extra[column].astype("float64")
+        rows = pd.concat([rows.reset_index(drop=True), extra], axis=1)
+    return rows
+
+
+def score_job(*, model, transactions, as_of, output, customers=None, tracking_uri=None, time_format=None,
+              customers_per_partition=250_000, progress=None) -> ScoreResult:
+    """Score every customer with the model at ``model`` (a URI or a bundle folder)."""
+    from crmml.batch import score_in_partitions
+    from crmml.registry import load_scorer
+
+    scorer = load_scorer(model, tracking_uri=tracking_uri)
+    as_of_day = as_day(as_of, "as_of")
+    missing: set[str] = set()
+
+    def score_partition(log, table):
+        scores = scorer.score(log, as_of=as_of_day, customers=table)
+        missing.update(scores.attrs.get("missing_attributes", []))
+        return scores
+
+    report = score_in_partitions(
+        transactions, as_of=as_of_day, score_partition=score_partition, output=output, customers=customers,
+        customers_per_partition=customers_per_partition, progress=progress,
+        read_kwargs={"time_format": time_format} if time_format else None,
+    )
+    return ScoreResult(report, scorer.model_version, sorted(missing))
+
+
+def demo_data(workdir: str | Path) -> dict:
+    """Write the demo's inputs: the full CDNOW log as CSV and its simulated customer table."""
+    from crmml.datasets import load_cdnow_transactions, simulated_cdnow_customers
+
+    folder = Path(workdir)
+    folder.mkdir(parents=True, exist_ok=True)
+    log = load_cdnow_transactions(sample=False)[["customer_id", "timestamp", "amount"]]
+    transactions, customers = folder / "cdnow_transactions.csv", folder / "cdnow_customers_simulated.csv"
+    log.to_csv(transactions, index=False, date_format="%Y-%m-%d")
+    simulated_cdnow_customers(log).to_csv(customers, index=False, date_format="%Y-%m-%d")
+    return {"transactions": transactions, "customers": customers, "as_of": DEMO_AS_OF}
+
+
+def demo_report(scores_path: str | Path, customers_path: str | Path, *, top: int = 10) -> dict[str, pd.DataFrame]:
+    """The tables ``make demo`` prints: the pyramid, the win-back list, channels and referrals."""
+    from crmml.insights import referral_summary, referral_value, value_by_channel
+    from crmml.pyramid import TIERS
+
+    scores = pd.read_parquet(scores_path)
+    customers = read_customer_table(customers_path)
+    pyramid = scores.groupby("tier")["predicted_value"].agg(customers="size", predicted_value="sum").reindex(TIERS)
+    pyramid["value_share"] = pyramid["predicted_value"] / pyramid["predicted_value"].sum()
+    win_back = scores[scores["high_value_at_risk"]].sort_values("predicted_value", ascending=False)
+    columns = ["customer_id", "tier", "predicted_value", "churn_probability", "reasons"]
+    return {
+        "tier pyramid (all customers scored)": pyramid,
+        f"win-back list (platinum/gold at risk): top {top} of {len(win_back):,}": win_back[columns].head(top)
+        .set_index("customer_id"),
+        "value by acquisition channel (simulated channels)": value_by_channel(scores, customers),
+        "who they brought: top referrers by their referrals' predicted value": referral_value(scores, customers, top=top),
+        "referred against not referred": referral_summary(scores, customers),
+    }

@@ -1,0 +1,370 @@
+"""MLflow: log a trained scorer, register it, gate it against the champion, and load it back.
+
+:func:`log_and_register` does the training run's bookkeeping:
+
+- params (the config, flattened), the backtest metrics of the shipped model and of every baseline,
+  the plots, the tier, channel and referral tables, the data fingerprint and library versions;
+- the model as an MLflow **pyfunc** (:class:`crmml.mlflow_model.ScorerModel`) with signature and
+  input example, registered as a new version of the model name. The version is created first and
+  written into the scorer, so every score row (from ``crmml score``, ``mlflow.pyfunc`` or
+  ``mlflow models serve``) says ``<name>/<version>``;
+- the **champion gate**: the new version gets alias ``challenger``; it becomes ``champion`` when
+  there is none, with ``promote="always"``, or when its backtest metrics (:data:`GATE_METRICS`)
+  are at least the champion's *on the same cutoff*. A champion backtested at another cutoff has its
+  config backtested again at the challenger's cutoff on the challenger's data. The decision and the
+  numbers are logged (``gate.json``, ``crmml.gate`` tag). Aliases, not the deprecated stages.
+
+:func:`load_scorer` resolves ``models:/<name>@<alias>``, ``models:/<name>/<version>``, a local
+bundle folder or a downloaded MLflow model folder to a :class:`~crmml.scorer.Scorer`.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import re
+import tempfile
+from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import pandas as pd
+
+from crmml.errors import CrmmlError
+from crmml.scorer import BUNDLE_FILE, Scorer
+
+__all__ = [
+    "DEFAULT_EXPERIMENT",
+    "DEFAULT_MODEL_NAME",
+    "DEFAULT_TRACKING_URI",
+    "GATE_METRICS",
+    "GateDecision",
+    "ModelNotFoundError",
+    "TrainingRecord",
+    "library_versions",
+    "load_scorer",
+    "log_and_register",
+]
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "crmml"
+DEFAULT_MODEL_NAME = "crmml-scorer"
+#: Metrics the challenger must match or beat (all higher is better): the selection rules' metrics.
+GATE_METRICS = ("churn_roc_auc", "value_normalized_gini")
+_LIBRARIES = ("crmml", "numpy", "scipy", "pandas", "scikit-learn", "duckdb", "pyarrow", "joblib", "mlflow")
+_MODEL_ARTIFACT = "scorer"
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+class ModelNotFoundError(CrmmlError, LookupError):
+    """The model URI names nothing that can be loaded."""
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether the challenger became champion, and on what numbers."""
+
+    promoted: bool
+    reason: str
+    cutoff: str | None
+    challenger: dict
+    champion: dict | None
+    champion_version: str | None
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """What :func:`log_and_register` did."""
+
+    run_id: str
+    experiment_id: str
+    model_name: str
+    version: str
+    model_uri: str
+    aliases: tuple[str, ...]
+    gate: GateDecision
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+# --------------------------------------------------------------------------------------------------
+# Training run
+# --------------------------------------------------------------------------------------------------
+
+
+def log_and_register(
+    scorer: Scorer,
+    *,
+    transactions=None,
+    customers: pd.DataFrame | None = None,
+    tracking_uri: str = DEFAULT_TRACKING_URI,
+    experiment: str = DEFAULT_EXPERIMENT,
+    model_name: str = DEFAULT_MODEL_NAME,
+    promote: str = "auto",
+    input_example: pd.DataFrame | None = None,
+    run_name: str | None = None,
+) -> TrainingRecord:
+    """Log a fitted scorer's training run to MLflow, register it and apply the champion gate.
+
+    Parameters
+    ----------
+    scorer : Scorer
+        Fitted (its backtest result still attached, for the plots).
+    transactions, customers
+        The training data: needed only when the champion must be backtested again at this cutoff.
+    tracking_uri, experiment, model_name : str
+    promote : {"auto", "always", "never"}
+        ``auto``: the gate decides; ``always``: promote; ``never``: stay challenger.
+    input_example : pandas.DataFrame, optional
+        A few transaction rows (``customer_id``, ``timestamp``, ``amount``, attributes) for the
+        pyfunc signature.
+
+    Returns
+    -------
+    TrainingRecord
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    if promote not in ("auto", "always", "never"):
+        raise ValueError(f"promote must be 'auto', 'always' or 'never'; got {promote!r}.")
+    _quiet_mlflow()
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    experiment_id = _experiment_id(client, experiment)
+    summary = scorer.summary()
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"train as of {summary['as_of']}") as run:
+        run_id = run.info.run_id
+        mlflow.log_params(_params(scorer))
+        mlflow.set_tags({"crmml.model_id": scorer.model_id_, "crmml.as_of": summary["as_of"],
+                         "crmml.data_hash": scorer.fingerprint_["content_hash"]})
+        _log_backtest(scorer)
+        mlflow.log_dict(scorer.fingerprint_, "data_fingerprint.json")
+        mlflow.log_dict(library_versions(), "library_versions.json")
+        for name, table in scorer.tables_.items():
+            mlflow.log_text(table.to_csv(), f"tables/{name}.csv")
+
+        version_number = _register(client, scorer, model_name, run_id, input_example)
+        summary = scorer.summary()
+        mlflow.log_dict(summary, "scorer.json")
+        client.set_registered_model_alias(model_name, "challenger", version_number)
+        gate = _gate(client, scorer, model_name, version_number, promote, transactions, customers)
+        mlflow.log_dict(asdict(gate), "gate.json")
+        mlflow.set_tag("crmml.gate", "promoted" if gate.promoted else "challenger")
+        for metric, number in (gate.champion or {}).items():
+            mlflow.log_metric(f"gate.champion.{metric}", number)
+        aliases = ["challenger"]
+        if gate.promoted:
+            client.set_registered_model_alias(model_name, "champion", version_number)
+            aliases.append("champion")
+        client.set_model_version_tag(model_name, version_number, "crmml.gate", mlflow_tag(gate.reason))
+    return TrainingRecord(run_id, experiment_id, model_name, version_number,
+                          f"models:/{model_name}/{version_number}", tuple(aliases), gate)
+
+
+def mlflow_tag(text: str) -> str:
+    return text[:4900]
+
+
+def _experiment_id(client, name: str) -> str:
+    found = client.get_experiment_by_name(name)
+    return found.experiment_id if found is not None else client.create_experiment(name)
+
+
+def _params(scorer: Scorer) -> dict[str, str]:
+    flat = {"as_of": str(scorer.as_of_.date()), "backtest_cutoff": (scorer.backtest_ or {}).get("cutoff", "")}
+    for section, values in scorer.config.to_dict().items():
+        if isinstance(values, dict):
+            flat.update({f"{section}.{k}": v for k, v in values.items()})
+        else:
+            flat[section] = values
+    flat["churn.shipped"] = scorer.model_.churn_choice_.shipped
+    flat["value.shipped"] = scorer.model_.value_choice_.shipped
+    flat["flags.at_risk_threshold_learned"] = round(scorer.flag_rule_.at_risk_threshold, 6)
+    flat["tiers.platinum_min_value"] = round(scorer.tier_rule_.platinum_min_value, 6)
+    flat["tiers.gold_min_value"] = round(scorer.tier_rule_.gold_min_value, 6)
+    return {k: str(v)[:6000] for k, v in flat.items()}
+
+
+def _metric_name(text: str) -> str:
+    """MLflow metric names allow letters, digits, ``_ - . /`` and spaces."""
+    return re.sub(r"[^A-Za-z0-9_\-./ ]", "", text.replace("+", " plus ").replace("-E[X]", "minus E[X]")).strip()
+
+
+def _log_backtest(scorer: Scorer) -> None:
+    import mlflow
+
+    if scorer.backtest_ is None:
+        mlflow.set_tag("crmml.backtest", f"skipped: {scorer.backtest_skipped_}")
+        return
+    metrics = {f"backtest.{k}": v for k, v in scorer.backtest_["metrics"].items()}
+    for baseline, values in scorer.backtest_["baselines"].items():
+        metrics.update({_metric_name(f"baseline.{baseline}.{k}"): v for k, v in values.items()})
+    mlflow.log_metrics(metrics)
+    result = scorer.backtest_.get("result")
+    if result is not None:
+        from crmml.backtest import write_plots
+
+        mlflow.log_text(result.metrics.to_csv(index=False), "backtest/metrics.csv")
+        with tempfile.TemporaryDirectory(prefix="crmml-plots-") as folder:
+            write_plots(result, folder)
+            mlflow.log_artifacts(folder, "plots")
+
+
+def _register(client, scorer: Scorer, model_name: str, run_id: str, input_example) -> str:
+    """Create the model version first, so the logged scorer carries its own version."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from crmml.mlflow_model import ScorerModel, model_signature
+
+    try:
+        client.get_registered_model(model_name)
+    except MlflowException:
+        client.create_registered_model(model_name, description="crmml customer scorer: value, tier, at-risk flags")
+    logged = mlflow.initialize_logged_model(name=_MODEL_ARTIFACT)
+    created = client.create_model_version(model_name, source=f"models:/{logged.model_id}", run_id=run_id,
+                                          model_id=logged.model_id)
+    previous = scorer.model_version
+    scorer.model_version = f"{model_name}/{created.version}"
+    try:
+        with tempfile.TemporaryDirectory(prefix="crmml-bundle-") as folder:
+            bundle = scorer.save(Path(folder) / "bundle")
+            example = input_example if input_example is not None else None
+            mlflow.pyfunc.log_model(
+                name=_MODEL_ARTIFACT,
+                python_model=ScorerModel(),
+                artifacts={"scorer": str(bundle)},
+                signature=model_signature(scorer, example),
+                input_example=example,
+                pip_requirements=[f"{name}=={v}" for name, v in library_versions().items()
+                                  if name not in ("python", "crmml") and v != "not installed"],
+                model_id=logged.model_id,
+            )
+    except BaseException:
+        scorer.model_version = previous
+        client.delete_model_version(model_name, created.version)
+        raise
+    client.set_model_version_tag(model_name, created.version, "crmml.model_id", scorer.model_id_)
+    return str(created.version)
+
+
+def _gate(client, scorer: Scorer, model_name: str, version_number: str, promote: str, transactions, customers):
+    challenger = {m: scorer.backtest_["metrics"].get(m) for m in GATE_METRICS} if scorer.backtest_ else {}
+    cutoff = scorer.backtest_["cutoff"] if scorer.backtest_ else None
+    champion_version = _alias_version(client, model_name, "champion")
+    if promote == "always":
+        return GateDecision(True, "promoted: --promote always", cutoff, challenger, None, champion_version)
+    if promote == "never":
+        return GateDecision(False, "kept as challenger: --promote never", cutoff, challenger, None, champion_version)
+    if champion_version is None:
+        return GateDecision(True, "promoted: there was no champion", cutoff, challenger, None, None)
+    if scorer.backtest_ is None:
+        return GateDecision(False, f"kept as challenger: no backtest to compare ({scorer.backtest_skipped_})",
+                            cutoff, challenger, None, champion_version)
+    champion = _champion_metrics(client, model_name, champion_version, cutoff, scorer, transactions, customers)
+    worse = [m for m in GATE_METRICS if not (challenger.get(m) is not None and champion.get(m) is not None
+                                             and challenger[m] >= champion[m])]
+    numbers = ", ".join(f"{m} {challenger.get(m, float('nan')):.4f} vs {champion.get(m, float('nan')):.4f}"
+                        for m in GATE_METRICS)
+    if worse:
+        return GateDecision(False, f"kept as challenger: below champion v{champion_version} at {cutoff} on "
+                                   f"{', '.join(worse)} ({numbers})", cutoff, challenger, champion, champion_version)
+    return GateDecision(True, f"promoted: at least champion v{champion_version} at {cutoff} ({numbers})",
+                        cutoff, challenger, champion, champion_version)
+
+
+def _alias_version(client, model_name: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(model_name, alias).version)
+    except MlflowException:
+        return None
+
+
+def _champion_metrics(client, model_name, champion_version, cutoff, scorer, transactions, customers) -> dict:
+    """The champion's gate metrics at ``cutoff``: as logged if it was backtested there, else its
+    config backtested again at ``cutoff`` on the challenger's data."""
+    run_id = client.get_model_version(model_name, champion_version).run_id
+    run = client.get_run(run_id)
+    if run.data.params.get("backtest_cutoff") == cutoff:
+        return {m: run.data.metrics.get(f"backtest.{m}") for m in GATE_METRICS}
+    if transactions is None:
+        raise ValueError("The champion was backtested at another cutoff; pass the training data to compare.")
+    from crmml.backtest import MODEL_SCORER, backtest
+
+    champion = load_scorer(f"models:/{model_name}/{champion_version}", tracking_uri=client.tracking_uri)
+    result = backtest(transactions, cutoffs=[cutoff], config=champion.config.model, customers=customers,
+                      baseline_models=())
+    rows = result.metrics[result.metrics["scorer"] == MODEL_SCORER]
+    metrics = {}
+    for metric in GATE_METRICS:
+        task, _, name = metric.partition("_")
+        metrics[metric] = float(rows.loc[rows["task"] == task, name].iloc[0])
+    return metrics
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+
+def load_scorer(uri: str, *, tracking_uri: str | None = None) -> Scorer:
+    """A :class:`~crmml.scorer.Scorer` from ``models:/name@alias``, ``models:/name/version``, a
+    local bundle folder (``Scorer.save``) or an MLflow model folder.
+
+    Raises
+    ------
+    ModelNotFoundError
+        When the URI names no model, version, alias or bundle.
+    """
+    match = _MODELS_URI.match(uri)
+    if match is None:
+        if uri.startswith(("models:", "runs:", "s3:", "http:", "https:")):
+            raise ModelNotFoundError(f"Unsupported model URI {uri!r}: use models:/<name>@<alias>, "
+                                     "models:/<name>/<version> or a local path.")
+        return _load_local(Path(uri), uri)
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    _quiet_mlflow()
+    tracking_uri = tracking_uri or mlflow.get_tracking_uri()
+    client = MlflowClient(tracking_uri)
+    name, alias, number = match["name"], match["alias"], match["version"]
+    try:
+        found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+        mlflow.set_tracking_uri(tracking_uri)
+        with tempfile.TemporaryDirectory(prefix="crmml-model-") as folder:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{found.version}", dst_path=folder)
+            return _load_local(Path(local), uri)
+    except MlflowException as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelNotFoundError(f"Cannot load {uri} from {tracking_uri}: {message}") from exc
+
+
+def _load_local(path: Path, uri: str) -> Scorer:
+    if not path.exists():
+        raise ModelNotFoundError(f"No model at {uri}: the path does not exist.")
+    if path.is_file():
+        return Scorer.load(path)
+    bundles = sorted(path.rglob(BUNDLE_FILE))
+    if not bundles:
+        raise ModelNotFoundError(f"No crmml model at {uri}: no {BUNDLE_FILE} under it.")
+    return Scorer.load(bundles[0])
+
+
+def _quiet_mlflow() -> None:
+    """MLflow's INFO lines (database migrations, signature inference) say nothing a user acts on."""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
