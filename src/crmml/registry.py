@@ -24,6 +24,8 @@ import logging
 import platform
 import re
 import tempfile
+import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -236,7 +238,7 @@ def _register(client, scorer: Scorer, model_name: str, run_id: str, input_exampl
     previous = scorer.model_version
     scorer.model_version = f"{model_name}/{created.version}"
     try:
-        with tempfile.TemporaryDirectory(prefix="crmml-bundle-") as folder:
+        with tempfile.TemporaryDirectory(prefix="crmml-bundle-") as folder, _expected_mlflow_notices():
             bundle = scorer.save(Path(folder) / "bundle")
             example = input_example if input_example is not None else None
             mlflow.pyfunc.log_model(
@@ -361,6 +363,31 @@ def _load_local(path: Path, uri: str) -> Scorer:
     if not bundles:
         raise ModelNotFoundError(f"No crmml model at {uri}: no {BUNDLE_FILE} under it.")
     return Scorer.load(bundles[0])
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+@contextmanager
+def _expected_mlflow_notices():
+    """Silence two notices that do not apply here: the scorer is pickled by reference to the
+    installed crmml (not by value), and ``customer_id`` is an integer that is never missing
+    (attributes, which can be, enter the schema as floats)."""
+    pyfunc_logger = logging.getLogger("mlflow.pyfunc")
+    notice = _DropMessage("Passing a Python object as `python_model`")
+    pyfunc_logger.addFilter(notice)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+            yield
+    finally:
+        pyfunc_logger.removeFilter(notice)
 
 
 def _quiet_mlflow() -> None:
