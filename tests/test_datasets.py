@@ -74,3 +74,21 @@ def test_master_equals_the_lifetimes_copy(master):
     assert master["timestamp"].dt.strftime("%Y%m%d").astype(int).tolist() == expected["date"].tolist()
     np.testing.assert_array_equal(master["amount"], expected["dollar_value"])
     np.testing.assert_array_equal(master["n_cds"], expected["number_of_cds"])
+
+
+def test_simulated_cdnow_customer_table_uses_only_what_was_known_at_acquisition():
+    from crmml.datasets import SIMULATED_CHANNELS, simulated_cdnow_customers
+
+    log = load_cdnow_transactions(sample=True)
+    table = simulated_cdnow_customers(log, seed=1)
+    assert len(table) == 2357 and table["customer_id"].is_unique
+    pd.testing.assert_frame_equal(table, simulated_cdnow_customers(log, seed=1))
+    first = log.groupby("customer_id")["timestamp"].min()
+    assert (table.set_index("customer_id")["signup_date"] == first).all()
+    assert set(table["acquisition_channel"]) == set(SIMULATED_CHANNELS)
+    referred = table.dropna(subset=["referred_by"])
+    assert (table.loc[table["referred_by"].notna(), "acquisition_channel"] == "referral").all()
+    signup = table.set_index("customer_id")["signup_date"]
+    referrer_signup = signup.reindex(referred["referred_by"].astype("int64")).to_numpy()
+    assert (referrer_signup <= referred["signup_date"].to_numpy()).all()
+    assert (referred["referred_by"] != referred["customer_id"]).all()
