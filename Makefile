@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench bench-score clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,9 @@ test: venv
 
 bench: venv
 	$(PY) benchmarks/bench_core.py
+
+bench-score: venv
+	$(PY) benchmarks/bench_score.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist
