@@ -153,7 +153,7 @@ def test_tier_rule_shares_and_costs():
     costs = np.full(100, 30.0)
     with_costs = rule.assign(values, costs)
     assert ((with_costs == "lead") == (0.5 * values - 30 <= 0)).all()
-    assert "predicted profit" in rule.lead_reasons(values, costs)[0]
+    assert "predicted profit" in rule.evaluate(values, costs)[2][0]
     with pytest.raises(ValueError, match="must not exceed 1"):
         TierConfig(platinum_share=0.5, gold_share=0.4, lead_share_without_costs=0.25)
 

@@ -406,7 +406,7 @@ def _customer_attributes(customers: pd.DataFrame, as_of_day: pd.Timestamp, taken
         referrer = table["referred_by"]
         out["has_referrer"] = referrer.notna().astype(np.float64).loc[out.index]
         if "n_referrals" not in table.columns:
-            named = _like_ids(referrer[signed_up.to_numpy() & referrer.notna().to_numpy()], table.index)
+            named = like_customer_ids(referrer[signed_up.to_numpy() & referrer.notna().to_numpy()], table.index)
             referrals = named.value_counts()
             out["n_referrals"] = 0.0  # filled in by _join_customers, for every returned customer
     if "n_referrals" in table.columns:  # counted upstream, over a table larger than this one
@@ -452,7 +452,7 @@ def _as_days(values: pd.Series) -> pd.Series:
     return stamps.dt.normalize()
 
 
-def _like_ids(values: pd.Series, ids: pd.Index) -> pd.Series:
+def like_customer_ids(values: pd.Series, ids: pd.Index) -> pd.Series:
     """Referrer ids in the type of the customer ids (an integer column with gaps is read as float)."""
     if pd.api.types.is_integer_dtype(ids.dtype) and pd.api.types.is_float_dtype(values.dtype):
         whole = values == np.round(values)

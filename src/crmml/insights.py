@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from crmml.features import like_customer_ids
+
 __all__ = ["referral_summary", "referral_value", "value_by_channel"]
 
 
@@ -73,13 +75,13 @@ def referral_value(scores: pd.DataFrame, customers: pd.DataFrame | None, top: in
     referred = customers[["customer_id", "referred_by"]].dropna(subset=["referred_by"])
     value = scores.set_index("customer_id")
     referred = referred[referred["customer_id"].isin(value.index)]
-    referred = referred.assign(value=value["predicted_value"].reindex(referred["customer_id"]).to_numpy())
+    referrer = like_customer_ids(referred["referred_by"], value.index)
+    referred = referred.loc[referrer.index].assign(referred_by=referrer)
+    referred["value"] = value["predicted_value"].reindex(referred["customer_id"]).to_numpy()
     grouped = referred.groupby("referred_by")
     table = pd.DataFrame({"referred_customers": grouped.size(), "referred_value": grouped["value"].sum()})
-    ids = _like(table.index, value.index)
-    table["own_value"] = value["predicted_value"].reindex(ids).to_numpy()
-    table["own_tier"] = value["tier"].reindex(ids).to_numpy()
-    table.index = ids
+    table["own_value"] = value["predicted_value"].reindex(table.index).to_numpy()
+    table["own_tier"] = value["tier"].reindex(table.index).to_numpy()
     table.index.name = "referrer_id"
     table = table.sort_values(["referred_value", "referred_customers"], ascending=False)
     return table if top is None else table.head(top)
@@ -92,7 +94,7 @@ def referral_summary(scores: pd.DataFrame, customers: pd.DataFrame | None) -> pd
     value = scores.set_index("customer_id")["predicted_value"]
     table = customers.set_index("customer_id")
     referred = table["referred_by"].notna().reindex(value.index, fill_value=False)
-    referrers = value.index.isin(_like(pd.Index(table["referred_by"].dropna().unique()), value.index))
+    referrers = value.index.isin(like_customer_ids(table["referred_by"].dropna(), value.index))
     groups = {
         "referred by a customer": referred.to_numpy(),
         "not referred": ~referred.to_numpy(),
@@ -104,9 +106,3 @@ def referral_summary(scores: pd.DataFrame, customers: pd.DataFrame | None) -> pd
                    "predicted_value": float(value[mask].sum())} for name, mask in groups.items()}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("group")
 
-
-def _like(values: pd.Index, ids: pd.Index) -> pd.Index:
-    """Referrer ids in the customer ids' type (an integer column with gaps reads as float)."""
-    if pd.api.types.is_integer_dtype(ids.dtype) and pd.api.types.is_float_dtype(values.dtype):
-        return values.astype(ids.dtype)
-    return values

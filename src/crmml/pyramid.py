@@ -104,6 +104,10 @@ class TierRule:
 
     def assign(self, predicted_value: np.ndarray, cost_to_serve: np.ndarray | None = None) -> np.ndarray:
         """The tier of each customer, from its own value (and cost) only."""
+        return self.evaluate(predicted_value, cost_to_serve)[1]
+
+    def evaluate(self, predicted_value: np.ndarray, cost_to_serve: np.ndarray | None = None):
+        """Predicted profit, tier, and why a customer is lead in words ("" for the other tiers)."""
         value = np.asarray(predicted_value, dtype=np.float64)
         profit = self.predicted_profit(value, cost_to_serve)
         known = np.isfinite(profit)
@@ -112,24 +116,17 @@ class TierRule:
             [lead, value >= self.platinum_min_value, value >= self.gold_min_value],
             ["lead", "platinum", "gold"],
             default="iron",
-        )
-        return tier.astype(object)
-
-    def lead_reasons(self, predicted_value: np.ndarray, cost_to_serve: np.ndarray | None = None) -> np.ndarray:
-        """Why a customer is lead, in words ("" for the other tiers)."""
-        value = np.asarray(predicted_value, dtype=np.float64)
-        profit = self.predicted_profit(value, cost_to_serve)
-        cost = self._costs(len(value), cost_to_serve)
-        tier = self.assign(value, cost_to_serve)
-        out = np.full(len(value), "", dtype=object)
-        for i in np.flatnonzero(tier == "lead"):
-            if np.isfinite(profit[i]):
-                out[i] = (f"predicted profit {profit[i]:,.2f} <= 0 (value {value[i]:,.2f} x margin "
-                          f"{self.margin:g} - cost to serve {cost[i]:,.2f})")
+        ).astype(object)
+        reasons = np.full(len(value), "", dtype=object)
+        for i in np.flatnonzero(lead):
+            if known[i]:
+                cost = self.margin * value[i] - profit[i]
+                reasons[i] = (f"predicted profit {profit[i]:,.2f} <= 0 (value {value[i]:,.2f} x margin "
+                              f"{self.margin:g} - cost to serve {cost:,.2f})")
             else:
-                out[i] = (f"predicted value {value[i]:,.2f} is in the bottom of the training population "
-                          f"(<= {self.lead_max_value_without_costs:,.2f}; no cost data)")
-        return out
+                reasons[i] = (f"predicted value {value[i]:,.2f} is in the bottom of the training population "
+                              f"(<= {self.lead_max_value_without_costs:,.2f}; no cost data)")
+        return profit, tier, reasons
 
     def _costs(self, n: int, cost_to_serve: np.ndarray | None) -> np.ndarray:
         cost = np.full(n, np.nan) if cost_to_serve is None else np.asarray(cost_to_serve, dtype=np.float64).copy()

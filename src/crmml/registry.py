@@ -55,6 +55,7 @@ DEFAULT_MODEL_NAME = "crmml-scorer"
 GATE_METRICS = ("churn_roc_auc", "value_normalized_gini")
 _LIBRARIES = ("crmml", "numpy", "scipy", "pandas", "scikit-learn", "duckdb", "pyarrow", "joblib", "mlflow")
 _MODEL_ARTIFACT = "scorer"
+_MAX_TAG_CHARS = 4900  # MLflow's limit on a tag value is 5000
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -167,13 +168,9 @@ def log_and_register(
         if gate.promoted:
             client.set_registered_model_alias(model_name, "champion", version_number)
             aliases.append("champion")
-        client.set_model_version_tag(model_name, version_number, "crmml.gate", mlflow_tag(gate.reason))
+        client.set_model_version_tag(model_name, version_number, "crmml.gate", gate.reason[:_MAX_TAG_CHARS])
     return TrainingRecord(run_id, experiment_id, model_name, version_number,
                           f"models:/{model_name}/{version_number}", tuple(aliases), gate)
-
-
-def mlflow_tag(text: str) -> str:
-    return text[:4900]
 
 
 def _experiment_id(client, name: str) -> str:

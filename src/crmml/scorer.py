@@ -342,7 +342,7 @@ class Scorer:
 
     def _score(self, features: pd.DataFrame, predicted: pd.DataFrame, cost_to_serve) -> pd.DataFrame:
         value = predicted["predicted_value"].to_numpy()
-        tier = self.tier_rule_.assign(value, cost_to_serve)
+        profit, tier, lead = self.tier_rule_.evaluate(value, cost_to_serve)
         flags = self.flag_rule_.apply(
             churn_probability=predicted["churn_probability"].to_numpy(),
             tier=tier,
@@ -352,7 +352,6 @@ class Scorer:
             no_purchase_history=features["no_purchase_history"].to_numpy(dtype=bool),
             churn_window_days=self.config.model.churn_window_days,
         )
-        lead = self.tier_rule_.lead_reasons(value, cost_to_serve)
         reasons = flags["reasons"].to_numpy(dtype=object)
         reasons = np.where(lead == "", reasons, np.where(reasons == "", lead, lead + "; " + reasons))
         out = pd.DataFrame({
@@ -361,7 +360,7 @@ class Scorer:
             "p_alive": predicted["p_alive"].to_numpy(),
             "churn_probability": predicted["churn_probability"].to_numpy(),
             "predicted_value": value,
-            "predicted_profit": self.tier_rule_.predicted_profit(value, cost_to_serve),
+            "predicted_profit": profit,
             "tier": tier,
             "at_risk": flags["at_risk"].to_numpy(),
             "high_value_at_risk": flags["high_value_at_risk"].to_numpy(),
