@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test bench bench-score clean
+.PHONY: venv demo test bench bench-score bench-serve clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,9 @@ bench: venv
 
 bench-score: venv
 	$(PY) benchmarks/bench_score.py
+
+bench-serve: venv
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/bench_serve.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist

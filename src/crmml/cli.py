@@ -100,7 +100,31 @@ def _build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--plots", default=None, help="directory for the PNG plots and decile tables")
     backtest.add_argument("--output", default=None, help="write the metrics table here (.csv)")
     backtest.set_defaults(handler=_run_backtest)
+
+    serve = commands.add_parser("serve", help="the scoring service: FastAPI on uvicorn, for a registered model")
+    serve.add_argument("--model", default=None,
+                       help="models:/crmml-scorer@champion, models:/<name>/<version> or a local bundle folder "
+                            "(default: $CRMML_MODEL_URI)")
+    serve.add_argument("--tracking-uri", default=None,
+                       help=f"MLflow tracking URI (default: $CRMML_TRACKING_URI, $MLFLOW_TRACKING_URI or "
+                            f"{DEFAULT_TRACKING_URI})")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="worker processes (default: $CRMML_WORKERS or 1; one per core is a good start)")
+    serve.add_argument("--reload-interval", type=float, default=None,
+                       help="seconds between registry polls for a moved alias (default: $CRMML_RELOAD_INTERVAL_SECONDS"
+                            " or 0, off)")
+    serve.add_argument("--access-log", action="store_true", help="log every request (off by default: /metrics counts them)")
+    serve.set_defaults(handler=_run_serve)
     return parser
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from crmml.service.server import run_server
+
+    return run_server(model=args.model, tracking_uri=args.tracking_uri, host=args.host, port=args.port,
+                      workers=args.workers, reload_interval=args.reload_interval, access_log=args.access_log)
 
 
 def _run_cdnow(args: argparse.Namespace) -> int:

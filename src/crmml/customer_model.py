@@ -33,8 +33,14 @@ import pandas as pd
 from crmml.data.summary import as_day
 from crmml.data.transactions import as_transactions
 from crmml.errors import DataValidationError
-from crmml.learners import CHURN_LEARNERS, VALUE_LEARNERS, make_churn_learner, make_value_learner
 from crmml.labels import outcome_labels
+from crmml.learners import (
+    CHURN_LEARNERS,
+    VALUE_LEARNERS,
+    make_churn_learner,
+    make_value_learner,
+    predict_learner,
+)
 from crmml.metrics import churn_metrics, value_metrics
 from crmml.timetravel import (
     TRANSACTION_MODELS,
@@ -42,7 +48,7 @@ from crmml.timetravel import (
     TrainingPlan,
     plan_training_windows,
     training_frame,
-    with_model_features,
+    with_model_features_at,
 )
 
 __all__ = ["Choice", "CustomerModel", "ModelConfig", "PREDICTION_COLUMNS", "SELECTION_RULES", "choose_candidate"]
@@ -381,41 +387,47 @@ class CustomerModel:
         they are added here from this model's ``btyd_``, at every horizon the learners need)."""
         self._check_fitted()
         cfg = self.config
-
-        def at(horizon_days: int) -> pd.DataFrame:
-            return with_model_features(features, self.btyd_, horizon_days, cfg.time_unit_days)
-
-        churn_rows, value_rows = at(cfg.churn_window_days), at(cfg.value_horizon_days)
-        btyd_churn = churn_rows["btyd_p_no_purchase"].to_numpy()
-        churn = btyd_churn
+        learners = {}  # horizon of each learner's rows
         if self.churn_learner_ is not None:
-            rows = at(self.churn_choice_.plan.longest_days)
-            learned = rescaled_churn(self.churn_learner_.predict_proba(rows)[:, 1], rows, churn_rows)
+            learners["churn"] = self.churn_choice_.plan.longest_days
+        if self.value_learner_ is not None:
+            learners["value"] = self.value_choice_.plan.longest_days
+        frames, columns = with_model_features_at(
+            features, self.btyd_, [cfg.churn_window_days, cfg.value_horizon_days, *learners.values()],
+            cfg.time_unit_days, frames_at=learners.values(),
+        )
+        churn_columns, value_columns = columns[cfg.churn_window_days], columns[cfg.value_horizon_days]
+        btyd_churn = churn_columns["btyd_p_no_purchase"]
+        churn = btyd_churn
+        if "churn" in learners:
+            rows = frames[learners["churn"]]
+            learned = rescaled_churn(predict_learner(self.churn_learner_, rows, "predict_proba")[:, 1],
+                                     columns[learners["churn"]], churn_columns)
             churn = 0.5 * (learned + btyd_churn) if self.churn_choice_.shipped.startswith("blend:") else learned
-        btyd_purchases = value_rows["btyd_expected_purchases"].to_numpy()
+        btyd_purchases = value_columns["btyd_expected_purchases"]
         btyd_spend = (
-            btyd_purchases * value_rows["expected_spend"].to_numpy()
-            if "expected_spend" in value_rows else np.full(len(value_rows), np.nan)
+            btyd_purchases * value_columns["expected_spend"]
+            if "expected_spend" in value_columns else np.full(len(features), np.nan)
         )
         purchases, spend = btyd_purchases, btyd_spend
-        if self.value_learner_ is not None:
-            rows = at(self.value_choice_.plan.longest_days)
-            spend = rescaled_amount(self.value_learner_.predict(rows), rows, value_rows)
+        if "value" in learners:
+            rows, learner_columns = frames[learners["value"]], columns[learners["value"]]
+            spend = rescaled_amount(predict_learner(self.value_learner_, rows), learner_columns, value_columns)
             spend = spend * self.value_level_["spend_scale"]
-            purchases = rescaled_amount(self.purchases_learner_.predict(rows), rows, value_rows)
+            purchases = rescaled_amount(predict_learner(self.purchases_learner_, rows), learner_columns, value_columns)
             purchases = purchases * self.value_level_["purchases_scale"]
         return pd.DataFrame(
             {
                 "churn_probability": churn,
                 "btyd_churn_probability": btyd_churn,
-                "p_alive": churn_rows["btyd_p_alive"].to_numpy(),
+                "p_alive": churn_columns["btyd_p_alive"],
                 "predicted_purchases": purchases,
                 "btyd_expected_purchases": btyd_purchases,
                 "predicted_spend": spend,
                 "btyd_predicted_spend": btyd_spend,
-                "no_purchase_history": churn_rows["no_purchase_history"].to_numpy(dtype=bool),
+                "no_purchase_history": features["no_purchase_history"].to_numpy(dtype=bool),
             },
-            index=churn_rows.index,
+            index=features.index,
         )
 
     def summary(self) -> dict:
@@ -443,22 +455,24 @@ class CustomerModel:
             raise RuntimeError("This CustomerModel is not fitted yet; call fit() first.")
 
 
-def rescaled_churn(p_churn: np.ndarray, learner_rows: pd.DataFrame, target_rows: pd.DataFrame) -> np.ndarray:
+def rescaled_churn(p_churn: np.ndarray, learner_rows, target_rows) -> np.ndarray:
     """P(no purchase in the target window) from a learner's P(no purchase in its shorter window).
 
     No purchase in the target window means none in the learner's window and none in the rest, so
     ``P_target = P_learner * P_btyd(none in target) / P_btyd(none in learner window)``: the BTYD
     model's conditional probability of staying silent for the remaining days. The identity when the
-    windows are equal.
+    windows are equal. ``learner_rows`` and ``target_rows`` are frames (or dicts of arrays) with the
+    model columns over the two windows.
     """
-    ratio = target_rows["btyd_p_no_purchase"].to_numpy() / learner_rows["btyd_p_no_purchase"].to_numpy()
+    ratio = np.asarray(target_rows["btyd_p_no_purchase"]) / np.asarray(learner_rows["btyd_p_no_purchase"])
     return np.clip(p_churn * ratio, 0.0, 1.0)
 
 
-def rescaled_amount(predicted: np.ndarray, learner_rows: pd.DataFrame, target_rows: pd.DataFrame) -> np.ndarray:
+def rescaled_amount(predicted: np.ndarray, learner_rows, target_rows) -> np.ndarray:
     """Spend or purchases over the target horizon from a learner's prediction over its shorter window,
-    scaled by the BTYD model's ratio of expected purchases over the two horizons (per customer)."""
-    ratio = target_rows["btyd_expected_purchases"].to_numpy() / learner_rows["btyd_expected_purchases"].to_numpy()
+    scaled by the BTYD model's ratio of expected purchases over the two horizons (per customer); the
+    rows are frames (or dicts of arrays) with the model columns."""
+    ratio = np.asarray(target_rows["btyd_expected_purchases"]) / np.asarray(learner_rows["btyd_expected_purchases"])
     return predicted * ratio
 
 

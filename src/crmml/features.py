@@ -39,9 +39,10 @@ from crmml.data.summary import OccasionBatch, as_day, purchase_occasions, rfm_su
 from crmml.data.transactions import Transactions, as_transactions
 from crmml.errors import DataValidationError
 
-__all__ = ["btyd_summary", "compute_features", "feature_columns", "model_features"]
+__all__ = ["btyd_summary", "compute_features", "feature_columns", "model_columns", "model_features"]
 
 _TREND_DAYS = 90
+_N_SUMMARY_COLUMNS = 7  # feature_columns' leading columns that come from the RFM summary
 _MODEL_COLUMNS = ("btyd_expected_purchases", "btyd_p_alive", "btyd_p_no_purchase", "expected_spend")
 
 
@@ -72,11 +73,13 @@ def compute_features(
     *,
     as_of,
     customers: pd.DataFrame | None = None,
+    summaries: pd.DataFrame | None = None,
     transaction_model=None,
     spend_model=None,
     horizon_days: float = 90,
     windows_days: Sequence[int] = (30, 90, 180, 365),
     time_unit_days: float = 7.0,
+    require_purchases: bool = True,
     **read_kwargs,
 ) -> pd.DataFrame:
     """One row of features per customer from the transactions on or before ``as_of``.
@@ -98,6 +101,12 @@ def compute_features(
         ``n_referrals`` column, counted upstream over the whole customer base, is used as given
         (so one customer's row, or one partition of the table, is scored like the whole table). Other columns
         (dates, for example) are left out and listed in ``attrs["dropped_customer_columns"]``.
+    summaries : pandas.DataFrame, optional
+        RFM summaries of customers whose transactions are not in the log: a ``customer_id``
+        column and ``frequency`` (repeat purchase days), ``recency_days``, ``age_days`` and
+        ``monetary_value`` (mean repeat purchase amount; optional), as :func:`feature_columns`
+        defines them at ``as_of``. Their other purchase features (windows, gaps, trends, totals) are
+        unknown: NaN. A customer must not be both in the log and here.
     transaction_model : fitted crmml transaction model, optional
         Adds ``btyd_expected_purchases`` (over ``horizon_days``), ``btyd_p_alive`` and, when the
         model has ``probability_no_purchase``, ``btyd_p_no_purchase`` (over ``horizon_days``).
@@ -109,6 +118,9 @@ def compute_features(
         Window lengths for ``purchases_last_{w}d`` and ``spend_last_{w}d``.
     time_unit_days : float
         Length in days of the time unit the models were fitted in (7 for weeks).
+    require_purchases : bool
+        Raise when no customer bought on or before ``as_of`` (set False to score a request of new
+        customers and summaries only).
     **read_kwargs
         Passed to :func:`~crmml.data.read_transactions` when ``transactions`` is not a
         :class:`~crmml.data.Transactions`.
@@ -139,9 +151,12 @@ def compute_features(
     if spend_model is not None and not log.has_amount:
         raise ValueError("spend_model needs amounts, but the transaction log has no amount column.")
 
-    summary = rfm_summary(log, as_of=as_of_day, freq="D")
+    summary = rfm_summary(log, as_of=as_of_day, freq="D",
+                          allow_empty=summaries is not None or not require_purchases)
     days = _purchase_day_features(log, as_of_day, windows)
     features = _history_features(summary, days, windows, log.has_amount)
+    if summaries is not None:
+        features = _with_summaries(features, summaries, windows, log.has_amount)
     features["no_purchase_history"] = False
     if customers is None:
         features.attrs = {"as_of": as_of_day}
@@ -200,7 +215,8 @@ def _purchase_day_features(log: Transactions, as_of_day: pd.Timestamp, windows: 
         for batch in purchase_occasions(log, as_of=as_of_day, freq="D")
     ]
     if not parts:
-        return pd.DataFrame(index=pd.Index([], name="customer_id"))
+        return pd.DataFrame({name: np.empty(0) for name in feature_columns(windows)[_N_SUMMARY_COLUMNS:]},
+                            index=pd.Index([], name="customer_id"))
     ids = pa.concat_arrays([part.pop("customer_id") for part in parts])
     columns = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
     return pd.DataFrame(columns, index=pd.Index(ids.to_pandas(), name="customer_id"))
@@ -275,6 +291,49 @@ def _history_features(
     return pd.DataFrame(columns, index=summary.index)
 
 
+def _with_summaries(features: pd.DataFrame, summaries: pd.DataFrame, windows: list[int],
+                    has_amount: bool) -> pd.DataFrame:
+    """``features`` and the summary customers' rows (purchase-day features unknown), sorted by id."""
+    if not isinstance(summaries, pd.DataFrame):
+        raise TypeError(f"summaries must be a pandas DataFrame. Got {type(summaries).__name__} instead.")
+    for column in ("customer_id", "frequency", "recency_days", "age_days"):
+        if column not in summaries.columns:
+            raise DataValidationError(f"Required column {column!r} is missing from the summaries.", column=column)
+    ids = pd.Index(summaries["customer_id"], name="customer_id")
+    both = ids.intersection(features.index)
+    if len(both) or ids.has_duplicates:
+        repeated = list(both[:5]) if len(both) else ids[ids.duplicated()].unique()[:5].tolist()
+        raise DataValidationError(f"Customer id(s) {repeated} appear twice (in the transactions and the summaries, "
+                                  "or twice in the summaries).", column="customer_id", rows=repeated)
+    frequency = summaries["frequency"].to_numpy(dtype=np.float64)
+    recency = summaries["recency_days"].to_numpy(dtype=np.float64)
+    age = summaries["age_days"].to_numpy(dtype=np.float64)
+    money = (summaries["monetary_value"].to_numpy(dtype=np.float64) if "monetary_value" in summaries
+             else np.zeros(len(ids)))
+    problems = {
+        "frequency": ~(np.isfinite(frequency) & (frequency >= 0) & (frequency == np.round(frequency))),
+        "recency_days": ~(np.isfinite(recency) & (recency >= 0) & ((recency > 0) | (frequency == 0))),
+        "age_days": ~(np.isfinite(age) & (age >= recency)),
+        "monetary_value": ~(np.isfinite(money) & (money >= 0)),
+    }
+    for column, bad in problems.items():
+        if bad.any():
+            rows = ids[bad][:5].tolist()
+            raise DataValidationError(
+                f"Summary column {column!r} is invalid for customer id(s) {rows}: frequency must be a whole number "
+                ">= 0, recency_days >= 0 (> 0 with repeat purchases), age_days >= recency_days, monetary_value >= 0.",
+                column=column, rows=rows)
+    summary = pd.DataFrame({"frequency": frequency, "recency": recency, "T": age, "monetary_value": money}, index=ids)
+    names = feature_columns(windows)[_N_SUMMARY_COLUMNS:]
+    unknown = pd.DataFrame({name: np.full(len(ids), np.nan) for name in names}, index=ids)
+    rows = _history_features(summary, unknown, windows, has_amount)
+    combined = pd.concat([features, rows]) if len(features) else rows
+    try:
+        return combined.sort_index()
+    except TypeError:  # ids of mixed types: keep the order given
+        return combined
+
+
 # --------------------------------------------------------------------------------------------------
 # Model outputs
 # --------------------------------------------------------------------------------------------------
@@ -310,22 +369,56 @@ def model_features(
         (``x = t_x = T = 0``): the models' prediction for a new customer, not NaN.
     """
     horizon = _positive(horizon_days, "horizon_days")
-    time_unit = _positive(time_unit_days, "time_unit_days")
+    columns = model_columns(features, transaction_model, spend_model, horizons_days=[horizon],
+                            time_unit_days=time_unit_days)[horizon]
     out = pd.DataFrame(index=features.index)
+    for name, values in columns.items():
+        out[name] = values
+    return out
+
+
+def model_columns(
+    features: pd.DataFrame,
+    transaction_model=None,
+    spend_model=None,
+    *,
+    horizons_days: Sequence[float],
+    time_unit_days: float = 7.0,
+) -> dict[float, dict[str, np.ndarray]]:
+    """:func:`model_features` at several horizons, as arrays: each BTYD quantity computed once.
+
+    P(alive) and the expected spend do not depend on the horizon; the models read the summary once
+    and evaluate the horizon-dependent parts once per distinct horizon (see
+    :meth:`crmml.models.btyd.AliveMixtureModel.predict_horizons`).
+
+    Returns
+    -------
+    dict
+        For each horizon of ``horizons_days`` (as given), the columns of :func:`model_features`
+        in order, as float arrays (shared between horizons where they do not depend on it).
+    """
+    horizons = list(dict.fromkeys(horizons_days))
+    checked = [_positive(h, "horizon_days") for h in horizons]
+    time_unit = _positive(time_unit_days, "time_unit_days")
+    out: dict[float, dict[str, np.ndarray]] = {h: {} for h in horizons}
     if transaction_model is None and spend_model is None:
         return out
     model_summary = btyd_summary(features, time_unit_days=time_unit)
-    columns: dict[str, np.ndarray] = {}
-    horizon_units = horizon / time_unit
     if transaction_model is not None:
-        columns["btyd_expected_purchases"] = transaction_model.expected_purchases(model_summary, horizon_units)
-        columns["btyd_p_alive"] = transaction_model.probability_alive(model_summary)
-        if hasattr(transaction_model, "probability_no_purchase"):
-            columns["btyd_p_no_purchase"] = transaction_model.probability_no_purchase(model_summary, horizon_units)
+        no_purchase = hasattr(transaction_model, "probability_no_purchase")
+        units = [h / time_unit for h in checked]
+        predicted = transaction_model.predict_horizons(model_summary, units, no_purchase=no_purchase)
+        alive = np.asarray(predicted["p_alive"], dtype=np.float64)
+        for horizon, unit in zip(horizons, units, strict=True):
+            columns = out[horizon]
+            columns["btyd_expected_purchases"] = np.asarray(predicted["expected_purchases", unit], dtype=np.float64)
+            columns["btyd_p_alive"] = alive
+            if no_purchase:
+                columns["btyd_p_no_purchase"] = np.asarray(predicted["p_no_purchase", unit], dtype=np.float64)
     if spend_model is not None:
-        columns["expected_spend"] = spend_model.expected_spend(model_summary)
-    for name, values in columns.items():
-        out[name] = np.asarray(values, dtype=np.float64)
+        spend = np.asarray(spend_model.expected_spend(model_summary), dtype=np.float64)
+        for columns in out.values():
+            columns["expected_spend"] = spend
     return out
 
 
@@ -377,67 +470,79 @@ def _customer_attributes(customers: pd.DataFrame, as_of_day: pd.Timestamp, taken
             column="customer_id",
         )
     ids = customers["customer_id"]
-    if ids.isna().any():
-        rows = list(customers.index[ids.isna()][:5])
+    index = pd.Index(ids, name="customer_id")  # the customer_id index of the table
+    if index.hasnans:
+        missing = ids.isna().to_numpy()
+        rows = list(customers.index[missing][:5])
         raise DataValidationError(
             f"The customer table has missing customer ids (index labels {rows}).", column="customer_id", rows=rows
         )
-    duplicated = ids[ids.duplicated(keep=False)]
-    if len(duplicated):
-        repeated = pd.unique(duplicated).tolist()
+    if not index.is_unique:
+        repeated = pd.unique(ids[ids.duplicated(keep=False)]).tolist()
         raise DataValidationError(
             f"The customer table must hold one row per customer; {len(repeated)} customer id(s) repeat: "
             f"{repeated[:10]}.",
             column="customer_id",
             rows=repeated,
         )
-    table = customers.set_index("customer_id")
-    out, dropped, referrals = pd.DataFrame(index=table.index), [], None
-    signed_up = pd.Series(True, index=table.index)
-    excluded = table.index[:0]
-    if "signup_date" in table.columns:
-        signup = _as_days(table["signup_date"])
+    # Columns are built as arrays of the kept rows (``keep``, positions) and framed once.
+    names = [name for name in customers.columns if name != "customer_id"]
+    out: dict[str, object] = {}
+    dropped, referrals, keep = [], None, None
+    signed_up = np.ones(len(index), dtype=bool)
+    excluded = index[:0]
+    if "signup_date" in names:
+        signup = _as_days(customers["signup_date"])
         after = (signup > as_of_day).to_numpy()
-        out["tenure_days"] = ((as_of_day - signup).dt.days).astype(np.float64)
-        signed_up = signup <= as_of_day  # unknown sign-up dates do not count as referrals
-        excluded = table.index[after]
-        out = out[~after]
-    if "referred_by" in table.columns:
-        referrer = table["referred_by"]
-        out["has_referrer"] = referrer.notna().astype(np.float64).loc[out.index]
-        if "n_referrals" not in table.columns:
-            named = like_customer_ids(referrer[signed_up.to_numpy() & referrer.notna().to_numpy()], table.index)
+        tenure = ((as_of_day - signup).dt.days).astype(np.float64).to_numpy()
+        signed_up = (signup <= as_of_day).to_numpy()  # unknown sign-up dates do not count as referrals
+        excluded = index[after]
+        if after.any():
+            keep = ~after
+        out["tenure_days"] = tenure if keep is None else tenure[keep]
+
+    def kept(values):
+        return values if keep is None else values[keep]
+
+    if "referred_by" in names:
+        referrer = customers["referred_by"]
+        known = referrer.notna().to_numpy()
+        out["has_referrer"] = kept(known.astype(np.float64))
+        if "n_referrals" not in names:
+            named = like_customer_ids(referrer[signed_up & known], index)
             referrals = named.value_counts()
-            out["n_referrals"] = 0.0  # filled in by _join_customers, for every returned customer
-    if "n_referrals" in table.columns:  # counted upstream, over a table larger than this one
-        given = pd.to_numeric(table["n_referrals"], errors="coerce")
+            out["n_referrals"] = np.zeros(len(index) if keep is None else int(keep.sum()))  # see _join_customers
+    if "n_referrals" in names:  # counted upstream, over a table larger than this one
+        given = pd.to_numeric(customers["n_referrals"], errors="coerce")
         bad = given.isna() | (given < 0)
         if bad.any():
-            rows = list(table.index[bad.to_numpy()][:5])
+            rows = list(index[bad.to_numpy()][:5])
             raise DataValidationError(
                 f"The customer table's 'n_referrals' must be counts >= 0; customer ids {rows} are not.",
                 column="n_referrals", rows=rows,
             )
-        out["n_referrals"] = given.astype(np.float64).loc[out.index]
-    for name in table.columns:
+        out["n_referrals"] = kept(given.astype(np.float64).to_numpy())
+    for name in names:
         if name in ("signup_date", "referred_by", "n_referrals"):
             continue
-        column = table[name].loc[out.index]
-        if name in taken or name in out.columns:
+        column = customers[name]
+        if keep is not None:
+            column = column[keep]
+        if name in taken or name in out:
             raise DataValidationError(
                 f"The customer table's column {name!r} has the name of a feature; rename it.", column=name
             )
         if pd.api.types.is_bool_dtype(column):  # as 0/1, so that a missing customer can be NaN
-            out[name] = column.astype(np.float64)
-        elif pd.api.types.is_numeric_dtype(column):
-            out[name] = column
-        elif isinstance(column.dtype, pd.CategoricalDtype):
-            out[name] = column
+            out[name] = column.astype(np.float64).to_numpy()
+        elif pd.api.types.is_numeric_dtype(column) or isinstance(column.dtype, pd.CategoricalDtype):
+            out[name] = column.array
         elif pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column):
-            out[name] = column.astype("category")
+            out[name] = column.astype("category").array
         else:
             dropped.append(name)
-    return out, referrals, excluded, dropped
+    kept_index = index if keep is None else index[keep]
+    attributes = pd.DataFrame(out, index=kept_index) if out else pd.DataFrame(index=kept_index)
+    return attributes, referrals, excluded, dropped
 
 
 def _as_days(values: pd.Series) -> pd.Series:
@@ -460,6 +565,10 @@ def like_customer_ids(values: pd.Series, ids: pd.Index) -> pd.Series:
     return values
 
 
+def _same_index(index: pd.Index, other: pd.Index) -> bool:
+    return index.dtype == other.dtype and index.equals(other)
+
+
 def _join_customers(
     features: pd.DataFrame, table: _CustomerTable, as_of_day: pd.Timestamp, has_amount: bool
 ) -> pd.DataFrame:
@@ -470,15 +579,21 @@ def _join_customers(
     except TypeError:  # ids of mixed types: keep the union's order
         pass
     index.name = "customer_id"
-    joined = features.reindex(index)
-    no_history = ~index.isin(features.index)
-    joined["no_purchase_history"] = no_history
-    zero_columns = [c for c in joined.columns if c.startswith(("purchases_last_", "purchases_trend_"))]
-    if has_amount:
-        zero_columns += [c for c in joined.columns if c.startswith(("spend_last_", "spend_trend_"))]
-        zero_columns.append("total_spend")
-    joined.loc[no_history, zero_columns] = 0.0
-    attributes = table.attributes.reindex(index)
+    if _same_index(index, features.index):  # every customer bought (a reindex would only copy)
+        joined = features
+    else:
+        joined = features.reindex(index)
+        no_history = ~index.isin(features.index)
+        joined["no_purchase_history"] = no_history
+        zero_columns = [c for c in joined.columns if c.startswith(("purchases_last_", "purchases_trend_"))]
+        if has_amount:
+            zero_columns += [c for c in joined.columns if c.startswith(("spend_last_", "spend_trend_"))]
+            zero_columns.append("total_spend")
+        if no_history.any():
+            joined.loc[no_history, zero_columns] = 0.0
+    same = _same_index(index, table.attributes.index)
+    attributes = table.attributes if same else table.attributes.reindex(index)
+    attributes = attributes.copy(deep=False)
     if table.referrals is not None:
         attributes["n_referrals"] = table.referrals.reindex(index, fill_value=0).astype(np.float64).to_numpy()
     elif "n_referrals" in attributes:  # given counts: a purchaser without a table row referred no one

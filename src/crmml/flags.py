@@ -89,6 +89,15 @@ class FlagRule:
     def apply(self, *, churn_probability, tier, days_since_last_purchase, mean_gap_days, age_days,
               no_purchase_history, churn_window_days: int) -> pd.DataFrame:
         """The flag columns, ``flags`` (names joined by ``;``) and ``reasons`` (sentences joined by ``; ``)."""
+        return pd.DataFrame(self.columns(
+            churn_probability=churn_probability, tier=tier, days_since_last_purchase=days_since_last_purchase,
+            mean_gap_days=mean_gap_days, age_days=age_days, no_purchase_history=no_purchase_history,
+            churn_window_days=churn_window_days,
+        ))
+
+    def columns(self, *, churn_probability, tier, days_since_last_purchase, mean_gap_days, age_days,
+                no_purchase_history, churn_window_days: int) -> dict[str, np.ndarray | list]:
+        """:meth:`apply` as a dict of columns (no frame built)."""
         p = np.asarray(churn_probability, dtype=np.float64)
         tier = np.asarray(tier, dtype=object)
         since = np.asarray(days_since_last_purchase, dtype=np.float64)
@@ -122,11 +131,11 @@ class FlagRule:
         flags = {"at_risk": at_risk, "high_value_at_risk": high_value_at_risk, "lapsed": lapsed, "new": new}
         names = np.array(FLAGS, dtype=object)
         stacked = np.column_stack([flags[f] for f in FLAGS])
-        return pd.DataFrame({
+        return {
             **flags,
             "flags": [";".join(names[row]) for row in stacked],
             "reasons": ["; ".join(r) for r in reasons],
-        })
+        }
 
 
 def _at_risk_threshold(config: FlagConfig, churned, probability) -> tuple[float, str]:

@@ -31,14 +31,19 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from sklearn import config_context
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+)
 from sklearn.linear_model import LogisticRegression, PoissonRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-__all__ = ["CHURN_LEARNERS", "DesignMatrix", "VALUE_LEARNERS", "make_churn_learner", "make_value_learner"]
+__all__ = ["CHURN_LEARNERS", "DesignMatrix", "VALUE_LEARNERS", "make_churn_learner", "make_value_learner",
+           "predict_learner"]
 
 CHURN_LEARNERS = ("logistic", "gradient_boosting")
 VALUE_LEARNERS = ("poisson_glm", "poisson_gbm")
@@ -86,24 +91,48 @@ class DesignMatrix(TransformerMixin, BaseEstimator):
         if missing:
             raise ValueError(f"The features lack the column(s) {missing} the model was trained with.")
         numbers = self._numbers(frame)
-        blocks = [np.column_stack([np.nan_to_num(numbers[c], nan=0.0) for c in self.numeric_columns_])]
-        if self.missing_columns_:
-            blocks.append(np.column_stack([np.isnan(numbers[c]).astype(np.float64) for c in self.missing_columns_]))
+        n_numeric, n_missing = len(self.numeric_columns_), len(self.missing_columns_)
+        out = np.empty((len(frame), len(self.feature_names_out_)))
+        for j, column in enumerate(self.numeric_columns_):
+            out[:, j] = np.nan_to_num(numbers[column], nan=0.0)
+        for j, column in enumerate(self.missing_columns_, start=n_numeric):
+            out[:, j] = np.isnan(numbers[column])
+        j = n_numeric + n_missing
         for column, values in self.categories_.items():
             if values:
-                text = frame[column].astype(object).where(frame[column].notna(), None).to_numpy()
-                blocks.append(np.column_stack([(text == v).astype(np.float64) for v in values]))
-        return np.hstack(blocks)
+                out[:, j:j + len(values)] = _one_hot(frame[column], values)
+                j += len(values)
+        return out
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         return np.asarray(self.feature_names_out_, dtype=object)
 
     def _numbers(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        numbers = {}
-        for column in self.numeric_columns_:
-            values = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
-            numbers[column] = _scaled(column, values)
-        return numbers
+        """The transformed numeric columns (read from the frame in one block)."""
+        if not self.numeric_columns_:
+            return {}
+        block = frame[self.numeric_columns_].to_numpy(dtype=np.float64, na_value=np.nan)
+        return {column: _scaled(column, np.ascontiguousarray(block[:, j]))
+                for j, column in enumerate(self.numeric_columns_)}
+
+
+def _one_hot(column: pd.Series, values: list) -> np.ndarray:
+    """0/1 indicators of ``column == value`` for each of ``values`` (missing values match none)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):  # compare the categories, then look the codes up
+        codes = column.cat.codes.to_numpy()
+        categories = list(column.cat.categories)
+        hits = np.array([[category == v for v in values] for category in categories] + [[False] * len(values)],
+                        dtype=bool)
+        return hits[codes].astype(np.float64)  # code -1 (missing) takes the last row
+    text = column.astype(object).where(column.notna(), None).to_numpy()
+    return np.column_stack([(text == v).astype(np.float64) for v in values])
+
+
+def predict_learner(learner, rows: pd.DataFrame, method: str = "predict") -> np.ndarray:
+    """``learner.predict(rows)`` (or another ``method``) of a fitted learner pipeline, without
+    scikit-learn's per-call validation of the estimators' hyperparameters (checked when fitted)."""
+    with config_context(skip_parameter_validation=True):
+        return getattr(learner, method)(rows)
 
 
 def _as_frame(X) -> pd.DataFrame:

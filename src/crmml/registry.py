@@ -42,10 +42,12 @@ __all__ = [
     "GATE_METRICS",
     "GateDecision",
     "ModelNotFoundError",
+    "ModelTarget",
     "TrainingRecord",
     "library_versions",
     "load_scorer",
     "log_and_register",
+    "resolve_model_uri",
 ]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -349,6 +351,59 @@ def load_scorer(uri: str, *, tracking_uri: str | None = None) -> Scorer:
     except MlflowException as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelNotFoundError(f"Cannot load {uri} from {tracking_uri}: {message}") from exc
+
+
+@dataclass(frozen=True)
+class ModelTarget:
+    """What a model URI names right now: a registered version (``name``, ``version``, the ``alias``
+    that led there) or a local path (all three None); ``load_uri`` pins it for :func:`load_scorer`."""
+
+    name: str | None
+    version: str | None
+    alias: str | None
+    load_uri: str
+
+    def describe(self) -> str:
+        if self.name is None:
+            return self.load_uri
+        via = f" (@{self.alias})" if self.alias else ""
+        return f"{self.name} version {self.version}{via}"
+
+
+def resolve_model_uri(uri: str, *, tracking_uri: str | None = None) -> ModelTarget:
+    """Ask the registry which version ``uri`` names now (cheap: no download).
+
+    Raises
+    ------
+    ModelNotFoundError
+        When the URI names no model, version, alias or path.
+    Exception
+        Whatever the MLflow client raises when the registry cannot be reached (left to the caller,
+        who may keep serving the model it has).
+    """
+    match = _MODELS_URI.match(uri)
+    if match is None:
+        if uri.startswith(("models:", "runs:", "s3:", "http:", "https:")):
+            raise ModelNotFoundError(f"Unsupported model URI {uri!r}: use models:/<name>@<alias>, "
+                                     "models:/<name>/<version> or a local path.")
+        if not Path(uri).exists():
+            raise ModelNotFoundError(f"No model at {uri}: the path does not exist.")
+        return ModelTarget(None, None, None, uri)
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    _quiet_mlflow()
+    client = MlflowClient(tracking_uri or mlflow.get_tracking_uri())
+    name, alias, number = match["name"], match["alias"], match["version"]
+    try:
+        found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelNotFoundError(f"Cannot load {uri}: {message}") from exc
+        raise
+    return ModelTarget(name, str(found.version), alias, f"models:/{name}/{found.version}")
 
 
 def _load_local(path: Path, uri: str) -> Scorer:

@@ -68,6 +68,8 @@ SCORE_COLUMNS = [
     "model_version",
 ]
 
+#: The reason every customer scored from an RFM summary carries.
+SUMMARY_REASON = "scored from an RFM summary: BTYD and spend models only"
 #: Customer-table columns that describe cost, not the customer: kept out of the features.
 COST_COLUMN = "cost_to_serve"
 _DAYS_PER_YEAR = 365.25
@@ -287,37 +289,50 @@ class Scorer:
         }, None
 
     # ------------------------------------------------------------------------------------------
-    def score(self, transactions, *, as_of=None, customers: pd.DataFrame | None = None, **read_kwargs) -> pd.DataFrame:
+    def score(self, transactions, *, as_of=None, customers: pd.DataFrame | None = None,
+              summaries: pd.DataFrame | None = None, **read_kwargs) -> pd.DataFrame:
         """One row per customer at ``as_of`` (default: the training as-of date): :data:`SCORE_COLUMNS`.
 
-        Customers are those with a purchase on or before ``as_of`` and the customer table's (those
-        without purchases are scored as new). A customer's row depends only on its own rows and
-        attributes.
+        Customers are those with a purchase on or before ``as_of``, the customer table's (those
+        without purchases are scored as new) and those of ``summaries`` (RFM summaries, see
+        :func:`~crmml.features.compute_features`; they are scored by the BTYD and spend models
+        alone, as the learners need the purchase days, and their reasons say so). A customer's row
+        depends only on its own rows and attributes.
         """
         self._check_fitted()
         log = as_transactions(transactions, **read_kwargs)
         as_of_day = self.as_of_ if as_of is None else as_day(as_of, "as_of")
         table, costs = _split_costs(customers)
-        features = compute_features(log, as_of=as_of_day, customers=table,
-                                    windows_days=self.config.model.feature_windows_days)
-        return self.score_features(features, cost_to_serve=_costs_for(features.index, costs))
+        features = compute_features(log, as_of=as_of_day, customers=table, summaries=summaries,
+                                    windows_days=self.config.model.feature_windows_days,
+                                    require_purchases=summaries is None and table is None)
+        from_summary = None if summaries is None else features.index.isin(summaries["customer_id"])
+        return self.score_features(features, cost_to_serve=_costs_for(features.index, costs),
+                                   from_summary=from_summary)
 
-    def score_features(self, features: pd.DataFrame, cost_to_serve: np.ndarray | None = None) -> pd.DataFrame:
+    def score_features(self, features: pd.DataFrame, cost_to_serve: np.ndarray | None = None,
+                       from_summary: np.ndarray | None = None) -> pd.DataFrame:
         """:meth:`score` from :func:`crmml.features.compute_features` rows.
 
         Customer-table features the model was trained with and ``features`` lacks are scored as
-        unknown (missing) and listed in ``result.attrs["missing_attributes"]``.
+        unknown (missing) and listed in ``result.attrs["missing_attributes"]``. Rows marked in
+        ``from_summary`` (bool per row) are scored by the BTYD and spend models alone.
         """
         self._check_fitted()
         missing = [c for c in self.attribute_features_ if c not in features.columns]
         if missing:
             features = features.assign(**{c: np.nan for c in missing})
-        scores = self._score(features, self._predictions(features), cost_to_serve)
+        scores = self._score(features, self._predictions(features, from_summary), cost_to_serve, from_summary)
         scores.attrs["missing_attributes"] = missing
         return scores
 
-    def _predictions(self, features: pd.DataFrame) -> pd.DataFrame:
+    def _predictions(self, features: pd.DataFrame, from_summary: np.ndarray | None = None) -> pd.DataFrame:
         predicted = self.model_.predict_features(features)
+        if from_summary is not None and from_summary.any():
+            for shipped, btyd in (("churn_probability", "btyd_churn_probability"),
+                                  ("predicted_purchases", "btyd_expected_purchases"),
+                                  ("predicted_spend", "btyd_predicted_spend")):
+                predicted[shipped] = np.where(from_summary, predicted[btyd], predicted[shipped])
         predicted["discount_factor"] = self._discount_factors(features)
         predicted["predicted_value"] = predicted["predicted_spend"] * predicted["discount_factor"]
         return predicted
@@ -336,14 +351,16 @@ class Scorer:
         model = self.model_.btyd_.transaction_model
         summary = btyd_summary(features, time_unit_days=cfg.time_unit_days)
         horizons = times_days / cfg.time_unit_days
-        discounted = model.expected_purchases_sum(summary, horizons, coefficients).to_numpy(dtype=float)
-        total = model.expected_purchases(summary, horizons[-1]).to_numpy(dtype=float)
+        both = model.predict_horizons(summary, [horizons[-1]], no_purchase=False,  # one pass over the customers
+                                      sums={"discounted": (horizons, coefficients)})
+        discounted, total = both["sum", "discounted"], both["expected_purchases", horizons[-1]]
         return np.divide(discounted, total, out=np.ones(len(total)), where=total > 0)
 
-    def _score(self, features: pd.DataFrame, predicted: pd.DataFrame, cost_to_serve) -> pd.DataFrame:
+    def _score(self, features: pd.DataFrame, predicted: pd.DataFrame, cost_to_serve,
+               from_summary: np.ndarray | None = None) -> pd.DataFrame:
         value = predicted["predicted_value"].to_numpy()
         profit, tier, lead = self.tier_rule_.evaluate(value, cost_to_serve)
-        flags = self.flag_rule_.apply(
+        flags = self.flag_rule_.columns(
             churn_probability=predicted["churn_probability"].to_numpy(),
             tier=tier,
             days_since_last_purchase=features["days_since_last_purchase"].to_numpy(dtype=float),
@@ -352,8 +369,11 @@ class Scorer:
             no_purchase_history=features["no_purchase_history"].to_numpy(dtype=bool),
             churn_window_days=self.config.model.churn_window_days,
         )
-        reasons = flags["reasons"].to_numpy(dtype=object)
+        reasons = np.array(flags["reasons"], dtype=object)
         reasons = np.where(lead == "", reasons, np.where(reasons == "", lead, lead + "; " + reasons))
+        if from_summary is not None and from_summary.any():
+            reasons = np.where(from_summary, np.where(reasons == "", SUMMARY_REASON, SUMMARY_REASON + "; " + reasons),
+                               reasons)
         out = pd.DataFrame({
             "customer_id": features.index.to_numpy(),
             "expected_purchases": predicted["predicted_purchases"].to_numpy(),
@@ -362,15 +382,15 @@ class Scorer:
             "predicted_value": value,
             "predicted_profit": profit,
             "tier": tier,
-            "at_risk": flags["at_risk"].to_numpy(),
-            "high_value_at_risk": flags["high_value_at_risk"].to_numpy(),
-            "lapsed": flags["lapsed"].to_numpy(),
-            "new": flags["new"].to_numpy(),
-            "flags": flags["flags"].to_numpy(),
+            "at_risk": flags["at_risk"],
+            "high_value_at_risk": flags["high_value_at_risk"],
+            "lapsed": flags["lapsed"],
+            "new": flags["new"],
+            "flags": np.array(flags["flags"], dtype=object),
             "reasons": reasons,
             "model_version": self.model_version,
         })
-        return out[SCORE_COLUMNS]
+        return out
 
     # ------------------------------------------------------------------------------------------
     def summary(self) -> dict:

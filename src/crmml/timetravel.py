@@ -27,7 +27,7 @@ from crmml.data import rfm_summary
 from crmml.data.summary import as_day
 from crmml.data.transactions import Transactions, as_transactions
 from crmml.errors import ConvergenceError
-from crmml.features import compute_features, model_features
+from crmml.features import compute_features, model_columns
 from crmml.labels import outcome_labels
 from crmml.models import BetaGeo, GammaGamma, ModifiedBetaGeo, ParetoNBD
 
@@ -41,6 +41,7 @@ __all__ = [
     "plan_training_windows",
     "training_frame",
     "with_model_features",
+    "with_model_features_at",
 ]
 
 #: The transaction models a config can name.
@@ -201,12 +202,36 @@ def with_model_features(features: pd.DataFrame, btyd: BTYDModels, horizon_days: 
                         time_unit_days: float) -> pd.DataFrame:
     """``features`` plus the BTYD columns over ``horizon_days`` and a ``horizon_days`` column: the rows
     every learner reads, in training and in scoring."""
-    extra = model_features(
-        features, btyd.transaction_model, btyd.spend_model, horizon_days=horizon_days, time_unit_days=time_unit_days
-    )
-    frame = pd.concat([features.drop(columns=[c for c in extra.columns if c in features]), extra], axis=1)
-    frame["horizon_days"] = float(horizon_days)
-    return frame
+    return with_model_features_at(features, btyd, [horizon_days], time_unit_days)[0][horizon_days]
+
+
+def with_model_features_at(features: pd.DataFrame, btyd: BTYDModels, horizons_days, time_unit_days: float,
+                           *, frames_at=None) -> tuple[dict, dict]:
+    """:func:`with_model_features` at several horizons, every BTYD quantity computed once
+    (:func:`crmml.features.model_columns`).
+
+    Returns
+    -------
+    frames : dict
+        By horizon: the :func:`with_model_features` frame, for each horizon of ``frames_at``
+        (default: all of ``horizons_days``).
+    columns : dict
+        By horizon of ``horizons_days``: the model columns as arrays.
+    """
+    columns = model_columns(features, btyd.transaction_model, btyd.spend_model, horizons_days=horizons_days,
+                            time_unit_days=time_unit_days)
+    frames = {}
+    for horizon in (columns if frames_at is None else dict.fromkeys(frames_at)):
+        extra = dict(columns[horizon])
+        replaced = [c for c in extra if c in features.columns]
+        base = features.drop(columns=replaced) if replaced else features
+        if "horizon_days" not in base.columns:  # else set in place below, where the features have it
+            extra["horizon_days"] = np.full(len(features), float(horizon))
+        frame = pd.concat([base, pd.DataFrame(extra, index=features.index)], axis=1)
+        if "horizon_days" in base.columns:
+            frame["horizon_days"] = float(horizon)
+        frames[horizon] = frame
+    return frames, columns
 
 
 def _check_days(value, name: str) -> None:

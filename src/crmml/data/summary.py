@@ -67,6 +67,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from crmml.data.in_memory import InMemoryTransactions
 from crmml.data.transactions import Transactions, as_transactions, duckdb_session
 from crmml.errors import DataValidationError
 
@@ -182,6 +183,7 @@ def rfm_summary(
     freq_multiplier: float = 1,
     include_first_transaction: bool = False,
     return_report: bool = False,
+    allow_empty: bool = False,
     **read_kwargs,
 ) -> pd.DataFrame | tuple[pd.DataFrame, SummaryReport]:
     """Summarise a transaction log per customer: frequency, recency, T and monetary value.
@@ -204,6 +206,8 @@ def rfm_summary(
         the same flag). Keep False for BG/NBD-type models.
     return_report : bool
         Also return a :class:`SummaryReport`.
+    allow_empty : bool
+        Return an empty frame, rather than raise, when no customer bought on or before ``as_of``.
     **read_kwargs
         Passed to :func:`~crmml.data.read_transactions` when ``transactions`` is not a
         :class:`~crmml.data.Transactions`.
@@ -231,7 +235,8 @@ def rfm_summary(
         cut, log.has_amount, include_first_transaction, with_holdout=False, with_counts=return_report
     )
     frame, counts = _summarise(log, spec)
-    _check_not_empty(frame, log, "as_of", as_of_day)
+    if not allow_empty:
+        _check_not_empty(frame, log, "as_of", as_of_day)
     if not return_report:
         return frame
     return frame, _report(counts, log, cut, len(frame), calibration_end=None)
@@ -417,10 +422,8 @@ def _positive_multiplier(value) -> float:
 
 def _check_not_empty(frame: pd.DataFrame, log: Transactions, name: str, day: pd.Timestamp) -> None:
     if frame.empty:
-        raise DataValidationError(
-            f"No customer has a purchase on or before {name}={day.date()} "
-            f"(the data start on {log.first_timestamp.date()})."
-        )
+        start = "" if log.first_timestamp is None else f" (the data start on {log.first_timestamp.date()})"
+        raise DataValidationError(f"No customer has a purchase on or before {name}={day.date()}{start}.")
 
 
 def as_day(value, name: str) -> pd.Timestamp:
@@ -847,6 +850,10 @@ def _reduced_batches(
     """
     # DuckDB and NumPy cannot reuse memory that Arrow's allocator keeps cached (after
     # pandas.read_parquet, for example): hand it back to the system before the sort.
+    if isinstance(log, InMemoryTransactions):  # sorted already: no query plan for a few rows
+        for batch in log.sorted_batches():
+            yield reduce(*_periods_of(batch, log.has_amount, cut))
+        return
     pa.default_memory_pool().release_unused()
     with duckdb_session() as con:
         log.create_views(con)

@@ -410,12 +410,14 @@ def partition_number_sql(key: str, count: int) -> str:
 
 
 def as_transactions(transactions, **read_kwargs) -> Transactions:
-    """``transactions`` itself if it is a :class:`Transactions`, else :func:`read_transactions` of it.
+    """``transactions`` itself if it is a :class:`Transactions` (or an in-memory log), else :func:`read_transactions` of it.
 
     The entry point of every function that takes "anything read_transactions takes". Read options
     with an already-read log are an error rather than silently ignored.
     """
-    if isinstance(transactions, Transactions):
+    from crmml.data.in_memory import InMemoryTransactions  # it imports this module
+
+    if isinstance(transactions, (Transactions, InMemoryTransactions)):
         if read_kwargs:
             raise TypeError(
                 f"Read options {sorted(read_kwargs)} only apply when transactions is not already a "

@@ -175,7 +175,11 @@ class BaseModel(BaseEstimator):
                     f"Required column {name!r} missing from the summary (columns found: {list(summary.columns)}).",
                     column=name,
                 )
-            values = pd.to_numeric(summary[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            column = summary[name]
+            if column.dtype == np.float64:  # already numbers (the usual case): skip the conversion
+                values = column.to_numpy()
+            else:
+                values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
             bad = ~np.isfinite(values)
             if bad.any():
                 raise rows_error(summary.index, bad, summary[name].to_numpy(), name, "must be a finite number")
@@ -441,15 +445,26 @@ class BaseModel(BaseEstimator):
         ``deduplicate=False`` evaluates row by row, for functions cheaper than finding the distinct
         rows (or for columns that are almost always distinct, such as mean spend).
         """
+        values = self._evaluate_unique(summary, lambda *data: {name: function(*data)}, columns, deduplicate)
+        return pd.Series(values[name], index=summary.index, name=name)
+
+    def _evaluate_unique(
+        self,
+        summary: pd.DataFrame,
+        function: Callable[..., dict],
+        columns: Sequence[str] | None = None,
+        deduplicate: bool = True,
+    ) -> dict:
+        """:meth:`_predict_unique` for a ``function`` that returns several arrays (a dict of them):
+        the distinct rows are found once for all. Returns the dict of float arrays, one value per row."""
         check_is_fitted(self, "params_")
         columns = tuple(columns or self.data_columns)
         data = self._extract(summary, columns)
         if not deduplicate:
-            values = function(*(data[c] for c in columns))
-            return pd.Series(np.asarray(values, dtype=float), index=summary.index, name=name)
+            return {key: np.asarray(values, dtype=float) for key, values in function(*(data[c] for c in columns)).items()}
         first, inverse = unique_rows([data[c] for c in columns])
         values = function(*(data[c][first] for c in columns))
-        return pd.Series(np.asarray(values, dtype=float)[inverse], index=summary.index, name=name)
+        return {key: np.asarray(part, dtype=float)[inverse] for key, part in values.items()}
 
 
 class _ChunkedLikelihood:

@@ -25,6 +25,14 @@ from crmml.models.base import BaseModel, check_horizon, unique_rows
 __all__ = ["AliveMixtureModel", "TransactionModel", "expected_purchases_sum"]
 
 
+def _checked_sum(horizons, coefficients) -> tuple[list[float], list[float]]:
+    horizons = [check_horizon(h) for h in horizons]
+    coefficients = [float(c) for c in coefficients]
+    if len(horizons) != len(coefficients):
+        raise ValueError(f"{len(horizons)} horizons but {len(coefficients)} coefficients.")
+    return horizons, coefficients
+
+
 def expected_purchases_sum(model, summary: pd.DataFrame, horizons: Sequence[float], coefficients: Sequence[float]):
     """``sum_k coefficients[k] * E[X(horizons[k]) | history]`` per customer, one call per horizon.
 
@@ -45,6 +53,19 @@ class TransactionModel(BaseModel):
         A discounted value over steps is such a sum (see :func:`crmml.clv.customer_lifetime_value`).
         """
         return expected_purchases_sum(self, summary, horizons, coefficients)
+
+    def predict_horizons(self, summary: pd.DataFrame, horizons=(), *, no_purchase: bool = True,
+                         sums: dict | None = None) -> dict:
+        """Every prediction at once (see :meth:`AliveMixtureModel.predict_horizons`); here from the
+        separate methods, P(no purchase) where the model has it."""
+        out = {"p_alive": self.probability_alive(summary).to_numpy(dtype=float)}
+        for horizon in dict.fromkeys(horizons):
+            out["expected_purchases", horizon] = self.expected_purchases(summary, horizon).to_numpy(dtype=float)
+            if no_purchase and hasattr(self, "probability_no_purchase"):
+                out["p_no_purchase", horizon] = self.probability_no_purchase(summary, horizon).to_numpy(dtype=float)
+        for name, (steps, coefficients) in (sums or {}).items():
+            out["sum", name] = self.expected_purchases_sum(summary, steps, coefficients).to_numpy(dtype=float)
+        return out
 
 
 class AliveMixtureModel(TransactionModel):
@@ -74,58 +95,95 @@ class AliveMixtureModel(TransactionModel):
     def _no_purchase_if_alive(self, params, x, T, t):
         raise TypeError(f"{type(self).__name__} must define _no_purchase_if_alive")
 
-    def _combine(self, summary: pd.DataFrame, if_alive, name: str, complement: bool = False) -> pd.Series:
-        """``P(alive) * g(x, T)`` per customer (or ``1 - P(alive) * (1 - g)``), g once per (x, T)."""
+    def _mixtures(self, summary: pd.DataFrame, parts: dict, *, alive: bool = False) -> dict[object, np.ndarray]:
+        """Per customer, for each ``key: (g, complement)`` of ``parts``, ``P(alive) * g(x, T)`` (or
+        ``1 - P(alive) * (1 - g)``), and ``P(alive)`` itself under ``"p_alive"`` when ``alive``.
+
+        The summary is read once, ``P(alive)`` is computed once and each ``g`` once per distinct
+        ``(x, T)`` pair, however many parts are asked for.
+        """
         params = self._params()
 
         def evaluate(x, t_x, T):
-            first, inverse = unique_rows([x, T])
-            alive_part = if_alive(params, x[first], T[first])[inverse]
-            alive = self._probability_alive(params, x, t_x, T)
-            return 1.0 - alive * (1.0 - alive_part) if complement else alive * alive_part
+            p_alive = self._probability_alive(params, x, t_x, T)
+            out = {"p_alive": p_alive} if alive else {}
+            if parts:
+                first, inverse = unique_rows([x, T])
+                for key, (if_alive, complement) in parts.items():
+                    alive_part = if_alive(params, x[first], T[first])[inverse]
+                    out[key] = 1.0 - p_alive * (1.0 - alive_part) if complement else p_alive * alive_part
+            return out
 
         # Where P(alive) is a few logarithms per row, that is cheaper than finding the distinct
         # rows: then only the (x, T) part, which holds the special functions, is deduplicated.
-        return self._predict_unique(summary, evaluate, name=name, deduplicate=not self._cheap_probability_alive)
+        return self._evaluate_unique(summary, evaluate, deduplicate=not self._cheap_probability_alive)
 
-    def probability_alive(self, summary: pd.DataFrame) -> pd.Series:
-        """P(the customer is still active at the end of her observation period, T)."""
-        params = self._params()
-        return self._predict_unique(
-            summary,
-            lambda x, t_x, T: self._probability_alive(params, x, t_x, T),
-            name="p_alive",
-            deduplicate=not self._cheap_probability_alive,
-        )
+    def _combine(self, summary: pd.DataFrame, if_alive, name: str, complement: bool = False) -> pd.Series:
+        """``P(alive) * g(x, T)`` per customer (or ``1 - P(alive) * (1 - g)``), g once per (x, T)."""
+        values = self._mixtures(summary, {name: (if_alive, complement)})[name]
+        return pd.Series(values, index=summary.index, name=name)
 
-    def expected_purchases(self, summary: pd.DataFrame, horizon: float) -> pd.Series:
-        """Expected number of purchases in the next ``horizon`` time units."""
-        horizon = check_horizon(horizon)
-        return self._combine(
-            summary, lambda params, x, T: self._expected_if_alive(params, x, T, horizon), "expected_purchases"
-        )
+    def _expected_part(self, horizon: float):
+        return lambda params, x, T: self._expected_if_alive(params, x, T, horizon)
 
-    def probability_no_purchase(self, summary: pd.DataFrame, horizon: float) -> pd.Series:
-        """P(no purchase in the next ``horizon`` time units): the churn quantity."""
-        horizon = check_horizon(horizon)
-        return self._combine(
-            summary,
-            lambda params, x, T: self._no_purchase_if_alive(params, x, T, horizon),
-            "p_no_purchase",
-            complement=True,
-        )
+    def _no_purchase_part(self, horizon: float):
+        return lambda params, x, T: self._no_purchase_if_alive(params, x, T, horizon)
 
-    def expected_purchases_sum(self, summary: pd.DataFrame, horizons, coefficients) -> pd.Series:
-        """``sum_k coefficients[k] * E[X(horizons[k]) | history]`` in one pass over the customers."""
-        horizons = [check_horizon(h) for h in horizons]
-        coefficients = [float(c) for c in coefficients]
-        if len(horizons) != len(coefficients):
-            raise ValueError(f"{len(horizons)} horizons but {len(coefficients)} coefficients.")
-
+    def _weighted_part(self, horizons, coefficients):
         def weighted_if_alive(params, x, T):
             return sum(c * self._expected_if_alive(params, x, T, h) for h, c in zip(horizons, coefficients, strict=True))
 
-        return self._combine(summary, weighted_if_alive, "expected_purchases_sum")
+        return weighted_if_alive
+
+    def probability_alive(self, summary: pd.DataFrame) -> pd.Series:
+        """P(the customer is still active at the end of her observation period, T)."""
+        return pd.Series(self._mixtures(summary, {}, alive=True)["p_alive"], index=summary.index, name="p_alive")
+
+    def expected_purchases(self, summary: pd.DataFrame, horizon: float) -> pd.Series:
+        """Expected number of purchases in the next ``horizon`` time units."""
+        return self._combine(summary, self._expected_part(check_horizon(horizon)), "expected_purchases")
+
+    def probability_no_purchase(self, summary: pd.DataFrame, horizon: float) -> pd.Series:
+        """P(no purchase in the next ``horizon`` time units): the churn quantity."""
+        return self._combine(summary, self._no_purchase_part(check_horizon(horizon)), "p_no_purchase", complement=True)
+
+    def expected_purchases_sum(self, summary: pd.DataFrame, horizons, coefficients) -> pd.Series:
+        """``sum_k coefficients[k] * E[X(horizons[k]) | history]`` in one pass over the customers."""
+        horizons, coefficients = _checked_sum(horizons, coefficients)
+        return self._combine(summary, self._weighted_part(horizons, coefficients), "expected_purchases_sum")
+
+    def predict_horizons(self, summary: pd.DataFrame, horizons=(), *, no_purchase: bool = True,
+                         sums: dict | None = None) -> dict:
+        """Every prediction at once: what :meth:`probability_alive`, :meth:`expected_purchases`,
+        :meth:`probability_no_purchase` and :meth:`expected_purchases_sum` return, number for number,
+        from one pass over the customers.
+
+        Parameters
+        ----------
+        summary : pandas.DataFrame
+            Columns ``frequency``, ``recency`` and ``T``.
+        horizons : sequence of float
+            Horizons of the expected purchases and, with ``no_purchase``, of P(no purchase).
+        no_purchase : bool
+            Also compute P(no purchase) at each horizon.
+        sums : dict, optional
+            ``{name: (horizons, coefficients)}``: the weighted sums of :meth:`expected_purchases_sum`.
+
+        Returns
+        -------
+        dict
+            Float arrays, one value per row: ``"p_alive"``, ``("expected_purchases", h)`` and
+            ``("p_no_purchase", h)`` per distinct horizon ``h`` (as given), ``("sum", name)`` per sum.
+        """
+        parts = {}
+        for horizon in dict.fromkeys(horizons):
+            checked = check_horizon(horizon)
+            parts[("expected_purchases", horizon)] = (self._expected_part(checked), False)
+            if no_purchase:
+                parts[("p_no_purchase", horizon)] = (self._no_purchase_part(checked), True)
+        for name, (steps, coefficients) in (sums or {}).items():
+            parts[("sum", name)] = (self._weighted_part(*_checked_sum(steps, coefficients)), False)
+        return self._mixtures(summary, parts, alive=True)
 
     def unconditional_expected_purchases(self, t) -> np.ndarray:
         """E[X(t)] for a customer just acquired (first purchase at 0): the tracking-plot curve.

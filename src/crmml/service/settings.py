@@ -1,0 +1,47 @@
+"""The service's configuration, read from ``CRMML_*`` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ServiceSettings"]
+
+
+class ServiceSettings(BaseSettings):
+    """Everything an operator sets; each field is the environment variable ``CRMML_<NAME>``.
+
+    Attributes
+    ----------
+    model_uri : str
+        ``models:/<name>@<alias>``, ``models:/<name>/<version>``, a local bundle folder or an MLflow
+        model folder.
+    tracking_uri : str
+        The MLflow tracking and registry server (``sqlite:///mlflow.db``, ``http://mlflow:5000``).
+    api_key : SecretStr, optional
+        When set, every route but ``/health/live`` and ``/health/ready`` needs it in ``X-API-Key``.
+    max_customers_per_request, max_transactions_per_customer, max_attributes_per_customer : int
+        Request limits (HTTP 422 above them).
+    max_body_bytes : int
+        Largest request body (HTTP 413 above it, before it is read).
+    max_in_flight : int
+        Requests one worker process scores or queues at once; more are answered 503 at once with
+        ``Retry-After``, so latency stays bounded under overload.
+    reload_interval_seconds : float
+        Poll the registry for a moved alias every so many seconds (0: only on ``POST /v1/admin/reload``).
+    load_retry_seconds : float
+        When the registry cannot be reached at start-up, retry the first load this often.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CRMML_", extra="ignore", protected_namespaces=())
+
+    model_uri: str = Field(min_length=1)
+    tracking_uri: str = "sqlite:///mlflow.db"
+    api_key: SecretStr | None = None
+    max_customers_per_request: int = Field(1000, ge=1)
+    max_transactions_per_customer: int = Field(10_000, ge=1)
+    max_attributes_per_customer: int = Field(50, ge=0)
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_in_flight: int = Field(8, ge=1)
+    reload_interval_seconds: float = Field(0.0, ge=0)
+    load_retry_seconds: float = Field(5.0, gt=0)

@@ -1,0 +1,97 @@
+"""The served model: loaded at start-up, checked, and swapped when its registry alias moves.
+
+:class:`ModelHolder` keeps one :class:`ServedModel` at a time. A request takes the current one at
+its start and keeps it to the end, so a reload never changes a model under a request; a new
+model is swapped in (one attribute assignment) only after it has answered the self-check. When
+the registry cannot be reached the loaded model goes on serving and the failure is counted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from dataclasses import dataclass
+
+from crmml.registry import ModelNotFoundError, load_scorer, resolve_model_uri
+from crmml.scorer import Scorer
+from crmml.service.schemas import ModelRef
+from crmml.service.scoring import check_answer, score_request, self_check_request
+from crmml.service.settings import ServiceSettings
+
+__all__ = ["ModelHolder", "RegistryUnavailableError", "ServedModel"]
+
+log = logging.getLogger("crmml.service")
+
+
+class RegistryUnavailableError(RuntimeError):
+    """The registry could not be asked (down, unreachable, or broken)."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A loaded scorer and where it came from."""
+
+    scorer: Scorer
+    ref: ModelRef
+    loaded_at: dt.datetime
+
+
+class ModelHolder:
+    """The current model, its loading and reloading (thread-safe; one reload at a time)."""
+
+    def __init__(self, settings: ServiceSettings, on_change=None):
+        self.settings = settings
+        self.current: ServedModel | None = None
+        self.last_error: str | None = None
+        self._on_change = on_change or (lambda old, new: None)
+        self._lock = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self.current is not None
+
+    def reload(self) -> tuple[bool, str]:
+        """Load the model the URI names now, if it is not the one served; ``(swapped, message)``.
+
+        Raises
+        ------
+        ModelNotFoundError
+            The URI names no model (the served one, if any, stays).
+        RegistryUnavailableError
+            The registry could not be asked (the served one, if any, stays).
+        """
+        with self._lock:
+            uri, tracking = self.settings.model_uri, self.settings.tracking_uri
+            try:
+                target = resolve_model_uri(uri, tracking_uri=tracking)
+            except ModelNotFoundError:
+                raise
+            except Exception as exc:  # connection refused, timeouts, a broken database: keep serving
+                raise RegistryUnavailableError(f"the registry at {tracking} cannot be reached: "
+                                               f"{_first_line(exc)}") from exc
+            old = self.current
+            if old is not None and target.version is not None and old.ref.version == target.version:
+                return False, f"{uri} still names version {target.version}"
+            try:
+                scorer = load_scorer(target.load_uri, tracking_uri=tracking)
+            except ModelNotFoundError:
+                raise
+            except Exception as exc:
+                raise RegistryUnavailableError(f"the model could not be downloaded from {tracking}: "
+                                               f"{_first_line(exc)}") from exc
+            ref = ModelRef(name=target.name, version=target.version, alias=target.alias, uri=uri,
+                           model_version=scorer.model_version)
+            check_answer(score_request(scorer, self_check_request(scorer), None))
+            self.current = ServedModel(scorer, ref, dt.datetime.now(dt.UTC))
+            self.last_error = None
+            self._on_change(old, self.current)
+            previous = "nothing" if old is None else f"version {old.ref.version or old.ref.model_version}"
+            message = f"now serving {target.describe()} (was {previous})"
+            log.info(message)
+            return True, message
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
