@@ -40,6 +40,7 @@ from crmml.learners import (
     make_churn_learner,
     make_value_learner,
     predict_learner,
+    predict_learners,
 )
 from crmml.metrics import churn_metrics, value_metrics
 from crmml.timetravel import (
@@ -412,9 +413,10 @@ class CustomerModel:
         purchases, spend = btyd_purchases, btyd_spend
         if "value" in learners:
             rows, learner_columns = frames[learners["value"]], columns[learners["value"]]
-            spend = rescaled_amount(predict_learner(self.value_learner_, rows), learner_columns, value_columns)
+            spend, purchases = predict_learners([self.value_learner_, self.purchases_learner_], rows)
+            spend = rescaled_amount(spend, learner_columns, value_columns)
             spend = spend * self.value_level_["spend_scale"]
-            purchases = rescaled_amount(predict_learner(self.purchases_learner_, rows), learner_columns, value_columns)
+            purchases = rescaled_amount(purchases, learner_columns, value_columns)
             purchases = purchases * self.value_level_["purchases_scale"]
         return pd.DataFrame(
             {

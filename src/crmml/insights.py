@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from crmml.features import like_customer_ids
+from crmml.customer_table import like_customer_ids
 
 __all__ = ["referral_summary", "referral_value", "value_by_channel"]
 

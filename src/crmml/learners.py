@@ -29,6 +29,8 @@ Learners by name:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 from sklearn import config_context
@@ -41,9 +43,10 @@ from sklearn.ensemble import (
 from sklearn.linear_model import LogisticRegression, PoissonRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted
 
 __all__ = ["CHURN_LEARNERS", "DesignMatrix", "VALUE_LEARNERS", "make_churn_learner", "make_value_learner",
-           "predict_learner"]
+           "predict_learner", "predict_learners"]
 
 CHURN_LEARNERS = ("logistic", "gradient_boosting")
 VALUE_LEARNERS = ("poisson_glm", "poisson_gbm")
@@ -87,14 +90,16 @@ class DesignMatrix(TransformerMixin, BaseEstimator):
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         frame = _as_frame(X)
-        missing = [c for c in [*self.numeric_columns_, *self.categories_] if c not in frame.columns]
+        present = set(frame.columns)
+        missing = [c for c in [*self.numeric_columns_, *self.categories_] if c not in present]
         if missing:
             raise ValueError(f"The features lack the column(s) {missing} the model was trained with.")
         numbers = self._numbers(frame)
         n_numeric, n_missing = len(self.numeric_columns_), len(self.missing_columns_)
         out = np.empty((len(frame), len(self.feature_names_out_)))
         for j, column in enumerate(self.numeric_columns_):
-            out[:, j] = np.nan_to_num(numbers[column], nan=0.0)
+            out[:, j] = numbers[column]
+        np.nan_to_num(out[:, :n_numeric], copy=False, nan=0.0)  # in place, on the numeric block
         for j, column in enumerate(self.missing_columns_, start=n_numeric):
             out[:, j] = np.isnan(numbers[column])
         j = n_numeric + n_missing
@@ -131,8 +136,57 @@ def _one_hot(column: pd.Series, values: list) -> np.ndarray:
 def predict_learner(learner, rows: pd.DataFrame, method: str = "predict") -> np.ndarray:
     """``learner.predict(rows)`` (or another ``method``) of a fitted learner pipeline, without
     scikit-learn's per-call validation of the estimators' hyperparameters (checked when fitted)."""
+    return predict_learners([learner], rows, method)[0]
+
+
+def predict_learners(learners, rows: pd.DataFrame, method: str = "predict") -> list[np.ndarray]:
+    """:func:`predict_learner` for several learners on the same rows.
+
+    Pipelines whose transform steps are fitted alike (same classes, equal fitted state: the value
+    and purchases learners fitted on one training frame) transform the rows once; each final step
+    then predicts from the shared matrix, exactly as its own ``Pipeline.predict`` would.
+    """
+    out, shared = [], []  # shared: (transform steps, their output) computed so far
     with config_context(skip_parameter_validation=True):
-        return getattr(learner, method)(rows)
+        for learner in learners:
+            if not isinstance(learner, Pipeline):
+                out.append(getattr(learner, method)(rows))
+                continue
+            check_is_fitted(learner)
+            steps = [step for _, step in learner.steps[:-1] if step is not None and step != "passthrough"]
+            for done, matrix in shared:
+                if len(done) == len(steps) and all(_same_fitted(a, b) for a, b in zip(done, steps, strict=True)):
+                    break
+            else:
+                matrix = rows
+                for step in steps:
+                    matrix = step.transform(matrix)
+                shared.append((steps, matrix))
+            out.append(getattr(learner.steps[-1][1], method)(matrix))
+    return out
+
+
+def _same_fitted(a, b) -> bool:
+    """Whether two fitted transformers are of one class with equal state (conservative: state of
+    types not compared here counts as different unless it is the same object)."""
+    return a is b or (type(a) is type(b) and _same_state(vars(a), vars(b)))
+
+
+def _same_state(a, b) -> bool:
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_state(v, b[k]) for k, v in a.items())
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, np.ndarray):
+        return (a.dtype == b.dtype and a.shape == b.shape and a.dtype != object
+                and a.tobytes() == b.tobytes())
+    if isinstance(a, (str, bytes, bool, int, float, np.generic)) or a is None:
+        return bool(a == b)
+    return False
 
 
 def _as_frame(X) -> pd.DataFrame:
@@ -149,19 +203,34 @@ def _categories(series: pd.Series) -> list:
 
 def _scaled(column: str, values: np.ndarray) -> np.ndarray:
     """The transform of one numeric column (see the module docstring)."""
+    kind = _scale_kind(column)
     with np.errstate(divide="ignore", invalid="ignore"):
-        if column in ("btyd_p_alive", "btyd_p_no_purchase"):
+        if kind == "logit":
             p = np.clip(values, _PROBABILITY_CLIP, 1 - _PROBABILITY_CLIP)
             return np.log(p / (1 - p))
-        if column in ("btyd_expected_purchases", "expected_spend", "horizon_days"):
+        if kind == "log":
             return np.log(np.maximum(values, _LOG_FLOOR))
-        if "trend" in column:
+        if kind == "signed_log1p":
             return np.sign(values) * np.log1p(np.abs(values))
-        if column.startswith(("frequency", "recency", "age", "monetary", "days_since", "mean_gap", "gap_",
-                              "purchases_last", "spend_last", "total_spend", "first_purchase", "tenure",
-                              "n_referrals")):
+        if kind == "log1p":
             return np.log1p(np.maximum(values, 0.0))
         return values
+
+
+@functools.lru_cache(maxsize=1024)
+def _scale_kind(column: str) -> str:
+    """Which transform of :func:`_scaled` a column takes, by name."""
+    if column in ("btyd_p_alive", "btyd_p_no_purchase"):
+        return "logit"
+    if column in ("btyd_expected_purchases", "expected_spend", "horizon_days"):
+        return "log"
+    if "trend" in column:
+        return "signed_log1p"
+    if column.startswith(("frequency", "recency", "age", "monetary", "days_since", "mean_gap", "gap_",
+                          "purchases_last", "spend_last", "total_spend", "first_purchase", "tenure",
+                          "n_referrals")):
+        return "log1p"
+    return "identity"
 
 
 def _with_btyd_value(frame: pd.DataFrame) -> pd.DataFrame:

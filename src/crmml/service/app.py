@@ -6,15 +6,16 @@ app starts anyway, not ready, and retries every ``load_retry_seconds``; a URI th
 stops the start-up with that message. With ``reload_interval_seconds`` set, a background task
 follows the alias.
 
-Scoring runs in a worker thread (one at a time per process, behind an anyio capacity limiter), so
-the event loop stays free to answer probes and to shed load (see
-:class:`~crmml.service.metrics.GuardMiddleware`).
+Scoring runs in a worker thread, one batch at a time per process (requests that queue meanwhile
+are scored together next: :class:`~crmml.service.batching.ScoringBatcher`), so the event loop
+stays free to answer probes and to shed load (:class:`~crmml.service.metrics.GuardMiddleware`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from contextlib import asynccontextmanager
 
@@ -22,6 +23,7 @@ import anyio
 from fastapi import FastAPI
 
 from crmml.registry import ModelNotFoundError
+from crmml.service.batching import ScoringBatcher
 from crmml.service.errors import install_error_handlers
 from crmml.service.metrics import GuardMiddleware, ServiceMetrics
 from crmml.service.routers import health, model, score
@@ -44,10 +46,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     settings = settings or ServiceSettings()
     metrics = ServiceMetrics()
     holder = ModelHolder(settings, on_change=metrics.model_changed)
+    batcher = ScoringBatcher(settings, max_customers=settings.batch_max_customers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.scoring_limiter = anyio.CapacityLimiter(1)
+        batcher.start()
         tasks = []
         try:
             await _first_load(holder, metrics)
@@ -64,11 +67,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await batcher.stop()
+            gc.unfreeze()  # what the model load froze (see ModelHolder) is collectable again
 
     from crmml import __version__
 
     app = FastAPI(title="crmml scoring service", version=__version__, description=DESCRIPTION, lifespan=lifespan)
-    app.state.settings, app.state.metrics, app.state.holder = settings, metrics, holder
+    app.state.settings, app.state.metrics, app.state.holder, app.state.batcher = settings, metrics, holder, batcher
     install_error_handlers(app)
     for router in (score.router, model.router, health.router):
         app.include_router(router)

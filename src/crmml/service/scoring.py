@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from crmml.data.in_memory import InMemoryTransactions
+from crmml.errors import DataValidationError
 from crmml.scorer import COST_COLUMN, Scorer
-from crmml.service.schemas import CustomerScore, ScoreRequest
+from crmml.service.schemas import ScoreRequest
 from crmml.service.settings import ServiceSettings
 
-__all__ = ["InputError", "score_request", "self_check_request"]
+__all__ = ["InputError", "score_request", "score_requests", "self_check_request"]
 
 _FLOAT_FIELDS = ("expected_purchases", "p_alive", "churn_probability", "predicted_value", "predicted_profit")
 _FLAG_FIELDS = ("at_risk", "high_value_at_risk", "lapsed", "new")
@@ -41,13 +43,30 @@ def today_utc() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
 
-def check_request(request: ScoreRequest, settings: ServiceSettings, as_of: dt.date) -> None:
+@dataclass(frozen=True)
+class _Rows:
+    """A request's transactions as arrays (customer by customer, in order)."""
+
+    counts: np.ndarray  # transactions per customer
+    stamps: np.ndarray  # datetime64[us], naive UTC
+    amounts: np.ndarray
+
+    @classmethod
+    def of(cls, request: ScoreRequest) -> _Rows:
+        customers = request.customers
+        counts = np.array([len(c.transactions) if c.transactions else 0 for c in customers], dtype=np.int64)
+        rows = [row for c in customers for row in (c.transactions or ())]
+        stamps = np.array([_naive_utc(row.timestamp) for row in rows], dtype="datetime64[us]")
+        amounts = np.array([row.amount for row in rows], dtype=np.float64)
+        return cls(counts, stamps.reshape(-1), amounts.reshape(-1))
+
+
+def check_request(request: ScoreRequest, settings: ServiceSettings, as_of: dt.date, rows: _Rows) -> None:
     """The run-time rules: limits, distinct ids, nothing dated after ``as_of``."""
     if len(request.customers) > settings.max_customers_per_request:
         raise InputError(f"at most {settings.max_customers_per_request} customers per request; got "
                          f"{len(request.customers)}", ("customers",), "too_long")
     seen: dict = {}
-    limit = dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time())
     for i, customer in enumerate(request.customers):
         key = _id_key(customer.customer_id)
         if key in seen:
@@ -57,79 +76,167 @@ def check_request(request: ScoreRequest, settings: ServiceSettings, as_of: dt.da
         if len(customer.attributes) > settings.max_attributes_per_customer:
             raise InputError(f"at most {settings.max_attributes_per_customer} attributes per customer",
                              ("customers", i, "attributes"), "too_long")
-        if customer.transactions is not None:
-            if len(customer.transactions) > settings.max_transactions_per_customer:
-                raise InputError(f"at most {settings.max_transactions_per_customer} transactions per customer; "
-                                 f"got {len(customer.transactions)}", ("customers", i, "transactions"), "too_long")
-            for j, row in enumerate(customer.transactions):
-                if _naive_utc(row.timestamp) >= limit:
-                    raise InputError(f"timestamp {row.timestamp.isoformat()} is after as_of {as_of}",
-                                     ("customers", i, "transactions", j, "timestamp"), "after_as_of")
-        signup = customer.attributes.get("signup_date")
-        if signup is not None:
-            try:
-                day = pd.Timestamp(signup)
-            except (TypeError, ValueError):
-                raise InputError(f"signup_date {signup!r} is not a date", ("customers", i, "attributes",
-                                                                           "signup_date"), "date_parsing") from None
-            if pd.isna(day) or (day.tz_convert("UTC").tz_localize(None) if day.tzinfo else day).date() > as_of:
-                raise InputError(f"signup_date {signup!r} is after as_of {as_of} (or not a date)",
-                                 ("customers", i, "attributes", "signup_date"), "after_as_of")
-        cost = customer.attributes.get(COST_COLUMN)
-        if cost is not None and (isinstance(cost, (str, bool)) or not cost >= 0):
-            raise InputError(f"{COST_COLUMN} must be a number >= 0", ("customers", i, "attributes", COST_COLUMN))
+        if rows.counts[i] > settings.max_transactions_per_customer:
+            raise InputError(f"at most {settings.max_transactions_per_customer} transactions per customer; "
+                             f"got {rows.counts[i]}", ("customers", i, "transactions"), "too_long")
+        if customer.attributes:
+            _check_attributes(customer.attributes, i, as_of)
+    late = np.flatnonzero(rows.stamps >= np.datetime64(as_of + dt.timedelta(days=1), "us"))
+    if len(late):
+        i = int(np.searchsorted(np.cumsum(rows.counts), late[0], side="right"))
+        j = int(late[0] - (np.cumsum(rows.counts)[i - 1] if i else 0))
+        stamp = request.customers[i].transactions[j].timestamp
+        raise InputError(f"timestamp {stamp.isoformat()} is after as_of {as_of}",
+                         ("customers", i, "transactions", j, "timestamp"), "after_as_of")
+
+
+def _check_attributes(attributes: dict, i: int, as_of: dt.date) -> None:
+    signup = attributes.get("signup_date")
+    if signup is not None:
+        try:
+            day = pd.Timestamp(signup)
+        except (TypeError, ValueError):
+            raise InputError(f"signup_date {signup!r} is not a date", ("customers", i, "attributes",
+                                                                       "signup_date"), "date_parsing") from None
+        if pd.isna(day) or (day.tz_convert("UTC").tz_localize(None) if day.tzinfo else day).date() > as_of:
+            raise InputError(f"signup_date {signup!r} is after as_of {as_of} (or not a date)",
+                             ("customers", i, "attributes", "signup_date"), "after_as_of")
+    cost = attributes.get(COST_COLUMN)
+    if cost is not None and (isinstance(cost, (str, bool)) or not cost >= 0):
+        raise InputError(f"{COST_COLUMN} must be a number >= 0", ("customers", i, "attributes", COST_COLUMN))
 
 
 def score_request(scorer: Scorer, request: ScoreRequest, settings: ServiceSettings | None) -> dict:
-    """Score a request; the response body's fields other than ``model``. ``settings`` None skips the
-    limits (the self-check's own request)."""
-    as_of = request.as_of or today_utc()
-    if settings is not None:
-        check_request(request, settings, as_of)
-    customers = request.customers
-    text_ids = any(isinstance(c.customer_id, str) for c in customers)
-    ids = [str(c.customer_id) if text_ids else c.customer_id for c in customers]
-    log = _transactions(customers, ids)
+    """Score one request; the response body's fields other than ``model``. ``settings`` None skips
+    the limits (the self-check's own request).
+
+    Raises
+    ------
+    InputError, DataValidationError
+        On input the service cannot score.
+    """
+    (result,) = score_requests(scorer, [request], settings)
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def score_requests(scorer: Scorer, requests: list[ScoreRequest], settings: ServiceSettings | None) -> list:
+    """Score several requests with as few :meth:`Scorer.score` calls as possible (micro-batching).
+
+    Requests at the same ``as_of`` that give the same attribute columns are scored in one call: a
+    customer's features depend only on its own rows and attributes, and its referrals are counted
+    among its own request's customers only (customer ids are replaced by positions, and
+    ``referred_by`` by the referrer's position in the same request or by an id no one has), so each
+    answer is the one the request gets alone (to floating-point rounding of the learners' matrix
+    products, ~1e-15 relative). Returns, per request, its result or the exception it raised; a
+    batch that fails validation is retried request by request, so an error stays with its request.
+    """
+    results: list = [None] * len(requests)
+    groups: dict[tuple, list[int]] = {}
     known = set(scorer.attribute_columns_) | {COST_COLUMN}
-    given = sorted({name for c in customers for name in c.attributes})
-    used = [name for name in given if name in known]
-    table = pd.DataFrame({"customer_id": ids, **{name: [c.attributes.get(name) for c in customers] for name in used}})
-    summary_rows = [(k, c.summary) for k, c in zip(ids, customers, strict=True) if c.summary is not None]
+    rows = [_Rows.of(request) for request in requests]
+    for k, request in enumerate(requests):
+        as_of = request.as_of or today_utc()
+        try:
+            if settings is not None:
+                check_request(request, settings, as_of, rows[k])
+        except InputError as exc:
+            results[k] = exc
+            continue
+        used = tuple(sorted({name for c in request.customers for name in c.attributes if name in known}))
+        groups.setdefault((as_of, used), []).append(k)
+    for (as_of, used), members in groups.items():
+        try:
+            outputs = _score_together(scorer, [requests[k] for k in members], [rows[k] for k in members], as_of, used)
+        except DataValidationError as exc:
+            if len(members) == 1:
+                results[members[0]] = exc
+                continue
+            outputs = []
+            for k in members:
+                try:
+                    outputs.extend(_score_together(scorer, [requests[k]], [rows[k]], as_of, used))
+                except DataValidationError as single:
+                    outputs.append(single)
+        for k, output in zip(members, outputs, strict=True):
+            results[k] = output
+    return results
+
+
+def _score_together(scorer: Scorer, requests: list[ScoreRequest], rows: list[_Rows], as_of: dt.date,
+                    used: tuple) -> list[dict]:
+    customers = [c for request in requests for c in request.customers]
+    positions = np.arange(len(customers), dtype=np.int64)
+    attributes = {name: [c.attributes.get(name) for c in customers] for name in used}
+    if "referred_by" in attributes:
+        attributes["referred_by"] = _referrer_positions(requests)
+    table = pd.DataFrame({"customer_id": positions, **attributes})
+    summary_rows = [(k, c.summary) for k, c in enumerate(customers) if c.summary is not None]
     summaries = None
     if summary_rows:
         summaries = pd.DataFrame({
-            "customer_id": [k for k, _ in summary_rows],
+            "customer_id": np.array([k for k, _ in summary_rows], dtype=np.int64),
             "frequency": [s.frequency for _, s in summary_rows],
             "recency_days": [s.recency_days for _, s in summary_rows],
             "age_days": [s.age_days for _, s in summary_rows],
             "monetary_value": [s.monetary_value for _, s in summary_rows],
         })
+    counts = np.concatenate([r.counts for r in rows])
+    log = InMemoryTransactions.from_arrays(np.repeat(positions, counts), np.concatenate([r.stamps for r in rows]),
+                                           np.concatenate([r.amounts for r in rows]))
     scores = scorer.score(log, as_of=pd.Timestamp(as_of), customers=table, summaries=summaries)
-    by_id = scores.set_index("customer_id")
-    rows = by_id.loc[ids]
-    out = []
-    columns = {name: rows[name].to_numpy() for name in by_id.columns}
+    order = np.argsort(scores["customer_id"].to_numpy())  # position k at row k
+    columns = {name: scores[name].to_numpy()[order] for name in scores.columns}
+    floats = {name: [v if math.isfinite(v) else None for v in columns[name].astype(float).tolist()]
+              for name in _FLOAT_FIELDS}
+    flags = {name: columns[name].astype(bool).tolist() for name in _FLAG_FIELDS}
+    tiers, flag_text, reason_text = columns["tier"].tolist(), columns["flags"].tolist(), columns["reasons"].tolist()
+    scored = []  # plain dicts in the shape of CustomerScore (serialised as they are)
     for i, customer in enumerate(customers):
-        record = {
+        scored.append({
             "customer_id": customer.customer_id,
             "input": "summary" if customer.summary is not None else "transactions",
-            "tier": str(columns["tier"][i]),
-            "flags": _split(columns["flags"][i], ";"),
-            "reasons": _split(columns["reasons"][i], "; "),
-        }
-        for name in _FLOAT_FIELDS:
-            value = float(columns[name][i])
-            record[name] = value if math.isfinite(value) else None
-        for name in _FLAG_FIELDS:
-            record[name] = bool(columns[name][i])
-        out.append(CustomerScore.model_construct(**record))
-    return {
-        "as_of": as_of,
-        "n_customers": len(out),
-        "missing_attributes": [c for c in scorer.attribute_columns_ if c not in given],
-        "ignored_attributes": [name for name in given if name not in known],
-        "customers": out,
-    }
+            **{name: floats[name][i] for name in _FLOAT_FIELDS},
+            "tier": str(tiers[i]),
+            **{name: flags[name][i] for name in _FLAG_FIELDS},
+            "flags": _split(flag_text[i], ";"),
+            "reasons": _split(reason_text[i], "; "),
+        })
+    known = set(scorer.attribute_columns_) | {COST_COLUMN}
+    out, start = [], 0
+    for request in requests:
+        given = sorted({name for c in request.customers for name in c.attributes})
+        n = len(request.customers)
+        out.append({
+            "as_of": as_of,
+            "n_customers": n,
+            "missing_attributes": [c for c in scorer.attribute_columns_ if c not in given],
+            "ignored_attributes": [name for name in given if name not in known],
+            "customers": scored[start:start + n],
+        })
+        start += n
+    return out
+
+
+def _referrer_positions(requests: list[ScoreRequest]) -> list:
+    """Each customer's ``referred_by`` as the referrer's position in the same request, or a negative
+    id no customer has when the referrer is not in the request (None stays None)."""
+    out, start, outside = [], 0, 0
+    for request in requests:
+        here = {_id_key(c.customer_id): start + i for i, c in enumerate(request.customers)}
+        for c in request.customers:
+            referrer = c.attributes.get("referred_by")
+            if referrer is None:
+                out.append(None)
+                continue
+            position = here.get(_id_key(referrer))
+            if position is None:
+                outside += 1
+                position = -outside
+            out.append(position)
+        start += len(request.customers)
+    return out
 
 
 def self_check_request(scorer: Scorer) -> ScoreRequest:
@@ -153,28 +260,13 @@ def check_answer(body: dict) -> None:
     """Raise when a self-check answer is not a sane score (probabilities in [0, 1], value >= 0)."""
     for row in body["customers"]:
         for name in ("p_alive", "churn_probability"):
-            value = getattr(row, name)
+            value = row[name]
             if value is None or not 0.0 <= value <= 1.0:
-                raise RuntimeError(f"self-check: {name} of customer {row.customer_id} is {value}")
+                raise RuntimeError(f"self-check: {name} of customer {row['customer_id']} is {value}")
         for name in ("expected_purchases", "predicted_value"):
-            value = getattr(row, name)
+            value = row[name]
             if value is None or value < 0:
-                raise RuntimeError(f"self-check: {name} of customer {row.customer_id} is {value}")
-
-
-def _transactions(customers, ids: list) -> InMemoryTransactions:
-    counts = [len(c.transactions) if c.transactions else 0 for c in customers]
-    n = sum(counts)
-    row_ids = np.repeat(np.asarray(ids, dtype=object if isinstance(ids[0], str) else np.int64), counts)
-    stamps = np.empty(n, dtype="datetime64[us]")
-    amounts = np.empty(n, dtype=np.float64)
-    k = 0
-    for c in customers:
-        for row in c.transactions or ():
-            stamps[k] = np.datetime64(_naive_utc(row.timestamp), "us")
-            amounts[k] = row.amount
-            k += 1
-    return InMemoryTransactions.from_arrays(row_ids, stamps, amounts)
+                raise RuntimeError(f"self-check: {name} of customer {row['customer_id']} is {value}")
 
 
 def _naive_utc(stamp: dt.datetime) -> dt.datetime:
@@ -184,6 +276,9 @@ def _naive_utc(stamp: dt.datetime) -> dt.datetime:
 
 
 def _id_key(value) -> str:
+    """Ids compared as text (1, "1" and 1.0 are the same customer)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     return str(value)
 
 

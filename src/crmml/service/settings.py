@@ -27,6 +27,9 @@ class ServiceSettings(BaseSettings):
     max_in_flight : int
         Requests one worker process scores or queues at once; more are answered 503 at once with
         ``Retry-After``, so latency stays bounded under overload.
+    batch_max_customers : int
+        Requests queued while a batch is scored are scored together next, up to this many
+        customers in one call (a larger request is scored alone).
     reload_interval_seconds : float
         Poll the registry for a moved alias every so many seconds (0: only on ``POST /v1/admin/reload``).
     load_retry_seconds : float
@@ -42,6 +45,7 @@ class ServiceSettings(BaseSettings):
     max_transactions_per_customer: int = Field(10_000, ge=1)
     max_attributes_per_customer: int = Field(50, ge=0)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
-    max_in_flight: int = Field(8, ge=1)
+    max_in_flight: int = Field(32, ge=1)
+    batch_max_customers: int = Field(500, ge=1)
     reload_interval_seconds: float = Field(0.0, ge=0)
     load_retry_seconds: float = Field(5.0, gt=0)

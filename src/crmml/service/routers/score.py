@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import anyio
+import json
+
 from fastapi import APIRouter, Depends, Request, Response
 
 from crmml.service.errors import ERROR_RESPONSES, served_model
 from crmml.service.schemas import ScoreRequest, ScoreResponse
-from crmml.service.scoring import score_request
 from crmml.service.security import require_api_key
 
 router = APIRouter(prefix="/v1", tags=["scoring"], dependencies=[Depends(require_api_key)])
@@ -26,9 +26,9 @@ async def score(request: Request, body: ScoreRequest) -> Response:
     are scored by the BTYD and spend models only, and their reasons say so."""
     state = request.app.state
     served = served_model(request)
-    result = await anyio.to_thread.run_sync(score_request, served.scorer, body, state.settings,
-                                            limiter=state.scoring_limiter)
+    result = await state.batcher.score(served, body)
     state.metrics.customers.inc(result["n_customers"])
-    payload = ScoreResponse.model_construct(model=served.ref, **result).model_dump_json()
+    payload = json.dumps({"model": served.model_json, **result, "as_of": result["as_of"].isoformat()},
+                         separators=(",", ":"), allow_nan=False)
     return Response(payload, media_type="application/json",
                     headers={"X-Model-Version": served.ref.version or served.ref.model_version})
