@@ -379,3 +379,51 @@ def test_crmml_serve_runs_as_a_server_process(service_model, tmp_path):
             process.wait()
         log.close()
     assert process.returncode == 0, (tmp_path / "serve.log").read_text()
+
+
+def test_merged_requests_get_the_answers_they_get_alone(service_model):
+    """Micro-batching: several requests in one Scorer.score call, each answered as if alone;
+    referrals are counted within a request only; one bad request fails alone."""
+    from crmml.service.schemas import ScoreRequest
+    from crmml.service.scoring import InputError, score_request, score_requests
+
+    ids = _ids(service_model, 6, seed=4)
+    first = service_model.request_customers(ids[:3])
+    second = service_model.request_customers(ids[3:])
+    first[1]["attributes"]["referred_by"] = first[0]["customer_id"]  # referrer in the same request
+    second[0]["attributes"]["referred_by"] = first[0]["customer_id"]  # referrer in another request
+    second[1]["customer_id"] = first[0]["customer_id"]  # the same id in two requests is fine
+    requests = [ScoreRequest.model_validate({"as_of": AS_OF, "customers": c}) for c in (first, second)]
+    bad = ScoreRequest.model_validate({"as_of": AS_OF, "customers": [
+        {"customer_id": 1, "transactions": [{"timestamp": "2025-07-02", "amount": 1.0}]}]})
+    settings = _settings(service_model)
+    merged = score_requests(service_model.scorer, [requests[0], bad, requests[1]], settings)
+    assert isinstance(merged[1], InputError)
+    for request, together in zip(requests, (merged[0], merged[2]), strict=True):
+        alone = score_request(service_model.scorer, request, settings)
+        assert [c["customer_id"] for c in together["customers"]] == [c.customer_id for c in request.customers]
+        for a, b in zip(alone["customers"], together["customers"], strict=True):
+            assert a["tier"] == b["tier"] and a["flags"] == b["flags"] and a["reasons"] == b["reasons"]
+            for name in ("expected_purchases", "p_alive", "churn_probability", "predicted_value"):
+                assert b[name] == pytest.approx(a[name], rel=1e-12, abs=1e-15)
+
+
+def test_concurrent_requests_are_scored_in_fewer_batches(service_model):
+    bodies = [{"as_of": AS_OF, "customers": service_model.request_customers([i])} for i in _ids(service_model, 24, 5)]
+    app = create_app(_settings(service_model))
+    answers = {}
+
+    def call(url, k):
+        with httpx.Client(base_url=url, timeout=60) as http:
+            answers[k] = http.post("/v1/score", json=bodies[k]).json()
+
+    with ServerThread(app) as server:
+        threads = [threading.Thread(target=call, args=(server.url, k)) for k in range(len(bodies))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        batches = app.state.batcher.batches
+    assert sorted(answers) == list(range(len(bodies)))
+    assert all(answers[k]["customers"][0]["customer_id"] == bodies[k]["customers"][0]["customer_id"] for k in answers)
+    assert batches < len(bodies)  # requests that waited for a batch were merged into the next
