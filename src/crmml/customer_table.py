@@ -71,10 +71,11 @@ def _customer_attributes(customers: pd.DataFrame, as_of_day: pd.Timestamp, taken
     signed_up = np.ones(len(index), dtype=bool)
     excluded = index[:0]
     if "signup_date" in names:
-        signup = _as_days(customers["signup_date"])
-        after = (signup > as_of_day).to_numpy()
-        tenure = ((as_of_day - signup).dt.days).astype(np.float64).to_numpy()
-        signed_up = (signup <= as_of_day).to_numpy()  # unknown sign-up dates do not count as referrals
+        signup = _as_days(customers["signup_date"]).to_numpy()  # days, NaT where unknown
+        as_of_stamp = as_of_day.to_datetime64()
+        after = signup > as_of_stamp
+        tenure = (as_of_stamp - signup) / np.timedelta64(1, "D")  # whole days (both are midnights), NaN if unknown
+        signed_up = signup <= as_of_stamp  # unknown sign-up dates do not count as referrals
         excluded = index[after]
         if after.any():
             keep = ~after

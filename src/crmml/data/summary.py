@@ -890,13 +890,21 @@ def _customer_batches(con: duckdb.DuckDBPyConnection, has_amount: bool) -> Itera
 
 def _frame(parts: list[dict]) -> pd.DataFrame:
     """Join the batches' columns into the summary frame, indexed by customer_id."""
-    table = {"customer_id": pa.concat_arrays([part["customer_id"] for part in parts])}
-    for name in parts[0]:
-        if name != "customer_id":
-            values = np.concatenate([part[name] for part in parts])
-            is_time = name.startswith(("first_purchase", "last_purchase"))
-            table[name] = pa.array(values, type=pa.timestamp("us")) if is_time else values
+    ids = pa.concat_arrays([part["customer_id"] for part in parts])
+    columns = {name: np.concatenate([part[name] for part in parts]) for name in parts[0] if name != "customer_id"}
+    times = [name for name in columns if name.startswith(("first_purchase", "last_purchase"))]
+    if len(ids) and ids.type == pa.int64() and ids.null_count == 0 and not any((columns[t] == _INT64_MIN).any() for t in times):
+        # the usual case, framed from NumPy (as Arrow would: times as datetime64[us])
+        for name in times:
+            columns[name] = columns[name].view("datetime64[us]")
+        return pd.DataFrame(columns, index=pd.Index(ids.to_numpy(), name="customer_id"))
+    table = {"customer_id": ids}
+    for name, values in columns.items():
+        table[name] = pa.array(values, type=pa.timestamp("us")) if name in times else values
     return pa.table(table).to_pandas(split_blocks=True).set_index("customer_id")
+
+
+_INT64_MIN = np.iinfo(np.int64).min  # NumPy's NaT, a timestamp for Arrow: such columns go through Arrow
 
 
 def _report(
