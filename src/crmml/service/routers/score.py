@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+import pydantic_core
 from fastapi import APIRouter, Depends, Request, Response
 
 from crmml.service.errors import ERROR_RESPONSES, served_model
@@ -28,7 +27,6 @@ async def score(request: Request, body: ScoreRequest) -> Response:
     served = served_model(request)
     result = await state.batcher.score(served, body)
     state.metrics.customers.inc(result["n_customers"])
-    payload = json.dumps({"model": served.model_json, **result, "as_of": result["as_of"].isoformat()},
-                         separators=(",", ":"), allow_nan=False)
+    payload = pydantic_core.to_json({"model": served.model_json, **result})  # (non-finite floats are None)
     return Response(payload, media_type="application/json",
                     headers={"X-Model-Version": served.ref.version or served.ref.model_version})
