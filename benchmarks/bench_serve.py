@@ -73,15 +73,7 @@ import loadgen  # this folder's module
 
 AS_OF = "2025-06-30"
 MODEL_URI = "models:/crmml-scorer/1"
-GOOD = """
-model:
-  churn_window_days: 90
-  value_horizon_days: 180
-  transaction_model: bg_nbd
-  churn_learners: [logistic]
-  value_learners: [poisson_glm]
-baseline_models: [bg_nbd]
-"""  # tests/test_train_score.py's GOOD config
+GOOD = (HERE.parent / "models" / "small.yaml").read_text()  # the end-to-end tests' config
 MLFLOW_COLUMNS = ["customer_id", "timestamp", "amount", "acquisition_channel", "region", "signup_date", "referred_by"]
 ATTRIBUTES = ["acquisition_channel", "region", "signup_date", "referred_by"]
 

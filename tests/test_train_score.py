@@ -22,15 +22,7 @@ from crmml.scorer import SCORE_COLUMNS
 pytest.importorskip("mlflow")
 
 AS_OF = "2025-06-30"
-GOOD = """
-model:
-  churn_window_days: 90
-  value_horizon_days: 180
-  transaction_model: bg_nbd
-  churn_learners: [logistic]
-  value_learners: [poisson_glm]
-baseline_models: [bg_nbd]
-"""
+GOOD = (Path(__file__).resolve().parents[1] / "models" / "small.yaml").read_text()
 # Worse by design: the BTYD score alone, blind to the customer table's channel, which drives dropout.
 WORSE = """
 model:
