@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from crmml.errors import CrmmlError
+from crmml.errors import CrmmlError, first_line
 
 EXIT_USAGE = 2
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # crmml.registry's default, without importing MLflow here
@@ -26,8 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (CrmmlError, FileNotFoundError, NotADirectoryError, ValueError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"crmml {args.command}: error: {message}", file=sys.stderr)
+        print(f"crmml {args.command}: error: {first_line(error)}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -34,3 +34,10 @@ class DataValidationError(CrmmlError, ValueError):
 
 class ConvergenceError(CrmmlError, RuntimeError):
     """The maximum-likelihood optimiser did not reach a finite optimum."""
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's first line of text (its type's name when it has none): one line for the CLI,
+    an API error or a log."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

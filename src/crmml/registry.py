@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from crmml.errors import CrmmlError
+from crmml.errors import CrmmlError, first_line
 from crmml.scorer import BUNDLE_FILE, Scorer
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "TrainingRecord",
     "library_versions",
     "load_scorer",
+    "load_target",
     "log_and_register",
     "resolve_model_uri",
 ]
@@ -326,31 +327,42 @@ def load_scorer(uri: str, *, tracking_uri: str | None = None) -> Scorer:
     Raises
     ------
     ModelNotFoundError
-        When the URI names no model, version, alias or bundle.
+        When the URI names no model, version, alias or bundle, or the registry cannot be asked.
     """
-    match = _MODELS_URI.match(uri)
-    if match is None:
-        if uri.startswith(("models:", "runs:", "s3:", "http:", "https:")):
-            raise ModelNotFoundError(f"Unsupported model URI {uri!r}: use models:/<name>@<alias>, "
-                                     "models:/<name>/<version> or a local path.")
-        return _load_local(Path(uri), uri)
-    import mlflow
-    from mlflow import MlflowClient
+    if _MODELS_URI.match(uri) is None:
+        return load_target(resolve_model_uri(uri), tracking_uri=tracking_uri)
     from mlflow.exceptions import MlflowException
 
-    _quiet_mlflow()
-    tracking_uri = tracking_uri or mlflow.get_tracking_uri()
-    client = MlflowClient(tracking_uri)
-    name, alias, number = match["name"], match["alias"], match["version"]
     try:
-        found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+        target = resolve_model_uri(uri, tracking_uri=tracking_uri)
+    except MlflowException as exc:
+        raise ModelNotFoundError(f"Cannot load {uri}: {first_line(exc)}") from exc
+    return load_target(target, tracking_uri=tracking_uri)
+
+
+def load_target(target: ModelTarget, *, tracking_uri: str | None = None) -> Scorer:
+    """The scorer :func:`resolve_model_uri` found (a pinned version is downloaded; no new lookup of
+    the alias, so a caller that resolved first loads exactly that version).
+
+    Raises
+    ------
+    ModelNotFoundError
+        When the version cannot be downloaded or holds no crmml model.
+    """
+    if target.name is None:
+        return _load_local(Path(target.load_uri), target.load_uri)
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    tracking_uri = tracking_uri or mlflow.get_tracking_uri()
+    try:
         mlflow.set_tracking_uri(tracking_uri)
         with tempfile.TemporaryDirectory(prefix="crmml-model-") as folder:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{found.version}", dst_path=folder)
-            return _load_local(Path(local), uri)
+            local = mlflow.artifacts.download_artifacts(artifact_uri=target.load_uri, dst_path=folder)
+            return _load_local(Path(local), target.load_uri)
     except MlflowException as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelNotFoundError(f"Cannot load {uri} from {tracking_uri}: {message}") from exc
+        raise ModelNotFoundError(f"Cannot load {target.load_uri} from {tracking_uri}: {first_line(exc)}") from exc
+
 
 
 @dataclass(frozen=True)
@@ -400,8 +412,7 @@ def resolve_model_uri(uri: str, *, tracking_uri: str | None = None) -> ModelTarg
         found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelNotFoundError(f"Cannot load {uri}: {message}") from exc
+            raise ModelNotFoundError(f"Cannot load {uri}: {first_line(exc)}") from exc
         raise
     return ModelTarget(name, str(found.version), alias, f"models:/{name}/{found.version}")
 

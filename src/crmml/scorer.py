@@ -369,11 +369,9 @@ class Scorer:
             no_purchase_history=features["no_purchase_history"].to_numpy(dtype=bool),
             churn_window_days=self.config.model.churn_window_days,
         )
-        reasons = np.array(flags["reasons"], dtype=object)
-        reasons = np.where(lead == "", reasons, np.where(reasons == "", lead, lead + "; " + reasons))
+        reasons = _reasons_after(lead, np.array(flags["reasons"], dtype=object))
         if from_summary is not None and from_summary.any():
-            reasons = np.where(from_summary, np.where(reasons == "", SUMMARY_REASON, SUMMARY_REASON + "; " + reasons),
-                               reasons)
+            reasons = _reasons_after(np.where(from_summary, SUMMARY_REASON, "").astype(object), reasons)
         out = pd.DataFrame({
             "customer_id": features.index.to_numpy(),
             "expected_purchases": predicted["predicted_purchases"].to_numpy(),
@@ -450,6 +448,11 @@ class Scorer:
     def _check_fitted(self) -> None:
         if not hasattr(self, "tier_rule_"):
             raise RuntimeError("This Scorer is not fitted yet; call fit() first.")
+
+
+def _reasons_after(first: np.ndarray, reasons: np.ndarray) -> np.ndarray:
+    """Per customer, the ``first`` reason (when not empty) and then ``reasons``, joined by ``; ``."""
+    return np.where(first == "", reasons, np.where(reasons == "", first, first + "; " + reasons))
 
 
 def _attribute_features(features: pd.DataFrame) -> list[str]:

@@ -13,7 +13,7 @@ from crmml.errors import DataValidationError
 from crmml.service.schemas import ErrorResponse
 from crmml.service.scoring import InputError
 
-__all__ = ["ERROR_RESPONSES", "install_error_handlers", "served_model"]
+__all__ = ["ERROR_RESPONSES", "error_body", "install_error_handlers", "served_model"]
 
 log = logging.getLogger("crmml.service")
 
@@ -35,7 +35,8 @@ def served_model(request: Request):
     return served
 
 
-def _body(detail: str, errors=()) -> dict:
+def error_body(detail: str, errors=()) -> dict:
+    """The JSON of every error answer (:class:`~crmml.service.schemas.ErrorResponse`)."""
     return {"detail": detail, "errors": list(errors)}
 
 
@@ -50,26 +51,26 @@ def install_error_handlers(app: FastAPI) -> None:
                    "msg": str(e.get("msg", "")), "type": str(e.get("type", "value_error"))} for e in exc.errors()]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        return JSONResponse(_body(f"{_location(first['loc'])}: {first['msg']}{more}", errors), status_code=422)
+        return JSONResponse(error_body(f"{_location(first['loc'])}: {first['msg']}{more}", errors), status_code=422)
 
     @app.exception_handler(InputError)
     async def input_error(request: Request, exc: InputError):
         error = {"loc": list(exc.loc), "msg": str(exc), "type": exc.kind}
-        return JSONResponse(_body(f"{_location(exc.loc)}: {exc}", [error]), status_code=422)
+        return JSONResponse(error_body(f"{_location(exc.loc)}: {exc}", [error]), status_code=422)
 
     @app.exception_handler(DataValidationError)
     async def data_error(request: Request, exc: DataValidationError):
         loc = ["body", "customers"] + ([exc.column] if exc.column else [])
-        return JSONResponse(_body(str(exc), [{"loc": loc, "msg": str(exc), "type": "value_error"}]), status_code=422)
+        return JSONResponse(error_body(str(exc), [{"loc": loc, "msg": str(exc), "type": "value_error"}]), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         if exc.status_code == 400:  # FastAPI's "error parsing the body" (not UTF-8, for one): malformed input
             error = {"loc": ["body"], "msg": "the body is not valid JSON text", "type": "json_invalid"}
-            return JSONResponse(_body("body: the body is not valid JSON text", [error]), status_code=422)
-        return JSONResponse(_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+            return JSONResponse(error_body("body: the body is not valid JSON text", [error]), status_code=422)
+        return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse(_body("internal error; it has been logged"), status_code=500)
+        return JSONResponse(error_body("internal error; it has been logged"), status_code=500)

@@ -28,6 +28,8 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
 
+from crmml.service.errors import error_body
+
 __all__ = ["GuardMiddleware", "ServiceMetrics"]
 
 _LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -169,7 +171,7 @@ def _route_template(scope) -> str:
 
 
 async def _error(send, status: int, detail: str, headers=()) -> None:
-    body = json.dumps({"detail": detail, "errors": []}).encode()
+    body = json.dumps(error_body(detail)).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *headers]})

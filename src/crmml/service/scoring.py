@@ -87,8 +87,9 @@ def check_request(request: ScoreRequest, settings: ServiceSettings, as_of: dt.da
     _check_signup_dates(request, as_of)
     late = np.flatnonzero(rows.stamps >= np.datetime64(as_of + dt.timedelta(days=1), "us"))
     if len(late):
-        i = int(np.searchsorted(np.cumsum(rows.counts), late[0], side="right"))
-        j = int(late[0] - (np.cumsum(rows.counts)[i - 1] if i else 0))
+        ends = np.cumsum(rows.counts)  # row k belongs to the first customer whose end is > k
+        i = int(np.searchsorted(ends, late[0], side="right"))
+        j = int(late[0] - (ends[i - 1] if i else 0))
         stamp = request.customers[i].transactions[j].timestamp
         raise InputError(f"timestamp {stamp.isoformat()} is after as_of {as_of}",
                          ("customers", i, "transactions", j, "timestamp"), "after_as_of")

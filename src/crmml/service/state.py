@@ -13,8 +13,10 @@ import gc
 import logging
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 
-from crmml.registry import ModelNotFoundError, load_scorer, resolve_model_uri
+from crmml.errors import first_line
+from crmml.registry import ModelNotFoundError, load_target, resolve_model_uri
 from crmml.scorer import Scorer
 from crmml.service.schemas import ModelRef
 from crmml.service.scoring import check_answer, score_request, self_check_request
@@ -37,8 +39,9 @@ class ServedModel:
     ref: ModelRef
     loaded_at: dt.datetime
 
-    @property
+    @cached_property
     def model_json(self) -> dict:
+        """``ref`` as JSON-ready data, built once (every response carries it)."""
         return self.ref.model_dump()
 
 
@@ -74,17 +77,17 @@ class ModelHolder:
                 raise
             except Exception as exc:  # connection refused, timeouts, a broken database: keep serving
                 raise RegistryUnavailableError(f"the registry at {tracking} cannot be reached: "
-                                               f"{_first_line(exc)}") from exc
+                                               f"{first_line(exc)}") from exc
             old = self.current
             if old is not None and target.version is not None and old.ref.version == target.version:
                 return False, f"{uri} still names version {target.version}"
             try:
-                scorer = load_scorer(target.load_uri, tracking_uri=tracking)
+                scorer = load_target(target, tracking_uri=tracking)
             except ModelNotFoundError:
                 raise
             except Exception as exc:
                 raise RegistryUnavailableError(f"the model could not be downloaded from {tracking}: "
-                                               f"{_first_line(exc)}") from exc
+                                               f"{first_line(exc)}") from exc
             ref = ModelRef(name=target.name, version=target.version, alias=target.alias, uri=uri,
                            model_version=scorer.model_version)
             check_answer(score_request(scorer, self_check_request(scorer), None))
@@ -107,7 +110,3 @@ def _settle_memory() -> None:
     gc.collect()
     gc.freeze()
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
