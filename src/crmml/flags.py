@@ -31,9 +31,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["AT_RISK_RULES", "FLAGS", "FlagConfig", "FlagRule"]
+__all__ = ["AT_RISK_RULES", "FLAGS", "FLAG_NAMES", "FlagConfig", "FlagRule", "flag_codes"]
 
 FLAGS = ("at_risk", "high_value_at_risk", "lapsed", "new")
+#: The names of the flags set, per code of :func:`flag_codes`.
+FLAG_NAMES = tuple(tuple(name for bit, name in enumerate(FLAGS) if code >> bit & 1) for code in range(2 ** len(FLAGS)))
+_FLAG_TEXTS = np.array([";".join(names) for names in FLAG_NAMES], dtype=object)
 AT_RISK_RULES = ("youden", "precision", "fixed")
 _FALLBACK_THRESHOLD = 0.5
 
@@ -129,13 +132,21 @@ class FlagRule:
             reasons[i].append("no purchase yet" if no_history[i] else
                               f"first purchase {age[i]:.0f} days ago: too little history to judge")
         flags = {"at_risk": at_risk, "high_value_at_risk": high_value_at_risk, "lapsed": lapsed, "new": new}
-        names = np.array(FLAGS, dtype=object)
-        stacked = np.column_stack([flags[f] for f in FLAGS])
         return {
             **flags,
-            "flags": [";".join(names[row]) for row in stacked],
+            "flags": _FLAG_TEXTS[flag_codes(flags)].tolist(),
             "reasons": ["; ".join(r) for r in reasons],
         }
+
+
+def flag_codes(flags) -> np.ndarray:
+    """Per customer, which :data:`FLAGS` are set, as bits (``FLAGS[k]`` is bit ``k``); ``flags`` maps
+    each flag name to a bool array."""
+    codes = np.zeros(len(flags[FLAGS[0]]), dtype=np.intp)
+    for bit, name in enumerate(FLAGS):
+        codes |= np.asarray(flags[name], dtype=bool).astype(np.intp) << bit
+    return codes
+
 
 
 def _at_risk_threshold(config: FlagConfig, churned, probability) -> tuple[float, str]:

@@ -20,6 +20,7 @@ import pandas as pd
 
 from crmml.data.in_memory import InMemoryTransactions
 from crmml.errors import DataValidationError
+from crmml.flags import FLAG_NAMES, FLAGS, flag_codes
 from crmml.scorer import COST_COLUMN, Scorer
 from crmml.service.schemas import ScoreRequest
 from crmml.service.settings import ServiceSettings
@@ -28,7 +29,6 @@ __all__ = ["InputError", "score_request", "score_requests", "self_check_request"
 
 _EPOCH, _MICROSECOND = dt.datetime(1970, 1, 1), dt.timedelta(microseconds=1)
 _FLOAT_FIELDS = ("expected_purchases", "p_alive", "churn_probability", "predicted_value", "predicted_profit")
-_FLAG_FIELDS = ("at_risk", "high_value_at_risk", "lapsed", "new")
 
 
 class InputError(ValueError):
@@ -64,35 +64,55 @@ class _Rows:
 
 
 def check_request(request: ScoreRequest, settings: ServiceSettings, as_of: dt.date, rows: _Rows) -> None:
-    """The run-time rules: limits, distinct ids, nothing dated after ``as_of``."""
-    if len(request.customers) > settings.max_customers_per_request:
+    """The run-time rules: limits, distinct ids, nothing dated after ``as_of``. Of several problems,
+    the first customer's is reported."""
+    customers = request.customers
+    if len(customers) > settings.max_customers_per_request:
         raise InputError(f"at most {settings.max_customers_per_request} customers per request; got "
-                         f"{len(request.customers)}", ("customers",), "too_long")
-    seen: dict = {}
-    for i, customer in enumerate(request.customers):
-        key = _id_key(customer.customer_id)
-        if key in seen:
-            raise InputError(f"customer_id {customer.customer_id!r} repeats customer {seen[key]}; send each "
-                             "customer once", ("customers", i, "customer_id"), "duplicate")
-        seen[key] = i
-        if len(customer.attributes) > settings.max_attributes_per_customer:
-            raise InputError(f"at most {settings.max_attributes_per_customer} attributes per customer",
-                             ("customers", i, "attributes"), "too_long")
-        if rows.counts[i] > settings.max_transactions_per_customer:
-            raise InputError(f"at most {settings.max_transactions_per_customer} transactions per customer; "
-                             f"got {rows.counts[i]}", ("customers", i, "transactions"), "too_long")
-        cost = customer.attributes.get(COST_COLUMN)
-        if cost is not None and (isinstance(cost, (str, bool)) or not cost >= 0):
-            raise InputError(f"{COST_COLUMN} must be a number >= 0", ("customers", i, "attributes", COST_COLUMN))
+                         f"{len(customers)}", ("customers",), "too_long")
+    problems = []  # (customer, rule, error factory): the first customer's problem, by rule order
+    keys = [str(c.customer_id) for c in customers]  # (ids are ints or text: 1 and "1" are one customer)
+    if len(set(keys)) < len(keys):
+        seen: dict = {}
+        for i, key in enumerate(keys):
+            if key in seen:
+                first = seen[key]
+                problems.append((i, 0, lambda i=i, first=first: InputError(
+                    f"customer_id {customers[i].customer_id!r} repeats customer {first}; send each customer "
+                    "once", ("customers", i, "customer_id"), "duplicate")))
+                break
+            seen[key] = i
+    limit = settings.max_attributes_per_customer
+    crowded = next((i for i, c in enumerate(customers) if len(c.attributes) > limit), None)
+    if crowded is not None:
+        problems.append((crowded, 1, lambda: InputError(f"at most {limit} attributes per customer",
+                                                        ("customers", crowded, "attributes"), "too_long")))
+    long = np.flatnonzero(rows.counts > settings.max_transactions_per_customer)
+    if len(long):
+        i = int(long[0])
+        problems.append((i, 2, lambda: InputError(
+            f"at most {settings.max_transactions_per_customer} transactions per customer; got {rows.counts[i]}",
+            ("customers", i, "transactions"), "too_long")))
+    costly = next((i for i, c in enumerate(customers) if COST_COLUMN in c.attributes
+                   and not _is_cost(c.attributes[COST_COLUMN])), None)
+    if costly is not None:
+        problems.append((costly, 3, lambda: InputError(f"{COST_COLUMN} must be a number >= 0",
+                                                       ("customers", costly, "attributes", COST_COLUMN))))
+    if problems:
+        raise min(problems, key=lambda problem: problem[:2])[2]()
     _check_signup_dates(request, as_of)
     late = np.flatnonzero(rows.stamps >= np.datetime64(as_of + dt.timedelta(days=1), "us"))
     if len(late):
         ends = np.cumsum(rows.counts)  # row k belongs to the first customer whose end is > k
         i = int(np.searchsorted(ends, late[0], side="right"))
         j = int(late[0] - (ends[i - 1] if i else 0))
-        stamp = request.customers[i].transactions[j].timestamp
+        stamp = customers[i].transactions[j].timestamp
         raise InputError(f"timestamp {stamp.isoformat()} is after as_of {as_of}",
                          ("customers", i, "transactions", j, "timestamp"), "after_as_of")
+
+
+def _is_cost(value) -> bool:
+    return value is None or (not isinstance(value, (str, bool)) and value >= 0)
 
 
 def _check_signup_dates(request: ScoreRequest, as_of: dt.date) -> None:
@@ -103,16 +123,31 @@ def _check_signup_dates(request: ScoreRequest, as_of: dt.date) -> None:
     if not given:
         return
     values = [value for _, value in given]
-    try:
-        days = pd.to_datetime(pd.Series(values, dtype=object), errors="coerce", utc=True, format="mixed")
-    except (TypeError, ValueError, OverflowError):
-        days = pd.Series([pd.NaT] * len(values), dtype="datetime64[ns, UTC]")
-    bad = days.isna().to_numpy() | (days.dt.tz_localize(None).dt.normalize() > pd.Timestamp(as_of)).to_numpy()
+    days = _iso_days(values)
+    if days is not None:
+        bad = np.isnat(days) | (days > np.datetime64(as_of, "D"))
+    else:
+        try:
+            parsed = pd.to_datetime(pd.Series(values, dtype=object), errors="coerce", utc=True, format="mixed")
+        except (TypeError, ValueError, OverflowError):
+            parsed = pd.Series([pd.NaT] * len(values), dtype="datetime64[ns, UTC]")
+        bad = parsed.isna().to_numpy() | (parsed.dt.tz_localize(None).dt.normalize() > pd.Timestamp(as_of)).to_numpy()
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
         i, value = given[k]
         raise InputError(f"signup_date {value!r} is not a date on or before as_of {as_of}",
                          ("customers", i, "attributes", "signup_date"), "after_as_of")
+
+
+def _iso_days(values: list) -> np.ndarray | None:
+    """``values`` as ``datetime64[D]`` when every one is None or a ``YYYY-MM-DD`` date (the common case,
+    parsed ~20x faster than by pandas, to the same days); None otherwise."""
+    if not all(v is None or (isinstance(v, str) and len(v) == 10 and v[4] == v[7] == "-") for v in values):
+        return None
+    try:
+        return np.array(values, dtype="datetime64[D]")
+    except ValueError:
+        return None
 
 
 def score_request(scorer: Scorer, request: ScoreRequest, settings: ServiceSettings | None) -> dict:
@@ -180,6 +215,10 @@ def _score_together(scorer: Scorer, requests: list[ScoreRequest], rows: list[_Ro
     attributes = {name: [c.attributes.get(name) for c in customers] for name in used}
     if "referred_by" in attributes:
         attributes["referred_by"] = _referrer_positions(requests)
+    if "signup_date" in attributes:  # (ISO dates parsed here; anything else is left to the feature code)
+        days = _iso_days(attributes["signup_date"])
+        if days is not None:
+            attributes["signup_date"] = days
     table = pd.DataFrame({"customer_id": positions, **attributes})
     summary_rows = [(k, c.summary) for k, c in enumerate(customers) if c.summary is not None]
     summaries = None
@@ -197,20 +236,21 @@ def _score_together(scorer: Scorer, requests: list[ScoreRequest], rows: list[_Ro
     scores = scorer.score(log, as_of=pd.Timestamp(as_of), customers=table, summaries=summaries)
     order = np.argsort(scores["customer_id"].to_numpy())  # position k at row k
     columns = {name: scores[name].to_numpy()[order] for name in scores.columns}
-    floats = {name: [v if math.isfinite(v) else None for v in columns[name].astype(float).tolist()]
-              for name in _FLOAT_FIELDS}
-    flags = {name: columns[name].astype(bool).tolist() for name in _FLAG_FIELDS}
-    tiers, flag_text, reason_text = columns["tier"].tolist(), columns["flags"].tolist(), columns["reasons"].tolist()
+    floats = {name: _json_floats(columns[name]) for name in _FLOAT_FIELDS}
+    flags = {name: columns[name].astype(bool) for name in FLAGS}
+    flag_names = [list(FLAG_NAMES[code]) for code in flag_codes(flags).tolist()]  # the names in `flags`, split
+    flags = {name: values.tolist() for name, values in flags.items()}
+    tiers, reason_text = columns["tier"].astype(str).tolist(), columns["reasons"].tolist()
     scored = []  # plain dicts in the shape of CustomerScore (serialised as they are)
     for i, customer in enumerate(customers):
         scored.append({
             "customer_id": customer.customer_id,
             "input": "summary" if customer.summary is not None else "transactions",
             **{name: floats[name][i] for name in _FLOAT_FIELDS},
-            "tier": str(tiers[i]),
-            **{name: flags[name][i] for name in _FLAG_FIELDS},
-            "flags": _split(flag_text[i], ";"),
-            "reasons": _split(reason_text[i], "; "),
+            "tier": tiers[i],
+            **{name: flags[name][i] for name in FLAGS},
+            "flags": flag_names[i],
+            "reasons": reason_text[i].split("; ") if reason_text[i] else [],
         })
     known = set(scorer.attribute_columns_) | {COST_COLUMN}
     out, start = [], 0
@@ -291,6 +331,10 @@ def _id_key(value) -> str:
     return str(value)
 
 
-def _split(text, sep: str) -> list[str]:
-    text = "" if text is None else str(text)
-    return [part for part in text.split(sep) if part] if text else []
+def _json_floats(values: np.ndarray) -> list:
+    """Floats for JSON: non-finite values (no prediction) as None."""
+    values = values.astype(np.float64)
+    finite = np.isfinite(values)
+    if finite.all():
+        return values.tolist()
+    return [v if ok else None for v, ok in zip(values.tolist(), finite.tolist(), strict=True)]
