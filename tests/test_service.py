@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import shutil
 import threading
 
@@ -149,6 +151,15 @@ def test_malformed_json_and_wrong_types_are_422(client):
     assert bad_json.status_code == 422 and bad_json.json()["errors"][0]["type"] == "json_invalid"
     assert client.post("/v1/score", json={"as_of": "June", "customers": [_ONE]}).status_code == 422
     assert client.post("/v1/score", json=[1, 2]).status_code == 422
+    body = json.dumps({"as_of": AS_OF, "customers": [_ONE]}).encode()
+    for content_type in (None, "text/plain", "application/x-www-form-urlencoded"):
+        headers = {} if content_type is None else {"content-type": content_type}
+        wrong = client.post("/v1/score", content=body, headers=headers)
+        assert wrong.status_code == 422 and wrong.json()["errors"][0]["loc"] == ["body"], (content_type, wrong.text)
+    for content_type in ("application/json; charset=utf-8", "application/vnd.crmml+json"):
+        assert client.post("/v1/score", content=body, headers={"content-type": content_type}).status_code == 200
+    nested = client.post("/v1/score", json={"as_of": AS_OF, "customers": [{**_ONE, "transactions": [{"amount": 1}]}]})
+    assert nested.json()["errors"][0]["loc"] == ["body", "customers", 0, "transactions", 0, "timestamp"]
 
 
 def test_limits_on_customers_transactions_and_body(service_model):

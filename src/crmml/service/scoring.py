@@ -236,22 +236,18 @@ def _score_together(scorer: Scorer, requests: list[ScoreRequest], rows: list[_Ro
     scores = scorer.score(log, as_of=pd.Timestamp(as_of), customers=table, summaries=summaries)
     order = np.argsort(scores["customer_id"].to_numpy())  # position k at row k
     columns = {name: scores[name].to_numpy()[order] for name in scores.columns}
-    floats = {name: _json_floats(columns[name]) for name in _FLOAT_FIELDS}
     flags = {name: columns[name].astype(bool) for name in FLAGS}
-    flag_names = [list(FLAG_NAMES[code]) for code in flag_codes(flags).tolist()]  # the names in `flags`, split
-    flags = {name: values.tolist() for name, values in flags.items()}
-    tiers, reason_text = columns["tier"].astype(str).tolist(), columns["reasons"].tolist()
-    scored = []  # plain dicts in the shape of CustomerScore (serialised as they are)
-    for i, customer in enumerate(customers):
-        scored.append({
-            "customer_id": customer.customer_id,
-            "input": "summary" if customer.summary is not None else "transactions",
-            **{name: floats[name][i] for name in _FLOAT_FIELDS},
-            "tier": tiers[i],
-            **{name: flags[name][i] for name in FLAGS},
-            "flags": flag_names[i],
-            "reasons": reason_text[i].split("; ") if reason_text[i] else [],
-        })
+    values = {  # per field of CustomerScore, its values in customer order
+        "customer_id": [c.customer_id for c in customers],
+        "input": ["summary" if c.summary is not None else "transactions" for c in customers],
+        **{name: _json_floats(columns[name]) for name in _FLOAT_FIELDS},
+        "tier": columns["tier"].astype(str).tolist(),
+        **{name: flags[name].tolist() for name in FLAGS},
+        "flags": [list(FLAG_NAMES[code]) for code in flag_codes(flags).tolist()],  # the names set, split
+        "reasons": [text.split("; ") if text else [] for text in columns["reasons"].tolist()],
+    }
+    # plain dicts in the shape of CustomerScore, serialised as they are
+    scored = [dict(zip(values, row, strict=True)) for row in zip(*values.values(), strict=True)]
     known = set(scorer.attribute_columns_) | {COST_COLUMN}
     out, start = [], 0
     for request in requests:
