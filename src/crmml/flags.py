@@ -119,18 +119,22 @@ class FlagRule:
 
         n = len(p)
         reasons = [[] for _ in range(n)]
-        for i in np.flatnonzero(at_risk):
-            reasons[i].append(f"churn probability {p[i]:.2f} over the next {churn_window_days} days, above the "
-                              f"at-risk threshold {self.at_risk_threshold:.2f}")
-        for i in np.flatnonzero(high_value_at_risk):
+        # (formatted from Python floats: NumPy scalars format several times slower)
+        threshold = f"{self.at_risk_threshold:.2f}"
+        for i, p_i in zip(np.flatnonzero(at_risk).tolist(), p[at_risk].tolist(), strict=True):
+            reasons[i].append(f"churn probability {p_i:.2f} over the next {churn_window_days} days, above the "
+                              f"at-risk threshold {threshold}")
+        for i in np.flatnonzero(high_value_at_risk).tolist():
             reasons[i].append(f"{tier[i]} customer at risk: on the win-back list")
-        for i in np.flatnonzero(lapsed):
-            whose = "the usual gap" if has_own_gap[i] else "the typical repeat customer's gap"
-            reasons[i].append(f"no purchase for {since[i]:.0f} days, {gap_multiple[i]:.1f}x {whose} "
-                              f"({gap[i]:.0f} days)")
-        for i in np.flatnonzero(new):
-            reasons[i].append("no purchase yet" if no_history[i] else
-                              f"first purchase {age[i]:.0f} days ago: too little history to judge")
+        for i, since_i, multiple_i, gap_i, own in zip(np.flatnonzero(lapsed).tolist(), since[lapsed].tolist(),
+                                                      gap_multiple[lapsed].tolist(), gap[lapsed].tolist(),
+                                                      has_own_gap[lapsed].tolist(), strict=True):
+            whose = "the usual gap" if own else "the typical repeat customer's gap"
+            reasons[i].append(f"no purchase for {since_i:.0f} days, {multiple_i:.1f}x {whose} ({gap_i:.0f} days)")
+        for i, age_i, none_yet in zip(np.flatnonzero(new).tolist(), age[new].tolist(), no_history[new].tolist(),
+                                      strict=True):
+            reasons[i].append("no purchase yet" if none_yet else
+                              f"first purchase {age_i:.0f} days ago: too little history to judge")
         flags = {"at_risk": at_risk, "high_value_at_risk": high_value_at_risk, "lapsed": lapsed, "new": new}
         return {
             **flags,
