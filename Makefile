@@ -5,14 +5,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test bench bench-score bench-serve clean
+.PHONY: venv demo test bench bench-score bench-serve bench-spark clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,spark]"  # spark: the Spark tests run in CI too
 	touch $(STAMP)
 
 demo: venv
@@ -29,6 +29,9 @@ bench-score: venv
 
 bench-serve: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/bench_serve.py
+
+bench-spark: venv
+	$(PY) benchmarks/bench_spark.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist

@@ -70,7 +70,27 @@ def _build_parser() -> argparse.ArgumentParser:
     score.add_argument("--tracking-uri", default=None, help=f"MLflow tracking URI (default {DEFAULT_TRACKING_URI})")
     score.add_argument("--customers-per-partition", type=int, default=250_000,
                        help="customers scored at a time (memory; default 250000)")
+    score.add_argument("--engine", default="local", choices=["local", "spark"],
+                       help="local: DuckDB out of core (default); spark: a Spark session (pip install 'crmml[spark]')")
+    score.add_argument("--spark-master", default=None,
+                       help="with --engine spark: e.g. local[4], spark://host:7077, yarn (default: the session "
+                            "spark-submit configured, else local[2])")
     score.set_defaults(handler=_run_score)
+
+    report = commands.add_parser("report", help="one self-contained HTML model card of a registered model")
+    report.add_argument("--model", required=True,
+                        help="models:/crmml-scorer@champion, models:/<name>/<version> or a local bundle folder")
+    report.add_argument("--transactions", default=None,
+                        help="data to score and judge the model on (CSV/Parquet file, glob or directory); without "
+                             "it the holdout charts and the win-back list are not available")
+    report.add_argument("--customers", default=None, help="customer table (CSV/Parquet), with --transactions")
+    report.add_argument("--as-of", default=None,
+                        help="the report's date, with --transactions (default: the model's as-of date)")
+    report.add_argument("--time-format", default=None, help="strptime format of the time column, e.g. %%Y%%m%%d")
+    report.add_argument("--top", type=int, default=20, help="rows of the win-back list to show (default 20)")
+    report.add_argument("--output", required=True, help="the HTML file to write (atomically)")
+    report.add_argument("--tracking-uri", default=None, help=f"MLflow tracking URI (default {DEFAULT_TRACKING_URI})")
+    report.set_defaults(handler=_run_report)
 
     summary = commands.add_parser("summary", help="per-customer RFM summary of a transaction log")
     summary.add_argument("--transactions", required=True, help="CSV/Parquet file, glob or directory")
@@ -272,6 +292,8 @@ def _run_score(args: argparse.Namespace) -> int:
     from crmml.jobs import score_job
     from crmml.progress import progress_display
 
+    if args.engine == "spark":
+        return _run_score_on_spark(args)
     with progress_display() as progress:
         result = score_job(
             model=args.model, transactions=args.transactions, customers=args.customers, as_of=args.as_of,
@@ -283,6 +305,44 @@ def _run_score(args: argparse.Namespace) -> int:
     if result.missing_attributes:
         print(f"note: scored without the attributes {result.missing_attributes} the model was trained with "
               "(pass --customers)")
+    return 0
+
+
+def _run_score_on_spark(args: argparse.Namespace) -> int:
+    try:
+        from crmml.spark.jobs import score_job_spark
+    except ImportError as error:  # the optional extra is not installed: one line, exit code 2
+        raise ValueError(first_line(error)) from error
+    result = score_job_spark(
+        model=args.model, transactions=args.transactions, customers=args.customers, as_of=args.as_of,
+        output=args.output, tracking_uri=_tracking_uri(args), time_format=args.time_format,
+        master=args.spark_master,
+    )
+    print(f"model {result.model_version} (engine spark)")
+    print(result.report)
+    return 0
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from crmml.jobs import read_customer_table
+    from crmml.registry import load_scorer
+    from crmml.report import build_report
+
+    output = Path(args.output)
+    if output.suffix.lower() not in {".html", ".htm"}:
+        raise ValueError(f"--output must end in .html; got {output.name!r}.")
+    if args.transactions is None and (args.as_of or args.customers or args.time_format):
+        raise ValueError("--as-of, --customers and --time-format describe the report's data: they need --transactions.")
+    if not output.parent.is_dir():
+        raise NotADirectoryError(f"--output: no folder {output.parent}")
+    scorer = load_scorer(args.model, tracking_uri=_tracking_uri(args))
+    read_kwargs = {"time_format": args.time_format} if args.time_format else {}
+    report = build_report(scorer, transactions=args.transactions, as_of=args.as_of,
+                          customers=read_customer_table(args.customers), top=args.top, **read_kwargs)
+    report.write_html(output)
+    missing = [s.key for s in report.sections if s.unavailable]
+    print(f"model {scorer.model_version}: wrote {output} ({len(report.sections)} sections"
+          + (f"; not available: {', '.join(missing)})" if missing else ")"))
     return 0
 
 

@@ -12,7 +12,9 @@ saves it with ``path=`` or ``fig.savefig``. matplotlib is imported inside the fu
   *Marketing Science* 24(2), Figure 3);
 - :func:`plot_cumulative_tracking`: cumulative repeat transactions over time (same paper, Figure 2);
 - :func:`plot_roc_pr`, :func:`plot_calibration_curve`: churn score ranking and reliability;
-- :func:`plot_gains`: cumulative share of holdout value captured by the top customers.
+- :func:`plot_gains`: cumulative share of holdout value captured by the top customers;
+- :func:`plot_tier_pyramid`, :func:`plot_value_by_channel`, :func:`plot_referral_value`: the
+  customer pyramid, value by acquisition channel and referral value (the model report's charts).
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ __all__ = [
     "plot_calibration_curve",
     "plot_cumulative_tracking",
     "plot_gains",
+    "plot_referral_value",
     "plot_roc_pr",
+    "plot_tier_pyramid",
+    "plot_value_by_channel",
 ]
 
 
@@ -209,7 +214,7 @@ def plot_roc_pr(y, scores: Mapping, *, path: str | os.PathLike | None = None):
     ax_pr.axhline(base_rate, color="grey", linestyle=":", label=f"Base rate ({base_rate:.3f})")
     ax_pr.set(xlabel="Recall", ylabel="Precision", title="Precision-recall", xlim=(0, 1), ylim=(0, 1.01))
     ax_roc.legend(loc="lower right")
-    ax_pr.legend(loc="upper right")
+    ax_pr.legend(loc="best")  # the curves sit high or low with the base rate: the emptiest place
     return _finish(fig, path)
 
 
@@ -309,4 +314,113 @@ def plot_gains(actual, predicted: Mapping, *, path: str | os.PathLike | None = N
         ylim=(0, 1.01),
     )
     ax.legend(loc="lower right")
+    return _finish(fig, path)
+
+
+def _share_columns(table: pd.DataFrame, func: str) -> tuple[np.ndarray, np.ndarray]:
+    """Shares of customers and of predicted value per row of a table with those two columns."""
+    for col in ("customers", "predicted_value"):
+        if col not in table.columns:
+            raise DataValidationError(f"Required column {col} missing from the table given to {func}.", column=col)
+    customers = table["customers"].to_numpy(dtype=np.float64)
+    value = table["predicted_value"].to_numpy(dtype=np.float64)
+    n, total = customers.sum(), value.sum()
+    return (customers / n if n > 0 else np.zeros_like(customers)), (value / total if total else np.zeros_like(value))
+
+
+def _paired_bars(ax, labels, customer_share, value_share, *, horizontal: bool) -> None:
+    """Share of customers and share of predicted value, side by side, labelled in per cent."""
+    positions = np.arange(len(labels))
+    height = 0.38
+    bar = ax.barh if horizontal else ax.bar
+    for offset, shares, name in ((-height / 2, customer_share, "Share of customers"),
+                                 (height / 2, value_share, "Share of predicted value")):
+        bars = bar(positions + offset, shares, height, label=name)
+        ax.bar_label(bars, labels=[f"{100 * s:.1f} %" for s in shares], padding=2, fontsize=8)
+    if horizontal:
+        ax.set_yticks(positions, labels)
+        ax.invert_yaxis()  # first row on top
+        ax.set_xlim(0, max(1e-9, float(np.max(np.r_[customer_share, value_share]))) * 1.2)
+    else:
+        ax.set_xticks(positions, labels)
+        ax.set_ylim(0, max(1e-9, float(np.max(np.r_[customer_share, value_share]))) * 1.2)
+    ax.legend(loc="lower right" if horizontal else "upper right")
+
+
+def plot_tier_pyramid(tier_table: pd.DataFrame, *, path: str | os.PathLike | None = None):
+    """The customer pyramid: each tier's share of customers beside its share of predicted value.
+
+    Parameters
+    ----------
+    tier_table : DataFrame
+        Indexed by tier, top of the pyramid first (``platinum``, ``gold``, ``iron``, ``lead``), with
+        ``customers`` and ``predicted_value`` columns (as :meth:`crmml.pyramid.TierRule.table`).
+    path : path-like, optional
+        Where to write the PNG.
+
+    Returns
+    -------
+    Figure
+        One axes with two horizontal bars per tier, top tier on top.
+    """
+    customer_share, value_share = _share_columns(tier_table, "plot_tier_pyramid")
+    fig, ax = _new_figure(width=7.0, height=4.0)
+    _paired_bars(ax, [str(t) for t in tier_table.index], customer_share, value_share, horizontal=True)
+    ax.set(xlabel="Share", title="Customer pyramid: customers and predicted value by tier")
+    return _finish(fig, path)
+
+
+def plot_value_by_channel(channel_table: pd.DataFrame, *, path: str | os.PathLike | None = None):
+    """Each acquisition channel's share of customers beside its share of predicted value.
+
+    Parameters
+    ----------
+    channel_table : DataFrame
+        Indexed by channel, with ``customers`` and ``predicted_value`` columns (as
+        :func:`crmml.insights.value_by_channel`); rows are drawn in the table's order.
+    path : path-like, optional
+        Where to write the PNG.
+
+    Returns
+    -------
+    Figure
+        One axes with two bars per channel.
+    """
+    customer_share, value_share = _share_columns(channel_table, "plot_value_by_channel")
+    fig, ax = _new_figure(width=7.0, height=4.0)
+    _paired_bars(ax, [str(c) for c in channel_table.index], customer_share, value_share, horizontal=False)
+    ax.set(ylabel="Share", title="Value by acquisition channel")
+    return _finish(fig, path)
+
+
+def plot_referral_value(referral_groups: pd.DataFrame, *, path: str | os.PathLike | None = None):
+    """Mean predicted value of referred against unreferred customers, and of referrers against the rest.
+
+    Parameters
+    ----------
+    referral_groups : DataFrame
+        Indexed by group, with ``customers`` and ``mean_value`` columns (as
+        :func:`crmml.insights.referral_summary`).
+    path : path-like, optional
+        Where to write the PNG.
+
+    Returns
+    -------
+    Figure
+        One axes with one bar per group, labelled with its mean value and number of customers.
+    """
+    for col in ("customers", "mean_value"):
+        if col not in referral_groups.columns:
+            raise DataValidationError(
+                f"Required column {col} missing from the table given to plot_referral_value.", column=col)
+    mean_value = np.nan_to_num(referral_groups["mean_value"].to_numpy(dtype=np.float64))
+    counts = referral_groups["customers"].to_numpy()
+    positions = np.arange(len(referral_groups))
+    fig, ax = _new_figure(width=7.0, height=4.0)
+    bars = ax.bar(positions, mean_value, color=[f"C{i // 2}" for i in range(len(positions))])
+    ax.bar_label(bars, labels=[f"{v:,.2f}\n({n:,} customers)" for v, n in zip(mean_value, counts, strict=True)],
+                 padding=2, fontsize=8)
+    ax.set_xticks(positions, [str(g) for g in referral_groups.index])
+    ax.set_ylim(0, max(1e-9, float(mean_value.max(initial=0.0))) * 1.3)
+    ax.set(ylabel="Mean predicted value", title="Referral value")
     return _finish(fig, path)

@@ -4,6 +4,8 @@
 
 - params (the config, flattened), the backtest metrics of the shipped model and of every baseline,
   the plots, the tier, channel and referral tables, the data fingerprint and library versions;
+- the model report (:mod:`crmml.report`): ``report/report.html`` and its figures as
+  ``report/figures/*.png``;
 - the model as an MLflow **pyfunc** (:class:`crmml.mlflow_model.ScorerModel`) with signature and
   input example, registered as a new version of the model name. The version is created first and
   written into the scorer, so every score row (from ``crmml score``, ``mlflow.pyfunc`` or
@@ -161,6 +163,7 @@ def log_and_register(
         version_number = _register(client, scorer, model_name, run_id, input_example)
         summary = scorer.summary()
         mlflow.log_dict(summary, "scorer.json")
+        _log_report(scorer, transactions, customers)
         client.set_registered_model_alias(model_name, "challenger", version_number)
         gate = _gate(client, scorer, model_name, version_number, promote, transactions, customers)
         mlflow.log_dict(asdict(gate), "gate.json")
@@ -219,6 +222,25 @@ def _log_backtest(scorer: Scorer) -> None:
         with tempfile.TemporaryDirectory(prefix="crmml-plots-") as folder:
             write_plots(result, folder)
             mlflow.log_artifacts(folder, "plots")
+
+
+def _log_report(scorer: Scorer, transactions, customers) -> None:
+    """The model report and its figures under ``report/``: the training backtest's charts, the pyramid,
+    channels and referrals, and with the training data the win-back list. A report that cannot be built
+    does not stop the registration: it is logged as a warning and in the tag ``crmml.report``."""
+    import mlflow
+
+    from crmml.report import build_report
+
+    try:
+        report = (build_report(scorer) if transactions is None else
+                  build_report(scorer, transactions=transactions, as_of=scorer.as_of_, customers=customers))
+        with tempfile.TemporaryDirectory(prefix="crmml-report-") as folder:
+            report.write_files(folder)
+            mlflow.log_artifacts(folder, "report")
+    except Exception as exc:  # noqa: BLE001 - the report is a record; the model still registers
+        logging.getLogger("crmml.registry").warning("model report not logged: %s", first_line(exc))
+        mlflow.set_tag("crmml.report", f"not logged: {first_line(exc)}"[:_MAX_TAG_CHARS])
 
 
 def _register(client, scorer: Scorer, model_name: str, run_id: str, input_example) -> str:

@@ -997,7 +997,10 @@ def _connect(temp_directory: str) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:", config=config)
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.execute("SET enable_progress_bar = false")
+        try:
+            con.execute("SET enable_progress_bar = false")
+        except duckdb.InvalidInputException:  # in a Jupyter kernel without ipywidgets DuckDB refuses the
+            pass  # setting, and its bar is off there already
         _set_resources(con)
     except BaseException:
         con.close()
