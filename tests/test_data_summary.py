@@ -528,6 +528,9 @@ def test_amounts_too_large_to_sum_exactly_are_an_error():
     with pytest.raises(DataValidationError, match="below 9.2e18") as caught:
         rfm_summary(small_frame_with_amounts([10.0, 2e19]), as_of="2024-01-05")
     assert caught.value.column == "amount"
+    # so large that scaling to ten-billionths overflows a double: the same error, no overflow warning
+    with pytest.raises(DataValidationError, match="below 9.2e18.*-1.79769e[+]308"):
+        rfm_summary(small_frame_with_amounts([10.0, -1.7976931348623155e308]), as_of="2024-01-05")
     with pytest.raises(DataValidationError, match="absolute amounts of customer 1 add up to more than"):
         rfm_summary(small_frame_with_amounts([9e18, -9e18]), as_of="2024-01-05")
     two_customers = small_frame_with_amounts([3e18, 3e18]).assign(customer_id=[1, 2])

@@ -146,6 +146,15 @@ def test_invalid_input_is_a_422_naming_the_field(client, customers, loc):
     assert body["detail"].startswith(".".join(map(str, loc)))
 
 
+@pytest.mark.parametrize("amount", [2e19, -1.7976931348623157e308])
+def test_amounts_too_large_to_sum_exactly_are_a_422_naming_amount(client, amount):
+    """Found by the fuzzer: an amount so large that the exact-sum scaling overflowed gave a 500."""
+    customer = {"customer_id": 1, "transactions": [{"timestamp": "2025-01-01", "amount": amount}]}
+    response = client.post("/v1/score", json={"as_of": AS_OF, "customers": [_ONE | {"customer_id": 2}, customer]})
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["body", "customers", 1, "transactions", 0, "amount"]
+
+
 def test_malformed_json_and_wrong_types_are_422(client):
     bad_json = client.post("/v1/score", content=b'{"customers": [', headers={"content-type": "application/json"})
     assert bad_json.status_code == 422 and bad_json.json()["errors"][0]["type"] == "json_invalid"

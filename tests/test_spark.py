@@ -125,6 +125,12 @@ def test_large_amounts_sum_exactly_as_local(spark):
     assert_frames_equal_exactly(local, _sorted(spark_api.rfm_summary(spark.createDataFrame(log),
                                                                      as_of="2025-02-01",
                                                                      include_first_transaction=True)))
+    too_large = log.assign(amount=[1.0, 2e19, 1.0, -1.7976931348623157e308, 1.0])
+    with pytest.raises(DataValidationError, match="below 9.2e18") as local_error:
+        rfm_summary(too_large, as_of="2025-02-01")
+    with pytest.raises(DataValidationError, match="below 9.2e18.*1.79769e[+]308") as spark_error:
+        spark_api.rfm_summary(spark.createDataFrame(too_large), as_of="2025-02-01")
+    assert local_error.value.column == spark_error.value.column == "amount"
 
 
 def test_naive_timestamps_are_utc_whatever_the_session_time_zone(spark, data):

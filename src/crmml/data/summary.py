@@ -71,7 +71,7 @@ from crmml.data.in_memory import InMemoryTransactions
 from crmml.data.transactions import Transactions, as_transactions, duckdb_session
 from crmml.errors import DataValidationError
 
-__all__ = ["OccasionBatch", "SummaryReport", "calibration_holdout", "purchase_occasions", "rfm_summary"]
+__all__ = ["MAX_ABS_AMOUNT", "OccasionBatch", "SummaryReport", "calibration_holdout", "purchase_occasions", "rfm_summary"]
 
 _Result = TypeVar("_Result")
 
@@ -81,6 +81,8 @@ _MICROS_PER_DAY = 86_400_000_000
 # Amounts are rounded to 10 decimal places and summed exactly in NumPy, each amount split into
 # whole units and ten-billionths: amount = whole + frac / _SCALE.
 _SCALE = 10**10
+#: Whole units are int64: amounts at or beyond this (about 9.2e18) in absolute value cannot be summed exactly.
+MAX_ABS_AMOUNT = 2.0**63
 _MAX_WHOLE_SUM = 2.0**62  # bound on a customer's sum of |whole| that keeps every int64 sum exact
 
 # Rows per Arrow batch streamed from DuckDB (a batch grows to hold a customer's rows whole).
@@ -499,6 +501,13 @@ def _split_amounts(amount: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     The rounding is DuckDB's cast of a DOUBLE to DECIMAL(38, 10): amount * 1e10 in double
     precision, rounded half away from zero.
     """
+    too_large = ~(np.abs(amount) < MAX_ABS_AMOUNT)  # before scaling: * 1e10 would overflow beyond 1.8e298
+    if too_large.any():
+        raise DataValidationError(
+            "Amounts must be below 9.2e18 in absolute value to be summed exactly. "
+            f"Got {amount[too_large][0]:.6g}.",
+            column="amount",
+        )
     scaled = amount * float(_SCALE)
     units = np.trunc(scaled)
     scaled -= units  # the remainder, exact
@@ -516,7 +525,7 @@ def _split_amounts(amount: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _whole_and_frac(units: int) -> tuple[int, int]:
     whole, frac = divmod(units, _SCALE)
-    if not -(2**63) <= whole < 2**63:
+    if not -(2**63) <= whole < 2**63:  # the rounding carried an amount just below the limit over it
         raise DataValidationError(
             "Amounts must be below 9.2e18 in absolute value to be summed exactly. "
             f"Got {units / _SCALE:.6g}.",

@@ -15,6 +15,8 @@ from pydantic import (
     model_validator,
 )
 
+from crmml.data.summary import MAX_ABS_AMOUNT
+
 __all__ = [
     "CustomerIn",
     "CustomerScore",
@@ -45,7 +47,9 @@ class Transaction(_Strict):
     """One purchase (a negative amount is a refund, netted within its day)."""
 
     timestamp: dt.datetime = Field(description="ISO 8601; without a zone it is UTC. Not after as_of.")
-    amount: Finite = Field(description="Net amount of the purchase.")
+    amount: Finite = Field(gt=-MAX_ABS_AMOUNT, lt=MAX_ABS_AMOUNT,
+                           description="Net amount of the purchase (below 9.2e18 in absolute value: amounts "
+                                       "are summed exactly in 64-bit units of 1e-10).")
 
 
 class RFMSummary(_Strict):

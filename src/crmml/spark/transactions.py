@@ -23,6 +23,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from crmml.data.summary import MAX_ABS_AMOUNT
 from crmml.data.transactions import REJECTION_REASONS, TransactionReport
 from crmml.errors import DataValidationError
 
@@ -142,9 +143,14 @@ def validate_transactions(
     if persist:
         checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
 
+    largest = F.max(F.abs("amount")) if amount_col is not None else F.lit(None).cast("double")
     counts = checked.groupBy("reason").agg(F.count(F.lit(1)).alias("n"), F.min("micros").alias("first"),
-                                           F.max("micros").alias("last")).collect()
+                                           F.max("micros").alias("last"), largest.alias("largest")).collect()
     by_reason = {row["reason"]: row for row in counts}
+    if by_reason.get(None) is not None and (by_reason[None]["largest"] or 0.0) >= MAX_ABS_AMOUNT:
+        checked.unpersist()  # as the local engine: amounts it cannot sum exactly stop the job
+        raise DataValidationError("Amounts must be below 9.2e18 in absolute value to be summed exactly. "
+                                  f"Got {by_reason[None]['largest']:.6g} (in absolute value).", column=amount_col)
     rows_in = sum(row["n"] for row in counts)
     if rows_in == 0:
         checked.unpersist()
