@@ -226,8 +226,8 @@ def rfm_summary(
     DataValidationError
         When the log is invalid, or no customer has a purchase occasion on or before ``as_of``.
     """
-    _check_freq(freq)
-    multiplier = _positive_multiplier(freq_multiplier)
+    check_freq(freq)
+    multiplier = positive_multiplier(freq_multiplier)
     as_of_day = as_day(as_of, "as_of") if as_of is not None else None
     log = as_transactions(transactions, **read_kwargs)
     if as_of_day is None:
@@ -297,8 +297,8 @@ def calibration_holdout(
     ValueError
         When ``calibration_end`` is not before ``holdout_end``.
     """
-    _check_freq(freq)
-    multiplier = _positive_multiplier(freq_multiplier)
+    check_freq(freq)
+    multiplier = positive_multiplier(freq_multiplier)
     calibration_day = as_day(calibration_end, "calibration_end")
     holdout_day = as_day(holdout_end, "holdout_end") if holdout_end is not None else None
     log = as_transactions(transactions, **read_kwargs)
@@ -388,7 +388,7 @@ def purchase_occasions(
     DataValidationError
         When the log is invalid.
     """
-    _check_freq(freq)
+    check_freq(freq)
     as_of_day = as_day(as_of, "as_of") if as_of is not None else None
     log = as_transactions(transactions, **read_kwargs)
     if as_of_day is None:
@@ -407,12 +407,14 @@ def _occasion_batches(log: Transactions, cut: _Cut) -> Iterator[OccasionBatch]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_freq(freq: str) -> None:
+def check_freq(freq: str) -> None:
+    """Raise ValueError unless ``freq`` is one of the period lengths (D, W, M)."""
     if freq not in _FREQS:
         raise ValueError(f"freq must be one of {sorted(_FREQS)}. Got {freq!r} instead.")
 
 
-def _positive_multiplier(value) -> float:
+def positive_multiplier(value) -> float:
+    """``freq_multiplier`` as a float, or ValueError when it is not a positive finite number."""
     try:
         multiplier = float(value)
     except (TypeError, ValueError):

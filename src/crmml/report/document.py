@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import os
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,7 +171,7 @@ def _table_html(table: pd.DataFrame) -> str:
 
 
 def _number(value: float) -> str:
-    if value != value:  # NaN
+    if math.isnan(value):
         return ""
     magnitude = abs(value)
     if magnitude >= 1000:

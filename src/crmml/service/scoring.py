@@ -12,7 +12,6 @@ raise :class:`InputError` naming the field, which the app answers with HTTP 422.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from dataclasses import dataclass
 
 import numpy as np

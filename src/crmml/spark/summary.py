@@ -11,14 +11,12 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from crmml.data.summary import SummaryReport, as_day
+from crmml.data.summary import SummaryReport, as_day, check_freq, positive_multiplier
 from crmml.errors import DataValidationError
 from crmml.spark.occasions import Cut, period_table, units_to_double
 from crmml.spark.transactions import SparkTransactions, validate_transactions
 
 __all__ = ["as_spark_transactions", "customer_occasions", "rfm_summary", "timestamp_of_micros"]
-
-_FREQS = ("D", "W", "M")
 
 
 def rfm_summary(
@@ -62,9 +60,8 @@ def rfm_summary(
     DataValidationError
         On an invalid log, or when no customer bought on or before ``as_of``.
     """
-    if freq not in _FREQS:
-        raise ValueError(f"freq must be one of {sorted(_FREQS)}. Got {freq!r} instead.")
-    multiplier = _positive_multiplier(freq_multiplier)
+    check_freq(freq)
+    multiplier = positive_multiplier(freq_multiplier)
     log = as_spark_transactions(transactions, **validate_kwargs)
     as_of_day = as_day(as_of, "as_of") if as_of is not None else log.last_timestamp.normalize()
     if as_of_day < log.first_timestamp.normalize():
@@ -155,12 +152,3 @@ def _report(periods: DataFrame, log: SparkTransactions, cut: Cut) -> SummaryRepo
         freq_multiplier=cut.multiplier,
     )
 
-
-def _positive_multiplier(value) -> float:
-    try:
-        multiplier = float(value)
-    except (TypeError, ValueError):
-        multiplier = float("nan")
-    if not multiplier > 0 or multiplier == float("inf"):
-        raise ValueError(f"freq_multiplier must be a positive finite number. Got {value!r} instead.")
-    return multiplier
