@@ -31,12 +31,23 @@ from crmml.labels import outcome_labels
 from crmml.metrics import churn_metrics, decile_table, value_metrics
 from crmml.timetravel import TRANSACTION_MODELS, fit_btyd_models, with_model_features
 
-__all__ = ["BacktestResult", "CDNOW_CUTOFF", "CDNOW_HOLDOUT_DAYS", "backtest", "cdnow_backtest"]
+__all__ = [
+    "BTYD_LABELS",
+    "CDNOW_CUTOFF",
+    "CDNOW_HOLDOUT_DAYS",
+    "MODEL_SCORER",
+    "BacktestResult",
+    "backtest",
+    "cdnow_backtest",
+    "holdout_tracking",
+    "model_scores",
+]
 
 CDNOW_CUTOFF = "1997-09-30"
 CDNOW_HOLDOUT_DAYS = 273  # 1997-10-01 to 1998-06-30: 39 weeks
 
-_MODEL_LABELS = {"bg_nbd": "BG/NBD", "mbg_nbd": "MBG/NBD", "pareto_nbd": "Pareto/NBD"}
+#: How the backtest names each BTYD model in its scorer columns.
+BTYD_LABELS = {"bg_nbd": "BG/NBD", "mbg_nbd": "MBG/NBD", "pareto_nbd": "Pareto/NBD"}
 MODEL_SCORER = "crmml"
 
 
@@ -147,8 +158,10 @@ def holdout_tracking(log, model: CustomerModel, features: pd.DataFrame, horizon_
                          "actual": actual, "btyd_expected": expected})
 
 
-def _baseline_scores(log, features, predicted, config, baseline_models, cutoff) -> pd.DataFrame:
-    """Per customer: the model's and every baseline's churn, value and purchase predictions."""
+def model_scores(features: pd.DataFrame, predicted: pd.DataFrame) -> pd.DataFrame:
+    """Per customer: the model's churn, value and purchase predictions and the two model-free
+    baselines (``churn:recency``, ``value:past spend``), in the column layout of
+    :attr:`BacktestResult.scores`."""
     out = pd.DataFrame(index=features.index)
     out[f"churn:{MODEL_SCORER}"] = predicted["churn_probability"]
     since = features["days_since_last_purchase"]
@@ -156,9 +169,15 @@ def _baseline_scores(log, features, predicted, config, baseline_models, cutoff) 
     out[f"value:{MODEL_SCORER}"] = predicted["predicted_spend"]
     out["value:past spend"] = features["total_spend"]
     out[f"purchases:{MODEL_SCORER}"] = predicted["predicted_purchases"]
+    return out
+
+
+def _baseline_scores(log, features, predicted, config, baseline_models, cutoff) -> pd.DataFrame:
+    """Per customer: the model's and every baseline's churn, value and purchase predictions."""
+    out = model_scores(features, predicted)
     for kind in baseline_models:
         fitted = fit_btyd_models(log, cutoff, kind=kind, time_unit_days=config.time_unit_days)
-        name = _MODEL_LABELS[kind]
+        name = BTYD_LABELS[kind]
         churn_rows = with_model_features(features, fitted, config.churn_window_days, config.time_unit_days)
         value_rows = with_model_features(features, fitted, config.value_horizon_days, config.time_unit_days)
         out[f"churn:{name} P(no purchase)"] = churn_rows["btyd_p_no_purchase"]
@@ -172,7 +191,7 @@ def _baseline_scores(log, features, predicted, config, baseline_models, cutoff) 
 def _metric_rows(frame: pd.DataFrame, cutoff: pd.Timestamp) -> list[dict]:
     rows = []
     churned = frame["churned"].to_numpy()
-    spend = np.clip(frame["spend_in_horizon"].to_numpy(dtype=np.float64), 0, None)
+    spend = holdout_spend(frame)
     purchases = frame["purchases_in_horizon"].to_numpy(dtype=np.float64)
     for column in frame.columns:
         task, _, scorer = column.partition(":")
@@ -181,7 +200,7 @@ def _metric_rows(frame: pd.DataFrame, cutoff: pd.Timestamp) -> list[dict]:
         values = frame[column].to_numpy(dtype=np.float64)
         row = {"cutoff": cutoff, "task": task, "scorer": scorer}
         if task == "churn":
-            if scorer == MODEL_SCORER or "P(no purchase)" in scorer:
+            if _is_probability(scorer):
                 row.update(churn_metrics(churned, values))
             else:  # a ranking, not a probability: AUCs and lift only
                 metrics = churn_metrics(churned, _as_unit_interval(values))
@@ -225,6 +244,30 @@ def cdnow_backtest(config: ModelConfig | None = None, *, plots: str | Path | Non
     return result
 
 
+def churn_probabilities(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The churn scores of a :attr:`BacktestResult.scores` frame that are probabilities, by scorer:
+    the model's and each BTYD model's P(no purchase) (for ROC/PR and calibration charts)."""
+    return {scorer: frame[c].to_numpy(dtype=np.float64) for c in frame.columns
+            for task, _, scorer in [c.partition(":")] if task == "churn" and _is_probability(scorer)}
+
+
+def _is_probability(churn_scorer: str) -> bool:
+    """Whether a churn scorer gives probabilities (the model, each BTYD P(no purchase)), not a ranking."""
+    return churn_scorer == MODEL_SCORER or "P(no purchase)" in churn_scorer
+
+
+def value_predictions(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The value scores of a :attr:`BacktestResult.scores` frame by scorer (missing as 0; scorers
+    without any prediction left out)."""
+    return {c.partition(":")[2]: np.nan_to_num(frame[c].to_numpy(dtype=np.float64)) for c in frame.columns
+            if c.startswith("value:") and not frame[c].isna().all()}
+
+
+def holdout_spend(frame: pd.DataFrame) -> np.ndarray:
+    """The spend in the value horizon of a :attr:`BacktestResult.scores` frame (net refunds floored at 0)."""
+    return np.clip(frame["spend_in_horizon"].to_numpy(dtype=np.float64), 0, None)
+
+
 def write_plots(result: BacktestResult, directory: str | Path) -> list[Path]:
     """Per cutoff, PNG files in ``directory``: ROC/PR and calibration curves of the churn scores, gains
     chart of the value scores, purchases by calibration frequency, cumulative holdout tracking; and
@@ -242,26 +285,16 @@ def write_plots(result: BacktestResult, directory: str | Path) -> list[Path]:
     written = []
     for cutoff, frame in result.scores.items():
         stem = f"{cutoff.date()}"
-        probabilities = {
-            scorer.partition(":")[2]: frame[scorer].to_numpy()
-            for scorer in frame.columns
-            if scorer == f"churn:{MODEL_SCORER}" or "P(no purchase)" in scorer
-        }
+        probabilities = churn_probabilities(frame)
         y = frame["churned"].to_numpy()
         written.append(directory / f"roc_pr_{stem}.png")
         plot_roc_pr(y, probabilities, path=written[-1])
         written.append(directory / f"calibration_{stem}.png")
         plot_calibration_curve(y, probabilities, path=written[-1])
-        values = {
-            c.partition(":")[2]: np.nan_to_num(frame[c].to_numpy(dtype=np.float64))
-            for c in frame.columns if c.startswith("value:")
-        }
+        values, spend = value_predictions(frame), holdout_spend(frame)
         written.append(directory / f"gains_{stem}.png")
-        plot_gains(np.clip(frame["spend_in_horizon"].to_numpy(dtype=np.float64), 0, None), values, path=written[-1])
-        table = decile_table(
-            np.clip(frame["spend_in_horizon"].to_numpy(dtype=np.float64), 0, None),
-            np.nan_to_num(frame[f"value:{MODEL_SCORER}"].to_numpy(dtype=np.float64)),
-        )
+        plot_gains(spend, values, path=written[-1])
+        table = decile_table(spend, values[MODEL_SCORER])
         written.append(directory / f"purchases_by_frequency_{stem}.png")
         plot_calibration_by_frequency(
             frame.dropna(subset=["frequency"]), f"purchases:{MODEL_SCORER}", "purchases_in_horizon", "frequency",

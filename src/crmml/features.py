@@ -41,14 +41,16 @@ from crmml.errors import DataValidationError
 
 __all__ = ["btyd_summary", "compute_features", "feature_columns", "model_columns", "model_features"]
 
-_TREND_DAYS = 90
+#: Days of the two windows the trend features compare (the last ``TREND_DAYS`` against the ones before).
+TREND_DAYS = 90
 _N_SUMMARY_COLUMNS = 7  # feature_columns' leading columns that come from the RFM summary
-_MODEL_COLUMNS = ("btyd_expected_purchases", "btyd_p_alive", "btyd_p_no_purchase", "expected_spend")
+#: The BTYD columns :func:`model_features` adds (customer-table columns may not take these names).
+MODEL_COLUMNS = ("btyd_expected_purchases", "btyd_p_alive", "btyd_p_no_purchase", "expected_spend")
 
 
 def feature_columns(windows_days: Sequence[int] = (30, 90, 180, 365)) -> list[str]:
     """The purchase-history columns of :func:`compute_features`, in order (no BTYD or table columns)."""
-    windows = _check_windows(windows_days)
+    windows = check_windows(windows_days)
     return [
         "frequency",
         "recency_days",
@@ -61,8 +63,8 @@ def feature_columns(windows_days: Sequence[int] = (30, 90, 180, 365)) -> list[st
         "gap_max_days",
         *[f"purchases_last_{w}d" for w in windows],
         *[f"spend_last_{w}d" for w in windows],
-        f"purchases_trend_{_TREND_DAYS}d",
-        f"spend_trend_{_TREND_DAYS}d",
+        f"purchases_trend_{TREND_DAYS}d",
+        f"spend_trend_{TREND_DAYS}d",
         "total_spend",
         "first_purchase_amount",
     ]
@@ -143,7 +145,7 @@ def compute_features(
     ValueError
         On invalid ``horizon_days``, ``windows_days`` or ``time_unit_days``.
     """
-    windows = _check_windows(windows_days)
+    windows = check_windows(windows_days)
     horizon = _positive(horizon_days, "horizon_days")
     time_unit = _positive(time_unit_days, "time_unit_days")
     as_of_day = as_day(as_of, "as_of")
@@ -161,7 +163,7 @@ def compute_features(
     if customers is None:
         features.attrs = {"as_of": as_of_day}
     else:
-        taken = [*features.columns, *_MODEL_COLUMNS]
+        taken = [*features.columns, *MODEL_COLUMNS]
         features = _join_customers(features, _CustomerTable.from_frame(customers, as_of_day, taken), as_of_day,
                                    log.has_amount)
     models = model_features(
@@ -190,7 +192,8 @@ def _positive(value, name: str) -> float:
     return number
 
 
-def _check_windows(windows_days) -> list[int]:
+def check_windows(windows_days) -> list[int]:
+    """``windows_days`` as a list of positive whole days, or ValueError."""
     windows = list(windows_days)
     if not windows or any(
         isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w <= 0 for w in windows
@@ -250,9 +253,9 @@ def _day_features(batch: OccasionBatch, as_of_period: int, windows: list[int], h
         columns[f"purchases_last_{w}d"] = count(before < w)
     for w in windows:
         columns[f"spend_last_{w}d"] = spend(before < w)
-    recent, previous = before < _TREND_DAYS, (before >= _TREND_DAYS) & (before < 2 * _TREND_DAYS)
-    columns[f"purchases_trend_{_TREND_DAYS}d"] = count(recent) - count(previous)
-    columns[f"spend_trend_{_TREND_DAYS}d"] = spend(recent) - spend(previous)
+    recent, previous = before < TREND_DAYS, (before >= TREND_DAYS) & (before < 2 * TREND_DAYS)
+    columns[f"purchases_trend_{TREND_DAYS}d"] = count(recent) - count(previous)
+    columns[f"spend_trend_{TREND_DAYS}d"] = spend(recent) - spend(previous)
     columns["total_spend"] = spend(np.ones(len(before), dtype=bool))
     first = np.ones(len(code), dtype=bool)
     first[1:] = ~same_customer

@@ -152,7 +152,6 @@ def flag_codes(flags) -> np.ndarray:
     return codes
 
 
-
 def _at_risk_threshold(config: FlagConfig, churned, probability) -> tuple[float, str]:
     if config.at_risk_rule == "fixed":
         return float(config.at_risk_threshold), f"fixed at {config.at_risk_threshold:g} by the config"

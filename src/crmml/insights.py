@@ -3,6 +3,7 @@
 - :func:`value_by_channel`: customers, predicted value and tiers per ``acquisition_channel``.
 - :func:`referral_value`: per referrer, the customers it brought and their predicted value; and the
   referred against the unreferred.
+- :func:`win_back_list`: the platinum and gold customers at risk, highest value first.
 
 Both read the training population's scores and the customer table (``customer_id``,
 ``acquisition_channel``, ``referred_by``); without the column the table is None.
@@ -15,7 +16,7 @@ import pandas as pd
 
 from crmml.customer_table import like_customer_ids
 
-__all__ = ["referral_summary", "referral_value", "value_by_channel"]
+__all__ = ["referral_summary", "referral_value", "value_by_channel", "win_back_list"]
 
 
 def value_by_channel(scores: pd.DataFrame, customers: pd.DataFrame | None,
@@ -106,3 +107,9 @@ def referral_summary(scores: pd.DataFrame, customers: pd.DataFrame | None) -> pd
                    "predicted_value": float(value[mask].sum())} for name, mask in groups.items()}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("group")
 
+
+def win_back_list(scores: pd.DataFrame) -> pd.DataFrame:
+    """The win-back list: the rows of ``scores`` flagged ``high_value_at_risk`` (platinum or gold
+    customers at risk), highest ``predicted_value`` first, ties by ``customer_id``."""
+    listed = scores[scores["high_value_at_risk"].to_numpy(dtype=bool)]
+    return listed.sort_values(["predicted_value", "customer_id"], ascending=[False, True], kind="stable")

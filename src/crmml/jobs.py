@@ -140,14 +140,19 @@ def demo_data(workdir: str | Path) -> dict:
 
 def demo_report(scores_path: str | Path, customers_path: str | Path, *, top: int = 10) -> dict[str, pd.DataFrame]:
     """The tables ``make demo`` prints: the pyramid, the win-back list, channels and referrals."""
-    from crmml.insights import referral_summary, referral_value, value_by_channel
+    from crmml.insights import (
+        referral_summary,
+        referral_value,
+        value_by_channel,
+        win_back_list,
+    )
     from crmml.pyramid import TIERS
 
     scores = pd.read_parquet(scores_path)
     customers = read_customer_table(customers_path)
     pyramid = scores.groupby("tier")["predicted_value"].agg(customers="size", predicted_value="sum").reindex(TIERS)
     pyramid["value_share"] = pyramid["predicted_value"] / pyramid["predicted_value"].sum()
-    win_back = scores[scores["high_value_at_risk"]].sort_values("predicted_value", ascending=False)
+    win_back = win_back_list(scores)
     columns = ["customer_id", "tier", "predicted_value", "churn_probability", "reasons"]
     return {
         "tier pyramid (all customers scored)": pyramid,

@@ -48,7 +48,7 @@ from crmml.insights import referral_summary, referral_value, value_by_channel
 from crmml.pyramid import TierConfig, TierRule
 from crmml.timetravel import TRANSACTION_MODELS
 
-__all__ = ["SCORE_COLUMNS", "Scorer", "ScorerConfig", "load_config"]
+__all__ = ["SCORE_COLUMNS", "SCORE_NUMBERS", "Scorer", "ScorerConfig", "load_config"]
 
 #: The columns of :meth:`Scorer.score`, in order.
 SCORE_COLUMNS = [
@@ -67,6 +67,9 @@ SCORE_COLUMNS = [
     "reasons",
     "model_version",
 ]
+#: The float columns of :data:`SCORE_COLUMNS` (the boolean ones are :data:`crmml.flags.FLAGS`; tier,
+#: flags, reasons and model_version are text).
+SCORE_NUMBERS = ("expected_purchases", "p_alive", "churn_probability", "predicted_value", "predicted_profit")
 
 #: The reason every customer scored from an RFM summary carries.
 SUMMARY_REASON = "scored from an RFM summary: BTYD and spend models only"

@@ -71,7 +71,8 @@ from crmml.data.in_memory import InMemoryTransactions
 from crmml.data.transactions import Transactions, as_transactions, duckdb_session
 from crmml.errors import DataValidationError
 
-__all__ = ["MAX_ABS_AMOUNT", "OccasionBatch", "SummaryReport", "calibration_holdout", "purchase_occasions", "rfm_summary"]
+__all__ = ["MAX_ABS_AMOUNT", "OccasionBatch", "SummaryReport", "calibration_holdout", "purchase_occasions",
+           "rfm_summary"]
 
 _Result = TypeVar("_Result")
 
@@ -461,15 +462,7 @@ class _Cut:
     as_of: pd.Timestamp
 
     def periods(self, micros: np.ndarray) -> np.ndarray:
-        """Period numbers of timestamps given in microseconds since 1970: days since 1970-01-01,
-        weeks since Monday 1970-01-05 (weeks run Monday to Sunday, as pandas' W-SUN), or months
-        since January of year 0."""
-        days = micros // _MICROS_PER_DAY
-        if self.freq == "D":
-            return days
-        if self.freq == "W":
-            return (days - 4) // 7
-        return micros.view("datetime64[us]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
+        return period_numbers(micros, self.freq)
 
     def period_of(self, day: pd.Timestamp) -> int:
         return int(self.periods(np.array([_micros(day)]))[0])
@@ -485,6 +478,18 @@ class _Cut:
     def scaled(self, periods) -> np.ndarray:
         """Whole periods divided by the multiplier."""
         return np.asarray(periods).astype(np.float64) / self.multiplier
+
+
+def period_numbers(micros: np.ndarray, freq: str) -> np.ndarray:
+    """Period numbers of timestamps given in microseconds since 1970 (int64): days since 1970-01-01,
+    weeks since Monday 1970-01-05 (weeks run Monday to Sunday, as pandas' W-SUN), or months since
+    January of year 0."""
+    days = micros // _MICROS_PER_DAY
+    if freq == "D":
+        return days
+    if freq == "W":
+        return (days - 4) // 7
+    return micros.view("datetime64[us]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
 
 
 def _micros(day: pd.Timestamp) -> int:

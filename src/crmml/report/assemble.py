@@ -26,12 +26,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from crmml.backtest import MODEL_SCORER
 from crmml.data.summary import as_day
 from crmml.data.transactions import as_transactions
 from crmml.errors import DataValidationError
 from crmml.report.document import ModelReport, ReportFigure, ReportSection, figure_png
 from crmml.report.evaluation import (
-    MODEL_SCORER,
     EvaluationUnavailable,
     HoldoutEvaluation,
     evaluate_on_transactions,
@@ -338,14 +338,15 @@ def _referrals(context: _Context) -> ReportSection:
 
 
 def _win_back(context: _Context, top: int) -> ReportSection:
+    from crmml.insights import win_back_list
+
     section = ReportSection("win-back", "Win-back list")
     if context.scores is None:
         section.unavailable = ("not available: needs --transactions (the win-back list is a scoring of "
                                "customers; the model bundle keeps no scores)")
         return section
     scores = context.scores
-    listed = scores[scores["high_value_at_risk"].to_numpy(dtype=bool)]
-    listed = listed.sort_values(["predicted_value", "customer_id"], ascending=[False, True], kind="stable")
+    listed = win_back_list(scores)
     section.source = (f"Platinum and gold customers at risk as of {context.as_of.date()}: {len(listed):,} of "
                       f"{len(scores):,} scored ({listed['predicted_value'].sum():,.2f} of predicted value), highest "
                       f"value first; at risk = {context.scorer.flag_rule_.at_risk_rule}.")

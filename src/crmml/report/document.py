@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path

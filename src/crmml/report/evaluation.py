@@ -22,14 +22,22 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from crmml.backtest import (
+    BTYD_LABELS,
+    backtest,
+    churn_probabilities,
+    holdout_tracking,
+    model_scores,
+    value_predictions,
+)
+from crmml.backtest import holdout_spend as spend_in_horizon
 from crmml.data.summary import as_day
 from crmml.errors import CrmmlError
+from crmml.features import compute_features
+from crmml.labels import outcome_labels
+from crmml.scorer import COST_COLUMN
 
 __all__ = ["EvaluationUnavailable", "HoldoutEvaluation", "evaluate_on_transactions", "from_backtest_result"]
-
-MODEL_SCORER = "crmml"  # crmml.backtest.MODEL_SCORER, without importing the backtest at import time
-BTYD_LABELS = {"bg_nbd": "BG/NBD", "mbg_nbd": "MBG/NBD", "pareto_nbd": "Pareto/NBD"}
-COST_COLUMN = "cost_to_serve"  # crmml.scorer.COST_COLUMN: describes cost, not the customer
 
 
 class EvaluationUnavailable(CrmmlError):
@@ -64,19 +72,17 @@ class HoldoutEvaluation:
 
     def churn_scores(self) -> dict[str, np.ndarray]:
         """Churn probabilities by scorer: the model's and the BTYD models' P(no purchase)."""
-        return {c.partition(":")[2]: self.scores[c].to_numpy(dtype=np.float64) for c in self.scores.columns
-                if c == f"churn:{MODEL_SCORER}" or (c.startswith("churn:") and "P(no purchase)" in c)}
+        return churn_probabilities(self.scores)
 
     def value_scores(self) -> dict[str, np.ndarray]:
         """Predicted spend over the value horizon (or a spend ranking) by scorer."""
-        return {c.partition(":")[2]: np.nan_to_num(self.scores[c].to_numpy(dtype=np.float64))
-                for c in self.scores.columns if c.startswith("value:") and not self.scores[c].isna().all()}
+        return value_predictions(self.scores)
 
     def churned(self) -> np.ndarray:
         return self.scores["churned"].to_numpy()
 
     def holdout_spend(self) -> np.ndarray:
-        return np.clip(self.scores["spend_in_horizon"].to_numpy(dtype=np.float64), 0, None)
+        return spend_in_horizon(self.scores)
 
 
 def from_backtest_result(result, *, kind: str, churn_window_days: int, value_horizon_days: int,
@@ -130,8 +136,6 @@ def evaluate_on_transactions(scorer, log, *, as_of, customers: pd.DataFrame | No
     if same_day and trained.get("result") is not None:
         return from_backtest_result(trained["result"], kind="training backtest", **windows,
                                     description=description.replace("Backtest", "The training backtest", 1))
-    from crmml.backtest import backtest
-
     result = backtest(log, cutoffs=[cutoff], config=cfg, customers=table,
                       baseline_models=scorer.config.baseline_models)
     return from_backtest_result(result, kind="backtest", **windows, description=description)
@@ -139,10 +143,6 @@ def evaluate_on_transactions(scorer, log, *, as_of, customers: pd.DataFrame | No
 
 def _out_of_time(scorer, log, table) -> HoldoutEvaluation:
     """The fitted model's own predictions at its as-of date against the windows after it."""
-    from crmml.backtest import holdout_tracking
-    from crmml.features import compute_features
-    from crmml.labels import outcome_labels
-
     cfg = scorer.config.model
     cutoff = scorer.as_of_
     features = compute_features(log, as_of=cutoff, customers=table, windows_days=cfg.feature_windows_days)
@@ -152,16 +152,9 @@ def _out_of_time(scorer, log, table) -> HoldoutEvaluation:
                             value_horizon_days=cfg.value_horizon_days,
                             customer_ids=None if table is None else features.index).reindex(features.index)
     btyd = BTYD_LABELS.get(cfg.transaction_model, cfg.transaction_model)
-    since = features["days_since_last_purchase"]
-    frame = pd.DataFrame({
-        f"churn:{MODEL_SCORER}": predicted["churn_probability"],
-        "churn:recency": since.fillna(since.max()),
-        f"churn:{btyd} P(no purchase)": predicted["btyd_churn_probability"],
-        f"value:{MODEL_SCORER}": predicted["predicted_spend"],
-        "value:past spend": features["total_spend"],
-        f"value:{btyd}+GG": predicted["btyd_predicted_spend"],
-        f"purchases:{MODEL_SCORER}": predicted["predicted_purchases"],
-    }, index=features.index)
+    frame = model_scores(features, predicted)  # the backtest's columns; its BTYD baseline is the model's own
+    frame[f"churn:{btyd} P(no purchase)"] = predicted["btyd_churn_probability"]
+    frame[f"value:{btyd}+GG"] = predicted["btyd_predicted_spend"]
     frame = pd.concat([frame, labels, features[["frequency"]]], axis=1)
     tracking = holdout_tracking(log, scorer.model_, features, cfg.value_horizon_days)
     description = (f"Out-of-time test of this fitted model: its predictions at its as-of date {cutoff.date()} "

@@ -20,14 +20,13 @@ import pandas as pd
 from crmml.data.in_memory import InMemoryTransactions
 from crmml.errors import DataValidationError
 from crmml.flags import FLAG_NAMES, FLAGS, flag_codes
-from crmml.scorer import COST_COLUMN, Scorer
+from crmml.scorer import COST_COLUMN, SCORE_NUMBERS, Scorer
 from crmml.service.schemas import ScoreRequest
 from crmml.service.settings import ServiceSettings
 
 __all__ = ["InputError", "score_request", "score_requests", "self_check_request"]
 
 _EPOCH, _MICROSECOND = dt.datetime(1970, 1, 1), dt.timedelta(microseconds=1)
-_FLOAT_FIELDS = ("expected_purchases", "p_alive", "churn_probability", "predicted_value", "predicted_profit")
 
 
 class InputError(ValueError):
@@ -69,36 +68,34 @@ def check_request(request: ScoreRequest, settings: ServiceSettings, as_of: dt.da
     if len(customers) > settings.max_customers_per_request:
         raise InputError(f"at most {settings.max_customers_per_request} customers per request; got "
                          f"{len(customers)}", ("customers",), "too_long")
-    problems = []  # (customer, rule, error factory): the first customer's problem, by rule order
-    keys = [str(c.customer_id) for c in customers]  # (ids are ints or text: 1 and "1" are one customer)
+    problems = []  # (customer, rule, InputError arguments): the first customer's, by rule order, is raised
+    keys = [_id_key(c.customer_id) for c in customers]
     if len(set(keys)) < len(keys):
         seen: dict = {}
         for i, key in enumerate(keys):
             if key in seen:
-                first = seen[key]
-                problems.append((i, 0, lambda i=i, first=first: InputError(
-                    f"customer_id {customers[i].customer_id!r} repeats customer {first}; send each customer "
-                    "once", ("customers", i, "customer_id"), "duplicate")))
+                message = (f"customer_id {customers[i].customer_id!r} repeats customer {seen[key]}; "
+                           "send each customer once")
+                problems.append((i, 0, (message, ("customers", i, "customer_id"), "duplicate")))
                 break
             seen[key] = i
     limit = settings.max_attributes_per_customer
     crowded = next((i for i, c in enumerate(customers) if len(c.attributes) > limit), None)
     if crowded is not None:
-        problems.append((crowded, 1, lambda: InputError(f"at most {limit} attributes per customer",
-                                                        ("customers", crowded, "attributes"), "too_long")))
+        problems.append((crowded, 1, (f"at most {limit} attributes per customer", ("customers", crowded, "attributes"),
+                                      "too_long")))
     long = np.flatnonzero(rows.counts > settings.max_transactions_per_customer)
     if len(long):
         i = int(long[0])
-        problems.append((i, 2, lambda: InputError(
-            f"at most {settings.max_transactions_per_customer} transactions per customer; got {rows.counts[i]}",
-            ("customers", i, "transactions"), "too_long")))
+        message = f"at most {settings.max_transactions_per_customer} transactions per customer; got {rows.counts[i]}"
+        problems.append((i, 2, (message, ("customers", i, "transactions"), "too_long")))
     costly = next((i for i, c in enumerate(customers) if COST_COLUMN in c.attributes
                    and not _is_cost(c.attributes[COST_COLUMN])), None)
     if costly is not None:
-        problems.append((costly, 3, lambda: InputError(f"{COST_COLUMN} must be a number >= 0",
-                                                       ("customers", costly, "attributes", COST_COLUMN))))
+        problems.append((costly, 3, (f"{COST_COLUMN} must be a number >= 0",
+                                     ("customers", costly, "attributes", COST_COLUMN), "value_error")))
     if problems:
-        raise min(problems, key=lambda problem: problem[:2])[2]()
+        raise InputError(*min(problems, key=lambda problem: problem[:2])[2])
     _check_signup_dates(request, as_of)
     late = np.flatnonzero(rows.stamps >= np.datetime64(as_of + dt.timedelta(days=1), "us"))
     if len(late):
@@ -239,7 +236,7 @@ def _score_together(scorer: Scorer, requests: list[ScoreRequest], rows: list[_Ro
     values = {  # per field of CustomerScore, its values in customer order
         "customer_id": [c.customer_id for c in customers],
         "input": ["summary" if c.summary is not None else "transactions" for c in customers],
-        **{name: _json_floats(columns[name]) for name in _FLOAT_FIELDS},
+        **{name: _json_floats(columns[name]) for name in SCORE_NUMBERS},
         "tier": columns["tier"].astype(str).tolist(),
         **{name: flags[name].tolist() for name in FLAGS},
         "flags": [list(FLAG_NAMES[code]) for code in flag_codes(flags).tolist()],  # the names set, split

@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 
 from crmml.data.summary import as_day
 from crmml.errors import DataValidationError
-from crmml.features import feature_columns
+from crmml.features import TREND_DAYS, check_windows, feature_columns
 from crmml.spark.occasions import Cut, period_table, units_to_double
 from crmml.spark.summary import as_spark_transactions
 
@@ -64,11 +64,8 @@ def compute_features(transactions, *, as_of, windows_days: Sequence[int] = (30, 
     DataValidationError
         On an invalid log, or ``as_of`` before the first transaction.
     """
-    names = feature_columns(windows_days)  # checks the windows
-    windows = [int(name.removeprefix("purchases_last_").removesuffix("d")) for name in names
-               if name.startswith("purchases_last_")]
-    trend = next(int(name.removeprefix("purchases_trend_").removesuffix("d")) for name in names
-                 if name.startswith("purchases_trend_"))
+    names = feature_columns(windows_days)
+    windows, trend = check_windows(windows_days), TREND_DAYS
     log = as_spark_transactions(transactions, **validate_kwargs)
     as_of_day = as_day(as_of, "as_of")
     if as_of_day < log.first_timestamp.normalize():

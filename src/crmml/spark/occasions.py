@@ -23,6 +23,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from crmml.data.summary import period_numbers
 from crmml.spark.transactions import floor_div, micros_to_day
 
 __all__ = ["Cut", "exact_units", "period_table", "units_to_double"]
@@ -30,7 +31,6 @@ __all__ = ["Cut", "exact_units", "period_table", "units_to_double"]
 _SCALE = 10**10
 _TWO_40 = 2**40
 _UNITS = "decimal(38,0)"
-_MONTH_OFFSET = 1970 * 12
 
 
 # --------------------------------------------------------------------------------------------------
@@ -79,7 +79,8 @@ class Cut:
     as_of: pd.Timestamp
 
     def period(self, micros: Column) -> Column:
-        """Days since 1970-01-01, weeks since Monday 1970-01-05, or months since January of year 0."""
+        """:func:`crmml.data.summary.period_numbers` as a Spark column: days since 1970-01-01, weeks
+        since Monday 1970-01-05, or months since January of year 0."""
         day = micros_to_day(micros)
         if self.freq == "D":
             return day
@@ -89,12 +90,8 @@ class Cut:
         return F.year(date).cast("long") * 12 + F.month(date).cast("long") - 1
 
     def period_of(self, day: pd.Timestamp) -> int:
-        days = int(day.to_datetime64().astype("datetime64[D]").astype(np.int64))
-        if self.freq == "D":
-            return days
-        if self.freq == "W":
-            return (days - 4) // 7
-        return day.year * 12 + day.month - 1
+        micros = day.to_datetime64().astype("datetime64[us]").astype(np.int64)
+        return int(period_numbers(np.array([micros]), self.freq)[0])
 
     @property
     def as_of_period(self) -> int:

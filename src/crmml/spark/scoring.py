@@ -29,18 +29,17 @@ from pyspark.sql import types as T
 from crmml.customer_table import _CustomerTable, _join_customers
 from crmml.data.summary import as_day
 from crmml.errors import DataValidationError
-from crmml.scorer import COST_COLUMN, SCORE_COLUMNS, Scorer
+from crmml.features import MODEL_COLUMNS
+from crmml.flags import FLAGS
+from crmml.scorer import COST_COLUMN, SCORE_COLUMNS, SCORE_NUMBERS, Scorer
 from crmml.spark.features import compute_features
 from crmml.spark.summary import as_spark_transactions
 
 __all__ = ["load_model", "score", "score_features", "score_schema"]
 
-_DOUBLE_SCORES = ("expected_purchases", "p_alive", "churn_probability", "predicted_value", "predicted_profit")
-_BOOL_SCORES = ("at_risk", "high_value_at_risk", "lapsed", "new")
 _TEXT_SCORES = ("tier", "flags", "reasons", "model_version")
 _IN_TABLE = "__crmml_in_table"
 _HAS_HISTORY = "__crmml_has_history"
-_MODEL_COLUMNS = ("btyd_expected_purchases", "btyd_p_alive", "btyd_p_no_purchase", "expected_spend")
 
 #: Unpickled scorers of this Python worker, by broadcast key.
 _SCORERS: dict[str, Scorer] = {}
@@ -48,8 +47,8 @@ _SCORERS: dict[str, Scorer] = {}
 
 def score_schema(id_type: T.DataType | None = None) -> T.StructType:
     """The Spark schema of :data:`crmml.scorer.SCORE_COLUMNS` for customer ids of ``id_type`` (default long)."""
-    kinds = {name: T.DoubleType() for name in _DOUBLE_SCORES}
-    kinds.update({name: T.BooleanType() for name in _BOOL_SCORES})
+    kinds = {name: T.DoubleType() for name in SCORE_NUMBERS}
+    kinds.update({name: T.BooleanType() for name in FLAGS})
     kinds.update({name: T.StringType() for name in _TEXT_SCORES})
     kinds["customer_id"] = T.LongType() if id_type is None else id_type
     return T.StructType([T.StructField(name, kinds[name], True) for name in SCORE_COLUMNS])
@@ -174,7 +173,7 @@ def _score_with_table(features: DataFrame, table: DataFrame, scorer: Scorer, as_
     feature_names = [c for c in features.columns if c != "customer_id"]
     broadcast = _broadcast(joined, scorer)
     id_type = joined.schema["customer_id"].dataType
-    taken = [*feature_names, *_MODEL_COLUMNS]
+    taken = [*feature_names, *MODEL_COLUMNS]
 
     def run(batches):
         local = _scorer(*broadcast)
@@ -218,9 +217,9 @@ def _scorer(key: str, broadcast) -> Scorer:
 def _typed(scores: pd.DataFrame) -> pd.DataFrame:
     """Scores in the dtypes of :func:`score_schema`."""
     out = scores[SCORE_COLUMNS].copy()
-    for name in _DOUBLE_SCORES:
+    for name in SCORE_NUMBERS:
         out[name] = out[name].astype("float64")
-    for name in _BOOL_SCORES:
+    for name in FLAGS:
         out[name] = out[name].astype(bool)
     for name in _TEXT_SCORES:
         out[name] = out[name].astype(object)
