@@ -7,10 +7,12 @@ import pandas as pd
 import pytest
 
 from crmml.backtest import backtest
-from crmml.customer_model import PREDICTION_COLUMNS, CustomerModel, ModelConfig, choose_candidate, rescaled_churn
+from crmml.customer_model import PREDICTION_COLUMNS, CustomerModel, ModelConfig
 from crmml.data.simulate import SimulationParams, simulate_customer_base, simulate_transactions
 from crmml.learners import DesignMatrix
-from crmml.timetravel import Snapshots, plan_training_windows, training_frame
+from crmml.selection import FoldScores, choose_candidate, paired_bootstrap_se
+from crmml.timetravel import Snapshots, plan_training_windows, plan_validation_folds, training_frame
+from crmml.validation import rescaled_churn
 
 AS_OF = pd.Timestamp("2025-03-31")
 FAST = ModelConfig(
@@ -142,23 +144,55 @@ def test_rescaled_churn_is_the_identity_on_equal_windows_and_shrinks_on_longer()
     np.testing.assert_allclose(rescaled_churn(p, rows, longer), p * np.array([0.8 / 0.9, 0.5]))
 
 
-def test_choice_rule_prefers_the_best_then_the_tiebreak_then_btyd():
-    metrics = {
-        "btyd": {"roc_auc": 0.760, "brier": 0.16},
-        "logistic": {"roc_auc": 0.770, "brier": 0.17},
-        "blend:logistic": {"roc_auc": 0.769, "brier": 0.15},
-    }
-    assert choose_candidate(metrics, "churn") == "blend:logistic"  # within 0.002, lower Brier
-    metrics["blend:logistic"]["roc_auc"] = 0.760
-    assert choose_candidate(metrics, "churn") == "logistic"
-    tie = {"btyd": {"roc_auc": 0.7, "brier": 0.2}, "logistic": {"roc_auc": 0.7, "brier": 0.2}}
-    assert choose_candidate(tie, "churn") == "btyd"
-    value = {
-        "btyd": {"normalized_gini": 0.60, "total_error_pct": -3.0},
-        "poisson_gbm": {"normalized_gini": 0.70, "total_error_pct": -30.0},
-        "poisson_glm": {"normalized_gini": 0.695, "total_error_pct": 2.0},
-    }
-    assert choose_candidate(value, "value") == "poisson_glm"
+def _fold(metrics: dict, se: dict, cutoff="2025-01-01") -> FoldScores:
+    return FoldScores(cutoff, 90, 1000, {k: {"roc_auc": v} for k, v in metrics.items()}, se)
+
+
+def test_a_learner_ships_only_when_it_beats_btyd_by_more_than_the_noise():
+    noisy = _fold({"btyd": 0.760, "logistic": 0.768, "blend:logistic": 0.765},
+                  {"btyd": 0.0, "logistic": 0.005, "blend:logistic": 0.002})
+    decision = choose_candidate([noisy], "churn")
+    # logistic gains 0.008 < 2 x 0.005; the blend gains 0.005 > 2 x 0.002 and clears
+    assert decision.shipped == "blend:logistic"
+    assert decision.margin["logistic"] == pytest.approx(0.010) and "blend:logistic ships" in decision.reason
+    within = _fold({"btyd": 0.760, "logistic": 0.765}, {"btyd": 0.0, "logistic": 0.004})
+    decision = choose_candidate([within], "churn")
+    assert decision.shipped == "btyd" and "no candidate beats btyd by more than the noise" in decision.reason
+    # two folds: the mean gain 0.006 against sqrt(0.004^2 + 0.004^2) / 2 = 0.0028 standard error
+    two = choose_candidate([within, _fold({"btyd": 0.700, "logistic": 0.707}, {"logistic": 0.004}, "2024-10-01")],
+                           "churn")
+    assert two.shipped == "logistic" and two.diff_se["logistic"] == pytest.approx(np.sqrt(2) * 0.004 / 2)
+    floor = choose_candidate([_fold({"btyd": 0.7, "logistic": 0.7015}, {"logistic": 1e-6})], "churn")
+    assert floor.shipped == "btyd"  # below the 0.002 floor however small the noise
+    assert choose_candidate([], "churn").shipped == "btyd"
+
+
+def test_paired_bootstrap_noise_shrinks_with_more_customers_and_vanishes_for_the_same_score():
+    rng = np.random.default_rng(0)
+    se = {}
+    for n in (1000, 16000):
+        y = rng.random(n) < 0.5
+        a, b = y + rng.normal(0, 1, n), y + rng.normal(0, 1, n)
+        se[n] = paired_bootstrap_se(y, {"btyd": a, "other": b, "same": a.copy()}, "btyd", "roc_auc")
+    assert se[1000]["same"] == 0.0 and se[16000]["same"] == 0.0
+    assert se[16000]["other"] < se[1000]["other"] / 2.5  # about 1 / sqrt(16) = 1 / 4
+
+
+def test_validation_folds_are_out_of_time_and_stop_where_no_plan_fits():
+    ages = np.linspace(0, 1000, 5001)
+    plan = plan_training_windows(ages, "2025-01-01", 90, min_history_days=14)
+    folds = plan_validation_folds(ages, "2025-01-01", plan, n_folds=3, min_history_days=14)
+    assert [f.cutoff for f in folds] == [pd.Timestamp("2025-01-01") - pd.Timedelta(days=90 * k) for k in (1, 2, 3)]
+    assert all(f.window_days == 90 and f.plan.end == f.cutoff for f in folds)
+    cohort = np.full(600, 280.0)  # one cohort, 40 weeks old: the 365-day horizon is rescaled
+    plan = plan_training_windows(cohort, "2025-01-01", 365, min_history_days=14)
+    assert plan.mode == "rescaled" and plan.longest_days == 266
+    folds = plan_validation_folds(cohort, "2025-01-01", plan, min_history_days=14)
+    assert folds and all(f.cutoff + pd.Timedelta(days=f.window_days) <= pd.Timestamp("2025-01-01") for f in folds)
+    assert all(min(f.plan.windows_days) >= 28 for f in folds)
+    young = plan_training_windows(np.full(50, 40.0), "2025-01-01", 90, min_history_days=14)
+    assert young.mode == "btyd_only"  # 26 days of history beyond the minimum: no 28-day window fits
+    assert plan_validation_folds(np.full(50, 40.0), "2025-01-01", young) == []
 
 
 # -- the customer table ----------------------------------------------------------------------------

@@ -25,11 +25,12 @@ import numpy as np
 import pandas as pd
 
 from crmml.customer_model import CustomerModel, ModelConfig
+from crmml.features import model_columns
 from crmml.data.summary import as_day, purchase_occasions
 from crmml.data.transactions import as_transactions
 from crmml.labels import outcome_labels
 from crmml.metrics import churn_metrics, decile_table, value_metrics
-from crmml.timetravel import TRANSACTION_MODELS, fit_btyd_models, with_model_features
+from crmml.timetravel import TRANSACTION_MODELS, fit_btyd_models
 
 __all__ = [
     "BTYD_LABELS",
@@ -150,10 +151,9 @@ def holdout_tracking(log, model: CustomerModel, features: pd.DataFrame, horizon_
         counts += np.bincount(batch.period[keep] - cutoff_period, minlength=horizon_days + 1)[: horizon_days + 1]
     actual = np.cumsum(counts)[days]
     rows = features.loc[known]
-    expected = [
-        with_model_features(rows, model.btyd_, int(d), model.config.time_unit_days)["btyd_expected_purchases"].sum()
-        for d in days
-    ]
+    columns = model_columns(rows, model.btyd_.transaction_model, horizons_days=[float(d) for d in days],
+                            time_unit_days=model.config.time_unit_days)  # P(alive) once for every day
+    expected = [float(columns[float(d)]["btyd_expected_purchases"].sum()) for d in days]
     return pd.DataFrame({"day": days, "date": cutoff + pd.to_timedelta(days, unit="D"),
                          "actual": actual, "btyd_expected": expected})
 
@@ -178,8 +178,10 @@ def _baseline_scores(log, features, predicted, config, baseline_models, cutoff) 
     for kind in baseline_models:
         fitted = fit_btyd_models(log, cutoff, kind=kind, time_unit_days=config.time_unit_days)
         name = BTYD_LABELS[kind]
-        churn_rows = with_model_features(features, fitted, config.churn_window_days, config.time_unit_days)
-        value_rows = with_model_features(features, fitted, config.value_horizon_days, config.time_unit_days)
+        both = model_columns(features, fitted.transaction_model, fitted.spend_model,  # P(alive) once
+                             horizons_days=[config.churn_window_days, config.value_horizon_days],
+                             time_unit_days=config.time_unit_days)
+        churn_rows, value_rows = both[config.churn_window_days], both[config.value_horizon_days]
         out[f"churn:{name} P(no purchase)"] = churn_rows["btyd_p_no_purchase"]
         out[f"churn:{name} -E[X]"] = -churn_rows["btyd_expected_purchases"]
         if "expected_spend" in value_rows:

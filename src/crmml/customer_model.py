@@ -4,23 +4,25 @@
 
 1. the BTYD transaction model and the Gamma-Gamma spend model on the rows up to ``as_of``;
 2. for churn (no purchase in ``churn_window_days``) and for value (spend over ``value_horizon_days``),
-   a time-travel plan (:func:`crmml.timetravel.plan_training_windows`), then a **validation**
-   (:meth:`CustomerModel._validation`): with a full window, a forward backtest one window back; with
-   rescaled windows, training on the shorter windows and scoring the longest, the extrapolation the
-   shipped model will make. Nothing after ``as_of`` is read;
-3. the candidate that ships, by a fixed rule (:data:`SELECTION_RULES`, recorded in
-   :attr:`CustomerModel.churn_choice_` / :attr:`value_choice_`): the highest ROC AUC (churn) or
-   normalized Gini (value) on the validation window, near-ties broken by the Brier score (churn) or
-   the absolute error of the total (value); the BTYD score wins exact ties and is the only candidate
-   when no window fits;
-4. the chosen learner, refitted on the windows that end at ``as_of``. A value learner trained on
-   rescaled windows keeps its ranking but takes its total from the BTYD model
+   a time-travel plan (:func:`crmml.timetravel.plan_training_windows`): the label windows that end on
+   the last day with data (never later than ``as_of``), counting a customer as known at a cutoff only
+   with ``min_history_days`` of history;
+3. **out-of-time validation** (:func:`crmml.timetravel.plan_validation_folds`,
+   :func:`crmml.validation.validate_fold`): the same construction repeated at earlier cutoffs, every
+   candidate trained on data up to a fold's cutoff and judged on the window after it, with the noise
+   of its difference from the BTYD score measured by a paired bootstrap;
+4. the choice (:func:`crmml.selection.choose_candidate`, recorded in :attr:`CustomerModel.churn_choice_`
+   / :attr:`value_choice_` with every fold and the noise): a learner ships only when its mean ROC AUC
+   (churn) or normalized Gini (value) over the folds beats the BTYD score's by more than twice the
+   standard error of the difference; otherwise the BTYD score ships, also when no fold fits (young
+   customers) or there is no learner;
+5. the chosen learner, refitted on the windows that end at the last day with data. A value learner
+   trained on rescaled windows keeps its ranking but takes its total from the BTYD model
    (:meth:`CustomerModel._btyd_level`).
 
-Candidates. Churn: ``btyd`` (the BTYD model's P(no purchase in the window)), each configured
-classifier, and ``blend:<classifier>`` (the mean of the two probabilities). Value: ``btyd`` (expected
-purchases x Gamma-Gamma expected spend over the horizon) and each configured Poisson regressor; a
-value regressor comes with a purchase-count regressor of the same kind for the predicted purchases.
+Above ``max_validation_customers`` / ``max_training_customers`` customers, the folds and the final
+learner fit use a hash sample of the customers; the BTYD models and the scores use everyone. Candidates
+are listed in :mod:`crmml.validation`.
 """
 
 from __future__ import annotations
@@ -31,28 +33,22 @@ import numpy as np
 import pandas as pd
 
 from crmml.data.summary import as_day
-from crmml.data.transactions import as_transactions
+from crmml.data.transactions import as_transactions, duckdb_session, partition_number_sql
 from crmml.errors import DataValidationError
-from crmml.labels import outcome_labels
-from crmml.learners import (
-    CHURN_LEARNERS,
-    VALUE_LEARNERS,
-    make_churn_learner,
-    make_value_learner,
-    predict_learner,
-    predict_learners,
-)
-from crmml.metrics import churn_metrics, value_metrics
+from crmml.learners import CHURN_LEARNERS, VALUE_LEARNERS, predict_learner, predict_learners
+from crmml.selection import choose_candidate
 from crmml.timetravel import (
     TRANSACTION_MODELS,
     Snapshots,
     TrainingPlan,
     plan_training_windows,
+    plan_validation_folds,
     training_frame,
     with_model_features_at,
 )
+from crmml.validation import fit_learner, rescaled_amount, rescaled_churn, validate_fold
 
-__all__ = ["Choice", "CustomerModel", "ModelConfig", "PREDICTION_COLUMNS", "SELECTION_RULES", "choose_candidate"]
+__all__ = ["Choice", "CustomerModel", "ModelConfig", "PREDICTION_COLUMNS"]
 
 #: Columns of :meth:`CustomerModel.predict`, in order.
 PREDICTION_COLUMNS = [
@@ -65,14 +61,6 @@ PREDICTION_COLUMNS = [
     "btyd_predicted_spend",
     "no_purchase_history",
 ]
-
-#: Per task: the metric that ranks candidates (higher is better), how close to the best counts as a
-#: tie, and what breaks it (lower is better; for value the absolute total error, since the value is
-#: reported in currency and a ranking-only winner can be badly off in level).
-SELECTION_RULES = {
-    "churn": ("roc_auc", 0.002, "brier"),
-    "value": ("normalized_gini", 0.01, "abs_total_error_pct"),
-}
 
 # How far the log may end before as_of when fitting: labels after the last row would read as churn.
 _MAX_DAYS_WITHOUT_DATA = 7
@@ -96,8 +84,14 @@ class ModelConfig:
         Recent-activity windows of the features.
     churn_learners, value_learners : tuple of str
         Supervised candidates (see :mod:`crmml.learners`); empty means BTYD only.
-    min_window_days, min_known_share, n_rescaled_windows : int, float, int
+    min_window_days, min_known_share, n_rescaled_windows, min_history_days : int, float, int, int
         The time-travel plan (:func:`crmml.timetravel.plan_training_windows`).
+    n_validation_folds : int
+        Out-of-time validation folds (:func:`crmml.timetravel.plan_validation_folds`).
+    max_validation_customers, max_training_customers : int
+        Above these many customers, the validation folds and the final learner fit use a hash sample of
+        the customers (:meth:`crmml.data.Transactions.partition`); the BTYD models and the scores
+        always use everyone.
     seed : int
         Seed of every randomised learner.
     """
@@ -112,10 +106,15 @@ class ModelConfig:
     min_window_days: int = 28
     min_known_share: float = 0.9
     n_rescaled_windows: int = 4
+    min_history_days: int = 14
+    n_validation_folds: int = 2
+    max_validation_customers: int = 50_000
+    max_training_customers: int = 200_000
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("churn_window_days", "value_horizon_days", "min_window_days", "n_rescaled_windows"):
+        for name in ("churn_window_days", "value_horizon_days", "min_window_days", "n_rescaled_windows",
+                     "n_validation_folds", "max_validation_customers", "max_training_customers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"ModelConfig.{name} must be a positive whole number; got {value!r}.")
@@ -131,6 +130,9 @@ class ModelConfig:
             unknown = [v for v in getattr(self, name) if v not in allowed]
             if unknown:
                 raise ValueError(f"ModelConfig.{name} has unknown learner(s) {unknown}; choose from {allowed}.")
+        if isinstance(self.min_history_days, bool) or not isinstance(self.min_history_days, (int, np.integer)) \
+                or self.min_history_days < 0:
+            raise ValueError(f"ModelConfig.min_history_days must be a whole number >= 0; got {self.min_history_days!r}.")
         if not 0 < self.min_known_share <= 1:
             raise ValueError(f"ModelConfig.min_known_share must be in (0, 1]; got {self.min_known_share!r}.")
         if not 0 < self.time_unit_days < np.inf:
@@ -158,6 +160,8 @@ class Choice:
     plan: TrainingPlan  #: the windows the shipped learner was trained on
     validation_plan: TrainingPlan | None = None
     validation_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    folds: tuple = ()  #: the out-of-time folds: cutoff, window, plan, each candidate's metrics, the noise
+    decision: dict | None = None  #: :class:`crmml.selection.Decision` as a dict (means, differences, margins)
 
     @property
     def learner(self) -> str | None:
@@ -171,6 +175,8 @@ class Choice:
             "plan": self.plan.to_dict(),
             "validation_plan": None if self.validation_plan is None else self.validation_plan.to_dict(),
             "validation_metrics": self.validation_metrics,
+            "folds": list(self.folds),
+            "decision": self.decision,
         }
 
 
@@ -212,36 +218,46 @@ class CustomerModel:
                 f"as_of={as_of_day.date()}: the days in between would teach the models that everyone churned. "
                 "Use an as_of within the data."
             )
+        cfg = self.config
         snapshots = self._snapshots(log, customers)
         self.as_of_ = as_of_day
         self.btyd_ = snapshots.models(as_of_day)
         base = snapshots.base_features(as_of_day)
         self.n_customers_ = len(base)
-        ages = base["age_days"].dropna().to_numpy()
-        cfg = self.config
-
+        # Label windows end on the last day with data: days without data are not days without purchases.
+        label_end = min(as_of_day, last_day)
+        ages = base["age_days"].dropna().to_numpy() - (as_of_day - label_end).days
+        validation = self._sampled(snapshots, log, customers, len(base), cfg.max_validation_customers)
+        training = self._sampled(snapshots, log, customers, len(base), cfg.max_training_customers)
         self.churn_choice_, self.churn_learner_ = self._fit_task(
-            "churn", snapshots, ages, cfg.churn_window_days, cfg.churn_learners
+            "churn", validation, training, ages, label_end, cfg.churn_window_days, _churn_candidates(cfg)
         )
         if log.has_amount:
             self.value_choice_, self.value_learner_ = self._fit_task(
-                "value", snapshots, ages, cfg.value_horizon_days, cfg.value_learners
+                "value", validation, training, ages, label_end, cfg.value_horizon_days, cfg.value_learners
             )
         else:
-            plan = plan_training_windows(ages, as_of_day, cfg.value_horizon_days)
+            plan = self._plan(ages, label_end, cfg.value_horizon_days)
             self.value_choice_ = Choice("value", "btyd", "the log has no amounts: no spend to learn", plan)
             self.value_learner_ = None
         self.purchases_learner_ = None
         self.value_level_ = {"source": "btyd" if self.value_learner_ is None else "learner",
                              "spend_scale": 1.0, "purchases_scale": 1.0}
         if self.value_learner_ is not None:
-            frame = training_frame(snapshots, self.value_choice_.plan)
-            self.purchases_learner_ = make_value_learner(self.value_choice_.learner, seed=cfg.seed).fit(
-                frame.features, frame.labels["purchases"].to_numpy()
-            )
+            frame = training_frame(training, self.value_choice_.plan)
+            self.purchases_learner_ = fit_learner("value", self.value_choice_.learner, frame, seed=cfg.seed,
+                                                  target="purchases")
             if self.value_choice_.plan.mode == "rescaled":
                 self.value_level_ = self._btyd_level(base)
         return self
+
+    def _sampled(self, snapshots: Snapshots, log, customers, n_customers: int, limit: int) -> Snapshots:
+        """``snapshots``, or snapshots of a hash sample of about ``limit`` customers when there are more."""
+        if n_customers <= limit:
+            return snapshots
+        count = int(np.ceil(n_customers / limit))
+        part = log.partition(0, count)
+        return self._snapshots(part, None if customers is None else _table_partition(customers, count))
 
     def _btyd_level(self, base: pd.DataFrame) -> dict:
         """Scales that give the learner's predictions, summed over the customers at ``as_of``, the BTYD
@@ -267,95 +283,48 @@ class CustomerModel:
             feature_windows_days=cfg.feature_windows_days,
         )
 
-    def _fit_task(self, task: str, snapshots: Snapshots, ages: np.ndarray, target_days: int, learners):
+    def _fit_task(self, task: str, validation: Snapshots, training: Snapshots, ages: np.ndarray,
+                  end: pd.Timestamp, target_days: int, learners):
+        """Plan, validate out of time, choose (:func:`crmml.selection.choose_candidate`) and fit the
+        shipped learner on the windows that end at ``end``."""
         cfg = self.config
-        as_of_day = self.as_of_
-        plan = self._plan(ages, as_of_day, target_days)
+        plan = self._plan(ages, end, target_days)
         if plan.mode == "btyd_only" or not learners:
             why = plan.reason if plan.mode == "btyd_only" else "no supervised learner configured"
             return Choice(task, "btyd", f"BTYD only: {why}", plan), None
-
-        validation = self._validation(snapshots, plan)
-        if isinstance(validation, str):
-            return Choice(task, "btyd", f"BTYD only: {validation}", plan), None
-        validation_plan, train, held_out = validation
-        held_out_rows, outcome = held_out.features, held_out.labels
-        held_out_days = int(held_out_rows["horizon_days"].iloc[0])
-        cutoff = held_out.plan.cutoffs[0]
-        btyd_at_cutoff = snapshots.models(cutoff)
-        learner_rows = snapshots.features(cutoff, validation_plan.longest_days, models=btyd_at_cutoff)
-        scores = {}
-        if task == "churn":
-            scores["btyd"] = held_out_rows["btyd_p_no_purchase"].to_numpy()
-            for name in learners:
-                learner = make_churn_learner(name, seed=cfg.seed).fit(train.features, train.labels["churned"].to_numpy())
-                scores[name] = rescaled_churn(learner.predict_proba(learner_rows)[:, 1], learner_rows, held_out_rows)
-            for name in learners:
-                scores[f"blend:{name}"] = 0.5 * (scores[name] + scores["btyd"])
-            actual = outcome["churned"].to_numpy()
-            metrics = {name: churn_metrics(actual, s) for name, s in scores.items()}
-        else:
-            scores["btyd"] = (held_out_rows["btyd_expected_purchases"] * held_out_rows["expected_spend"]).to_numpy()
-            for name in learners:
-                learner = make_value_learner(name, seed=cfg.seed).fit(train.features, _spend_target(train.labels))
-                scores[name] = rescaled_amount(learner.predict(learner_rows), learner_rows, held_out_rows)
-            actual = _spend_target(outcome)
-            metrics = {name: value_metrics(actual, s) for name, s in scores.items()}
-        shipped = choose_candidate(metrics, task)
-        primary, tolerance, secondary = SELECTION_RULES[task]
-        rule = (
-            f"highest {primary} on the validation window ({held_out_days} days after "
-            f"{cutoff.date()}; candidates trained on the windows "
-            f"{list(validation_plan.windows_days)} ending {validation_plan.end.date()}); within {tolerance} of "
-            f"the best, the smallest {secondary}; the BTYD score wins ties"
+        folds = plan_validation_folds(
+            ages, end, plan, n_folds=cfg.n_validation_folds, min_window_days=cfg.min_window_days,
+            min_known_share=cfg.min_known_share, n_windows=cfg.n_rescaled_windows,
+            min_history_days=cfg.min_history_days,
         )
-        choice = Choice(task, shipped, rule, plan, validation_plan,
-                        {name: {k: float(v) for k, v in m.items()} for name, m in metrics.items()})
-        if shipped == "btyd":
+        if not folds:
+            why = (f"BTYD only: no out-of-time validation fold fits before {end.date()} (a plan like {plan.mode} "
+                   f"windows {list(plan.windows_days)} cannot be trained one window earlier), so no learner "
+                   "can be shown to beat the BTYD score")
+            return Choice(task, "btyd", why, plan), None
+        scored = [validate_fold(task, validation, fold, learners, seed=cfg.seed) for fold in folds]
+        judged = [(fold, score) for fold, score in zip(folds, scored, strict=True) if score is not None]
+        if not judged:
+            why = "BTYD only: the validation windows hold one class of outcome only (nothing to rank)"
+            return Choice(task, "btyd", why, plan, folds=tuple(f.to_dict() for f in folds)), None
+        decision = choose_candidate([score for _, score in judged], task)
+        choice = Choice(
+            task, decision.shipped, decision.reason, plan, judged[0][0].plan,
+            {name: {"mean_" + decision.metric: decision.mean[name]} | dict(judged[0][1].metrics[name])
+             for name in decision.mean},
+            folds=tuple(fold.to_dict() | {"metrics": score.metrics, "diff_se": score.diff_se}
+                        for fold, score in judged),
+            decision=decision.to_dict(),
+        )
+        if decision.shipped == "btyd":
             return choice, None
-        final = training_frame(snapshots, plan)
-        if task == "churn":
-            learner = make_churn_learner(choice.learner, seed=cfg.seed).fit(
-                final.features, final.labels["churned"].to_numpy()
-            )
-        else:
-            learner = make_value_learner(choice.learner, seed=cfg.seed).fit(final.features, _spend_target(final.labels))
-        return choice, learner
-
-    def _validation(self, snapshots: Snapshots, plan: TrainingPlan):
-        """The candidates' training rows and held-out rows, or why there are none.
-
-        ``full`` plan: a forward backtest one target window back, candidates trained on the plan for
-        ``as_of - target`` and scored on ``(as_of - target, as_of]``. ``rescaled`` plan: the shipped
-        model will extrapolate to a window longer than any it saw, so the candidates are trained on
-        the plan's shorter windows and scored on its longest. Nothing after ``as_of`` is read.
-        """
-        end = plan.end
-        if plan.mode == "full":
-            cutoff = end - pd.Timedelta(days=plan.target_days)
-            ages = snapshots.base_features(cutoff)["age_days"].dropna().to_numpy()
-            validation_plan = self._plan(ages, cutoff, plan.target_days)
-            if validation_plan.mode == "btyd_only":
-                return f"no validation possible at {cutoff.date()} ({validation_plan.reason})"
-            held_out_days = plan.target_days
-        else:
-            if len(plan.windows_days) < 2:
-                return "a single rescaled window leaves none to validate on"
-            *shorter, held_out_days = plan.windows_days
-            validation_plan = TrainingPlan(
-                end, held_out_days, tuple(shorter), "rescaled",
-                f"validation: from the windows {shorter} to the {held_out_days}-day window",
-            )
-            cutoff = end - pd.Timedelta(days=held_out_days)
-        held_out_plan = TrainingPlan(cutoff + pd.Timedelta(days=held_out_days), held_out_days, (held_out_days,),
-                                     "full", "held out")
-        return validation_plan, training_frame(snapshots, validation_plan), training_frame(snapshots, held_out_plan)
+        return choice, fit_learner(task, choice.learner, training_frame(training, plan), seed=cfg.seed)
 
     def _plan(self, ages, end, target_days) -> TrainingPlan:
         cfg = self.config
         return plan_training_windows(
             ages, end, target_days, min_window_days=cfg.min_window_days, min_known_share=cfg.min_known_share,
-            n_windows=cfg.n_rescaled_windows,
+            n_windows=cfg.n_rescaled_windows, min_history_days=cfg.min_history_days,
         )
 
     # ------------------------------------------------------------------------------------------
@@ -457,44 +426,23 @@ class CustomerModel:
             raise RuntimeError("This CustomerModel is not fitted yet; call fit() first.")
 
 
-def rescaled_churn(p_churn: np.ndarray, learner_rows, target_rows) -> np.ndarray:
-    """P(no purchase in the target window) from a learner's P(no purchase in its shorter window).
-
-    No purchase in the target window means none in the learner's window and none in the rest, so
-    ``P_target = P_learner * P_btyd(none in target) / P_btyd(none in learner window)``: the BTYD
-    model's conditional probability of staying silent for the remaining days. The identity when the
-    windows are equal. ``learner_rows`` and ``target_rows`` are frames (or dicts of arrays) with the
-    model columns over the two windows.
-    """
-    ratio = np.asarray(target_rows["btyd_p_no_purchase"]) / np.asarray(learner_rows["btyd_p_no_purchase"])
-    return np.clip(p_churn * ratio, 0.0, 1.0)
 
 
-def rescaled_amount(predicted: np.ndarray, learner_rows, target_rows) -> np.ndarray:
-    """Spend or purchases over the target horizon from a learner's prediction over its shorter window,
-    scaled by the BTYD model's ratio of expected purchases over the two horizons (per customer); the
-    rows are frames (or dicts of arrays) with the model columns."""
-    ratio = np.asarray(target_rows["btyd_expected_purchases"]) / np.asarray(learner_rows["btyd_expected_purchases"])
-    return predicted * ratio
+def _churn_candidates(config: ModelConfig) -> tuple[str, ...]:
+    """The configured churn learners, with ``btyd_expected`` (the ``-E[X]`` ranking as a probability)
+    first whenever any learner is configured."""
+    learners = tuple(config.churn_learners)
+    if learners and "btyd_expected" not in learners:
+        learners = ("btyd_expected", *learners)
+    return learners
 
 
-def choose_candidate(metrics: dict[str, dict[str, float]], task: str) -> str:
-    """The shipped candidate by :data:`SELECTION_RULES` (``btyd`` wins exact ties)."""
-    primary, tolerance, secondary = SELECTION_RULES[task]
-
-    def tiebreak(name: str) -> float:
-        if secondary == "abs_total_error_pct":
-            return abs(metrics[name]["total_error_pct"])
-        return metrics[name][secondary]
-
-    usable = {name: m for name, m in metrics.items() if np.isfinite(m[primary])}
-    if not usable:
-        return "btyd"
-    best = max(m[primary] for m in usable.values())
-    close = [name for name, m in usable.items() if m[primary] >= best - tolerance]
-    return min(close, key=lambda name: (tiebreak(name), name != "btyd"))
-
-
-def _spend_target(labels: pd.DataFrame) -> np.ndarray:
-    """Spend in the window, refunds beyond purchases counted as 0 (a Poisson target is >= 0)."""
-    return np.clip(labels["spend"].to_numpy(dtype=np.float64), 0, None)
+def _table_partition(customers: pd.DataFrame, count: int) -> pd.DataFrame:
+    """The customer-table rows of hash partition 0 of ``count`` (the rule of
+    :meth:`crmml.data.Transactions.partition`)."""
+    if "customer_id" not in customers.columns:
+        return customers  # the feature code names the missing column
+    with duckdb_session() as con:
+        con.register("crmml_table_ids", pd.DataFrame({"customer_id": customers["customer_id"].to_numpy()}))
+        part = con.sql(f"SELECT {partition_number_sql('customer_id', count)} AS p FROM crmml_table_ids").fetchnumpy()["p"]
+    return customers[np.asarray(part) == 0]

@@ -15,6 +15,9 @@ numbers:
 
 Learners by name:
 
+``btyd_expected``
+    the BTYD model's expected purchases over the window (and the window length) as the only inputs
+    of a logistic regression: the ``-E[X]`` ranking of the BTYD model as a calibrated churn probability.
 ``logistic``
     standardised :class:`~sklearn.linear_model.LogisticRegression`: probabilities calibrated by its
     log-loss fit, and a log-window coefficient that extrapolates smoothly to longer windows.
@@ -48,7 +51,7 @@ from sklearn.utils.validation import check_is_fitted
 __all__ = ["CHURN_LEARNERS", "DesignMatrix", "VALUE_LEARNERS", "make_churn_learner", "make_value_learner",
            "predict_learner", "predict_learners"]
 
-CHURN_LEARNERS = ("logistic", "gradient_boosting")
+CHURN_LEARNERS = ("btyd_expected", "logistic", "gradient_boosting")
 VALUE_LEARNERS = ("poisson_glm", "poisson_gbm")
 
 _PROBABILITY_CLIP = 1e-6
@@ -249,15 +252,32 @@ class _BTYDValue(TransformerMixin, BaseEstimator):
         return _with_btyd_value(_as_frame(X))
 
 
+class _Columns(TransformerMixin, BaseEstimator):
+    """Keeps the named columns of a features frame."""
+
+    def __init__(self, columns=()):
+        self.columns = columns
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        return _as_frame(X)[list(self.columns)]
+
+
 def make_churn_learner(name: str, *, seed: int = 0):
     """A fresh, unfitted churn classifier pipeline; ``predict_proba(X)[:, 1]`` is P(churn)."""
+    if name == "btyd_expected":
+        return Pipeline([("columns", _Columns(("btyd_expected_purchases", "horizon_days"))),
+                         ("design", DesignMatrix()), ("scale", StandardScaler()),
+                         ("model", LogisticRegression(C=1.0, max_iter=1000))])
     if name == "logistic":
         model = LogisticRegression(C=1.0, max_iter=5000)
         return Pipeline([("btyd_value", _BTYDValue()), ("design", DesignMatrix()), ("scale", StandardScaler()),
                          ("model", model)])
     if name == "gradient_boosting":
-        boosted = HistGradientBoostingClassifier(
-            max_iter=300, learning_rate=0.05, max_depth=4, min_samples_leaf=100, l2_regularization=1.0,
+        boosted = HistGradientBoostingClassifier(  # 150 steps of 0.1: the reach of 300 of 0.05 at half the cost
+            max_iter=150, learning_rate=0.1, max_depth=4, min_samples_leaf=100, l2_regularization=1.0,
             early_stopping=False, random_state=seed,
         )
         model = CalibratedClassifierCV(boosted, method="isotonic", cv=3)
@@ -273,7 +293,7 @@ def make_value_learner(name: str, *, seed: int = 0):
                          ("model", model)])
     if name == "poisson_gbm":
         model = HistGradientBoostingRegressor(
-            loss="poisson", max_iter=300, learning_rate=0.05, max_depth=4, min_samples_leaf=100,
+            loss="poisson", max_iter=150, learning_rate=0.1, max_depth=4, min_samples_leaf=100,
             l2_regularization=1.0, early_stopping=False, random_state=seed,
         )
         return Pipeline([("btyd_value", _BTYDValue()), ("design", DesignMatrix()), ("model", model)])

@@ -191,8 +191,10 @@ def _params(scorer: Scorer) -> dict[str, str]:
             flat.update({f"{section}.{k}": v for k, v in values.items()})
         else:
             flat[section] = values
-    flat["churn.shipped"] = scorer.model_.churn_choice_.shipped
-    flat["value.shipped"] = scorer.model_.value_choice_.shipped
+    for task in ("churn", "value"):
+        choice = getattr(scorer.model_, f"{task}_choice_")
+        flat[f"{task}.shipped"] = choice.shipped
+        flat[f"{task}.choice"] = choice.rule  # why, with the folds and the measured noise (scorer.json has all)
     flat["flags.at_risk_threshold_learned"] = round(scorer.flag_rule_.at_risk_threshold, 6)
     flat["tiers.platinum_min_value"] = round(scorer.tier_rule_.platinum_min_value, 6)
     flat["tiers.gold_min_value"] = round(scorer.tier_rule_.gold_min_value, 6)

@@ -37,7 +37,9 @@ __all__ = [
     "Snapshots",
     "TRANSACTION_MODELS",
     "TrainingPlan",
+    "ValidationFold",
     "fit_btyd_models",
+    "plan_validation_folds",
     "plan_training_windows",
     "training_frame",
     "with_model_features",
@@ -137,6 +139,7 @@ def plan_training_windows(
     min_window_days: int = 28,
     min_known_share: float = 0.9,
     n_windows: int = 4,
+    min_history_days: int = 0,
 ) -> TrainingPlan:
     """Plan the time-travel windows for a target window, from the customers' ages at ``end``.
 
@@ -156,15 +159,24 @@ def plan_training_windows(
     n_windows : int
         Number of pooled windows when rescaling: evenly spaced from a third of the longest window
         that fits (but at least ``min_window_days``) to that longest window.
+    min_history_days : int
+        A customer counts as known at a cutoff only with a first purchase at least this many days
+        before it, so no window starts with its customers at (nearly) zero history. The customers
+        known at ``end`` are likewise those at least this old.
     """
     end_day = as_day(end, "end")
     _check_days(target_days, "target_days")
     _check_days(min_window_days, "min_window_days")
     if not 0 < min_known_share <= 1:
         raise ValueError(f"min_known_share must be in (0, 1]; got {min_known_share!r}.")
+    if isinstance(min_history_days, bool) or not isinstance(min_history_days, (int, np.integer)) or min_history_days < 0:
+        raise ValueError(f"min_history_days must be a whole number of days >= 0; got {min_history_days!r}.")
     ages = np.sort(np.asarray(age_days, dtype=np.float64))
+    ages = ages[np.isfinite(ages) & (ages >= min_history_days)] - min_history_days  # history beyond the minimum
     if len(ages) == 0:
-        return TrainingPlan(end_day, target_days, (), "btyd_only", "no customers before the as-of date")
+        why = "no customers before the as-of date" if not min_history_days else (
+            f"no customer has {min_history_days} days of history at the as-of date")
+        return TrainingPlan(end_day, target_days, (), "btyd_only", why)
 
     def share(window: int) -> float:  # customers whose first purchase day is on or before end - window
         return float(len(ages) - np.searchsorted(ages, window, side="left")) / len(ages)
@@ -196,6 +208,71 @@ def plan_training_windows(
         "with the window length as a feature",
         {w: share(w) for w in windows},
     )
+
+
+@dataclass(frozen=True)
+class ValidationFold:
+    """One out-of-time validation fold: candidates trained by ``plan`` (data up to ``cutoff`` only),
+    scored at ``cutoff`` and judged on ``(cutoff, cutoff + window_days]``."""
+
+    cutoff: pd.Timestamp
+    window_days: int
+    plan: TrainingPlan
+
+    def to_dict(self) -> dict:
+        return {"cutoff": str(self.cutoff.date()), "window_days": self.window_days, "plan": self.plan.to_dict()}
+
+
+def plan_validation_folds(age_days, end, plan: TrainingPlan, *, n_folds: int = 2, min_window_days: int = 28,
+                          min_known_share: float = 0.9, n_windows: int = 4, min_history_days: int = 0,
+                          step_days: int = 7) -> list[ValidationFold]:
+    """Out-of-time folds that test what ``plan`` will do, one judged window after another back in time.
+
+    The shipped model is trained on windows ending at ``end`` and predicts the ``plan.target_days``
+    after it. A fold repeats that construction at an earlier cutoff ``c``: candidates trained on a plan
+    that ends at ``c`` (so on data up to ``c`` only) predict the ``v`` days after ``c``, and are judged
+    on what happened in ``(c, c + v]``. With a full plan ``v`` is the target window; when the target
+    does not fit (young customers, a rescaled plan) ``v`` is the longest window, in steps of
+    ``step_days`` from the plan's longest down to ``min_window_days``, for which a plan at
+    ``c = end - v`` can be trained. Fold ``k`` has its cutoff at ``end - (k + 1) v``; folds stop at the
+    first one whose plan cannot be trained. No fold: the caller ships the BTYD score.
+
+    Parameters
+    ----------
+    age_days : array-like
+        Days from each customer's first purchase day to ``end``.
+    end : date-like
+    plan : TrainingPlan
+        The plan at ``end`` (full or rescaled).
+    n_folds : int
+    min_window_days, min_known_share, n_windows, min_history_days
+        As in :func:`plan_training_windows`.
+    step_days : int
+        Granularity of the judged window when the target does not fit.
+    """
+    end_day = as_day(end, "end")
+    ages = np.asarray(age_days, dtype=np.float64)
+    ages = ages[np.isfinite(ages)]
+    options = dict(min_window_days=min_window_days, min_known_share=min_known_share, n_windows=n_windows,
+                   min_history_days=min_history_days)
+    if plan.mode == "full":
+        lengths = [plan.target_days]
+    elif plan.mode == "rescaled":
+        lengths = list(range(plan.longest_days, min_window_days - 1, -step_days))
+    else:
+        return []
+    for window in lengths:
+        folds = []
+        for k in range(n_folds):
+            back = window * (k + 1)
+            at_cutoff = ages[ages >= back] - back
+            fold_plan = plan_training_windows(at_cutoff, end_day - pd.Timedelta(days=back), window, **options)
+            if fold_plan.mode == "btyd_only":
+                break
+            folds.append(ValidationFold(end_day - pd.Timedelta(days=back), window, fold_plan))
+        if folds:
+            return folds
+    return []
 
 
 def with_model_features(features: pd.DataFrame, btyd: BTYDModels, horizon_days: int,

@@ -109,6 +109,8 @@ def simulate_transactions(
     end="2025-12-31",
     acquisition_end=None,
     time_unit_days: float = 7.0,
+    seasonality: float = 0.0,
+    peak_day_of_year: float = 350.0,
     seed: int | np.random.SeedSequence | None = 0,
 ) -> SimulatedLog:
     """Draw a transaction log from the BG/NBD and Gamma-Gamma models.
@@ -127,6 +129,12 @@ def simulate_transactions(
         of the observation period. ``acquisition_end == start`` gives every customer the same window.
     time_unit_days : float
         Length of the time unit of ``params`` in days (7 for the published weekly CDNOW estimates).
+    seasonality : float in [0, 1)
+        Amplitude ``A`` of a yearly season: an active customer buys at rate
+        ``lambda * (1 + A cos(2 pi (d - peak_day_of_year) / 365.25))`` on day of year ``d`` (0 gives
+        the stationary BG/NBD; 0.8 makes the peak week 9x as busy as the quietest).
+    peak_day_of_year : float
+        Day of the year (1 = 1 January) on which the season peaks (default 350: mid-December).
     seed : int, numpy.random.SeedSequence or None
         Seed of ``numpy.random.default_rng``; the same seed gives identical frames.
 
@@ -151,8 +159,15 @@ def simulate_transactions(
     remaining sum ``S_{N+1} - S_k = E_{k+1} + ... + E_{N+1}`` is a single ``Gamma(N + 1 - k, 1)`` draw
     ``G``, independent of ``S_1..S_k``. So the ``j``-th purchase is at ``S_j / (S_k + G)`` of the window.
     Total work is proportional to the number of transactions kept.
+
+    With ``seasonality`` the process is a Poisson process in the *seasonal clock*
+    ``W(t) = int_start^t (1 + A cos(...)) du`` (closed form), so the same construction runs on ``W`` and
+    each purchase time is mapped back through ``W^-1`` (interpolated on an hourly grid): a
+    time-changed Poisson process with the seasonal intensity.
     """
     n_customers = _check_positive_int(n_customers, "n_customers")
+    if isinstance(seasonality, bool) or not isinstance(seasonality, (int, float)) or not 0 <= seasonality < 1:
+        raise ValueError(f"The 'seasonality' parameter must be a float in [0, 1). Got {seasonality!r} instead.")
     if not isinstance(params, SimulationParams):
         raise ValueError(
             f"The 'params' parameter of simulate_transactions must be a SimulationParams. Got {params!r} instead."
@@ -190,7 +205,8 @@ def simulate_transactions(
     spend_scale = rng.gamma(params.q, 1.0 / params.gamma, size=n_customers)
 
     window_seconds = span_seconds - first_offset
-    window_units = window_seconds / seconds_per_unit
+    clock = _SeasonalClock(start_ts, span_seconds, float(seasonality), float(peak_day_of_year))
+    window_units = (clock.seasonal(span_seconds) - clock.seasonal(first_offset)) / seconds_per_unit
     n_poisson = rng.poisson(purchase_rate * window_units)
     # Beta draws can underflow to 0 for tiny a; numpy's geometric then refuses, a floor of the smallest
     # normal double makes J astronomically large instead (the customer never leaves), which is the limit.
@@ -212,9 +228,15 @@ def simulate_transactions(
     remaining_sum = rng.gamma((n_poisson - n_repeat + 1).astype(np.float64))
     fraction_of_window = spacing_sums / (kept_sum + remaining_sum)[repeat_owner]
     del spacing_sums_padded, sum_before_customer, kept_sum, remaining_sum
-    repeat_offset = first_offset[repeat_owner] + np.floor(
-        fraction_of_window * window_seconds[repeat_owner]
-    ).astype(np.int64)
+    if clock.amplitude:
+        start_clock = clock.seasonal(first_offset)[repeat_owner]
+        end_clock = clock.seasonal(span_seconds)
+        repeat_offset = np.floor(clock.calendar(start_clock + fraction_of_window * (end_clock - start_clock)))
+        repeat_offset = np.clip(repeat_offset.astype(np.int64), first_offset[repeat_owner], span_seconds)
+    else:
+        repeat_offset = first_offset[repeat_owner] + np.floor(
+            fraction_of_window * window_seconds[repeat_owner]
+        ).astype(np.int64)
     del fraction_of_window, repeat_owner
 
     # Interleave: each customer's first purchase, then their repeat purchases in time order.
@@ -476,6 +498,35 @@ def write_simulated_parquet(
         total_transactions += len(transactions)
         del transactions
     return {"customers": n_customers, "transactions": total_transactions, "files": n_chunks}
+
+
+class _SeasonalClock:
+    """The seasonal clock ``W`` of :func:`simulate_transactions`, in seconds from ``start``, and its inverse.
+
+    ``W(t) = t + A P / (2 pi) [sin(2 pi (t - t_peak) / P) - sin(-2 pi t_peak / P)]`` with ``P`` a year in
+    seconds and ``t_peak`` the first peak's offset: the integral of ``1 + A cos(2 pi (t - t_peak) / P)``.
+    With ``A = 0`` both maps are the identity.
+    """
+
+    def __init__(self, start: pd.Timestamp, span_seconds: int, amplitude: float, peak_day_of_year: float):
+        self.amplitude = amplitude
+        self.period = 365.25 * _SECONDS_PER_DAY
+        start_day_of_year = start.day_of_year + (start - start.normalize()) / pd.Timedelta(days=1)
+        self.peak = (peak_day_of_year - start_day_of_year) * _SECONDS_PER_DAY
+        if amplitude:
+            self._grid = np.arange(0, span_seconds + 3600, 3600, dtype=np.float64)
+            self._seasonal_grid = self.seasonal(self._grid)
+
+    def seasonal(self, seconds) -> np.ndarray:
+        t = np.asarray(seconds, dtype=np.float64)
+        if not self.amplitude:
+            return t
+        phase = 2 * np.pi / self.period
+        return t + self.amplitude / phase * (np.sin(phase * (t - self.peak)) - np.sin(-phase * self.peak))
+
+    def calendar(self, clock) -> np.ndarray:
+        """``W^-1``: seconds from ``start`` at which the seasonal clock reads ``clock`` (W is increasing)."""
+        return np.interp(clock, self._seasonal_grid, self._grid)
 
 
 def _check_positive_int(value, name: str) -> int:
