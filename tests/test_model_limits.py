@@ -128,6 +128,7 @@ def _bg_grid(alphas):
     return [(r, alpha, a, b) for r, alpha, a, b in itertools.product(EXTREME, alphas, EXTREME, EXTREME)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_class", (BetaGeo, ModifiedBetaGeo), ids=lambda c: c.__name__)
 def test_bg_predictions_are_finite_for_any_parameters(model_class):
     """r, a, b anywhere in 1e-8..1e12; alpha from 1 up (alpha -> 0 is the slow test below)."""
