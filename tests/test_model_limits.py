@@ -235,3 +235,18 @@ def test_gamma_gamma_on_identical_spends_degrades_to_a_limit():
     with pytest.warns(FitWarning, match="GammaGamma"):
         model = GammaGamma().fit(summary)
     np.testing.assert_allclose(model.expected_spend(summary), 25.0, rtol=1e-3)
+
+
+def test_fit_btyd_models_keeps_the_limit_fit_and_records_its_warning():
+    """The young-cohort crash of issue 15: no penalised refit, the warning is on BTYDModels."""
+    from crmml.data.transactions import as_transactions
+    from crmml.timetravel import fit_btyd_models
+
+    end = START + pd.Timedelta(weeks=40)
+    log = simulate_transactions(600, params=SimulationParams(a=1e-3, b=1e3), start=START, end=end,
+                                acquisition_end=START, seed=1)
+    with pytest.warns(FitWarning, match="ParetoNBD"):
+        models = fit_btyd_models(as_transactions(log.transactions), end, kind="pareto_nbd")
+    assert models.penalizer == 0.0
+    assert models.fit_warning == models.transaction_model.fit_warning_
+    assert "s, beta" in models.fit_warning
