@@ -14,7 +14,8 @@ from scipy.optimize import check_grad
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from crmml.errors import ConvergenceError, DataValidationError
+from crmml.errors import DataValidationError
+from crmml.models.base import FitWarning
 from crmml.models.beta_geo import BetaGeo, beta_geometric_log_likelihood
 from crmml.models.modified_beta_geo import ModifiedBetaGeo
 
@@ -268,11 +269,18 @@ def test_bad_hyperparameters_and_summaries_get_clear_errors(cdnow):
         BetaGeo().fit(cdnow).expected_purchases(cdnow, -1)
 
 
-def test_convergence_error_says_what_to_try():
-    """Nobody ever repeats: the likelihood has no interior optimum."""
+def test_no_repeat_buyers_degrade_to_a_warned_limit():
+    """Nobody ever repeats: the likelihood has no interior optimum (purchase rate -> 0). The fit keeps
+    its best point, says why, has NaN standard errors where unidentified, and predicts ~0 purchases."""
     no_repeats = pd.DataFrame({"frequency": 0.0, "recency": 0.0, "T": np.linspace(5, 40, 200)})
-    with pytest.raises(ConvergenceError, match="penalizer"):
-        BetaGeo().fit(no_repeats)
+    with pytest.warns(FitWarning, match="BetaGeo: .*NaN standard errors"):
+        model = BetaGeo().fit(no_repeats)
+    assert model.fit_warning_.startswith("BetaGeo: ")
+    assert model.unidentified_params_
+    assert model.standard_errors_[list(model.unidentified_params_)].isna().all()
+    expected = model.expected_purchases(no_repeats, 52)
+    assert np.all(np.isfinite(expected)) and expected.max() < 1e-3
+    assert model.param_table().loc[list(model.unidentified_params_), "lower_95"].isna().all()
 
 
 def test_thread_count_does_not_change_the_estimates():

@@ -33,7 +33,13 @@ class DataValidationError(CrmmlError, ValueError):
 
 
 class ConvergenceError(CrmmlError, RuntimeError):
-    """The maximum-likelihood optimiser did not reach a finite optimum."""
+    """The maximum-likelihood optimiser found no point where the likelihood is finite.
+
+    Raised only for inputs no parameters can describe (the log-likelihood is not finite anywhere the
+    optimiser went, e.g. times in an absurd unit). A flat or boundary optimum, or one the optimiser
+    stopped short of, is not an error: the fit keeps its best parameters and warns
+    (:class:`crmml.models.base.FitWarning`, recorded in the model's ``fit_warning_``).
+    """
 
 
 def first_line(error: BaseException) -> str:

@@ -26,14 +26,12 @@ import pandas as pd
 from crmml.data import rfm_summary
 from crmml.data.summary import as_day
 from crmml.data.transactions import Transactions, as_transactions
-from crmml.errors import ConvergenceError
 from crmml.features import compute_features, model_columns
 from crmml.labels import outcome_labels
 from crmml.models import BetaGeo, GammaGamma, ModifiedBetaGeo, ParetoNBD
 
 __all__ = [
     "BTYDModels",
-    "FALLBACK_PENALIZER",
     "Snapshots",
     "TRANSACTION_MODELS",
     "TrainingPlan",
@@ -49,10 +47,6 @@ __all__ = [
 #: The transaction models a config can name.
 TRANSACTION_MODELS = {"bg_nbd": BetaGeo, "mbg_nbd": ModifiedBetaGeo, "pareto_nbd": ParetoNBD}
 
-#: L2 penalty used when the unpenalised fit has a flat optimum (Pareto/NBD on a few weeks of data,
-#: where (s, beta) are not identified); recorded in :attr:`BTYDModels.penalizer`.
-FALLBACK_PENALIZER = 1e-3
-
 
 @dataclass(frozen=True)
 class BTYDModels:
@@ -61,8 +55,12 @@ class BTYDModels:
     as_of: pd.Timestamp
     transaction_model: object
     spend_model: GammaGamma | None
-    penalizer: float  #: 0 unless the unpenalised fit did not converge
+    penalizer: float  #: L2 penalty of the transaction model's fit (0: unpenalised, the default)
     n_customers: int
+    #: Why the transaction model's fit is a limit or not fully identified (its ``fit_warning_``), or None.
+    fit_warning: str | None = None
+    #: The same for the spend model.
+    spend_fit_warning: str | None = None
 
 
 def fit_btyd_models(
@@ -71,22 +69,27 @@ def fit_btyd_models(
     """Fit the transaction model ``kind`` and (with amounts) Gamma-Gamma on the rows up to ``as_of``.
 
     The summary is :func:`~crmml.data.rfm_summary` with daily periods in units of
-    ``time_unit_days``. A transaction model whose unpenalised optimum is flat
-    (:class:`~crmml.errors.ConvergenceError`) is refitted with :data:`FALLBACK_PENALIZER`.
+    ``time_unit_days``. Both fits are unpenalised: a flat or boundary optimum (a young cohort where
+    nobody has dropped out yet leaves Pareto/NBD's ``s, beta`` unidentified) is kept as the limit it
+    is, with a :class:`~crmml.models.base.FitWarning` whose sentence is recorded in
+    :attr:`BTYDModels.fit_warning` (no L2 fallback: a penalty on parameters of very different scales
+    would move them by amounts that depend on the units).
     """
     if kind not in TRANSACTION_MODELS:
         raise ValueError(f"transaction_model must be one of {sorted(TRANSACTION_MODELS)}; got {kind!r}.")
     as_of_day = as_day(as_of, "as_of")
     summary = rfm_summary(log, as_of=as_of_day, freq="D", freq_multiplier=time_unit_days)
-    model_class = TRANSACTION_MODELS[kind]
-    penalizer = 0.0
-    try:
-        transaction_model = model_class().fit(summary)
-    except ConvergenceError:
-        penalizer = FALLBACK_PENALIZER
-        transaction_model = model_class(penalizer=penalizer).fit(summary)
+    transaction_model = TRANSACTION_MODELS[kind]().fit(summary)
     spend_model = GammaGamma().fit(summary) if log.has_amount else None
-    return BTYDModels(as_of_day, transaction_model, spend_model, penalizer, len(summary))
+    return BTYDModels(
+        as_of_day,
+        transaction_model,
+        spend_model,
+        transaction_model.penalizer,
+        len(summary),
+        fit_warning=transaction_model.fit_warning_,
+        spend_fit_warning=None if spend_model is None else spend_model.fit_warning_,
+    )
 
 
 @dataclass(frozen=True)

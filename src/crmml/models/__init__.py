@@ -1,9 +1,10 @@
 """Buy-till-you-die and spend models, one file each, sharing :class:`~crmml.models.base.BaseModel`."""
 
 from crmml.models.beta_geo import BetaGeo
+from crmml.models._optimum import FitWarning
 from crmml.models.beta_geo_beta_binom import BetaGeoBetaBinom
 from crmml.models.gamma_gamma import GammaGamma
 from crmml.models.modified_beta_geo import ModifiedBetaGeo
 from crmml.models.pareto_nbd import ParetoNBD
 
-__all__ = ["BetaGeo", "BetaGeoBetaBinom", "GammaGamma", "ModifiedBetaGeo", "ParetoNBD"]
+__all__ = ["BetaGeo", "BetaGeoBetaBinom", "FitWarning", "GammaGamma", "ModifiedBetaGeo", "ParetoNBD"]

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-__all__ = ["log1mexp", "log_sum_exp_pair", "one_minus_euler_term_over", "softplus_and_expit"]
+__all__ = [
+    "log1mexp",
+    "log_sum_exp_pair",
+    "one_minus_euler_term_over",
+    "one_minus_pfaff_term",
+    "softplus_and_expit",
+]
 
 
 def log_sum_exp_pair(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,9 +80,47 @@ def _shifted_series(a: np.ndarray, eps: np.ndarray, c: np.ndarray, z: np.ndarray
     total = term.copy()
     active = np.ones(total.shape, dtype=bool)
     for n in range(1, max_terms):
-        term = np.where(active, term * (a + n) * (eps + n) * z / ((c + n) * (n + 1)), 0.0)
+        # Ratios first: (a + n) alone can be ~1e12 and a product of two such factors overflows.
+        term = np.where(active, term * ((a + n) / (c + n)) * ((eps + n) / (n + 1)) * z, 0.0)
         total += term
         active &= np.abs(term) > 1e-17 * np.abs(total)
         if not active.any():
             break
     return total
+
+
+def one_minus_pfaff_term(r: np.ndarray, b: np.ndarray, c: np.ndarray, z: np.ndarray, max_terms: int = 50_000) -> np.ndarray:
+    """``1 - (1 - z)**r * 2F1(r, b; c; z)`` for ``0 <= z < 1`` and ``r, b, c > 0``, never overflowing.
+
+    With ``c = A + r + eps`` and ``b = c - A`` this equals ``1 - (1 - z)**eps * 2F1(A, eps; c; z)``, the
+    term of :func:`one_minus_euler_term_over`, by Pfaff's and Euler's transformations (Abramowitz &
+    Stegun 15.3.3-15.3.5). Where ``eps`` is large the Euler form multiplies an underflowing power
+    by an overflowing hypergeometric function (BG/NBD with ``a, b ~ 1e6`` gave ``0 * inf``); here the
+    series ``sum_n (r)_n (b)_n z**n / ((c)_n n!)`` has positive terms with ratio at most
+    ``(r + n) z / (n + 1)``, so it converges without cancellation, and it is summed in scaled form
+    (a running power of ``1e250`` factored out), so neither the sum nor the power overflows. The
+    ratio tends to ``z``: for ``z`` within ``1e-4`` of 1 the sum is cut at ``max_terms``, which keeps
+    the value finite (the tail left out is below ``z**max_terms`` times the last term's size).
+    """
+    r, b, c, z = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (r, b, c, z)))
+    r, b, c, z = (v.ravel() for v in (r, b, c, z))
+    term = np.ones(r.shape)
+    total = np.ones(r.shape)
+    log_scale = np.zeros(r.shape)
+    active = np.flatnonzero(z > 0)
+    for n in range(max_terms):
+        if active.size == 0:
+            break
+        ratio = ((b[active] + n) / (c[active] + n)) * ((r[active] + n) / (n + 1)) * z[active]
+        term[active] *= ratio
+        total[active] += term[active]
+        big = total[active] > 1e250
+        if big.any():
+            rows = active[big]
+            term[rows] *= 1e-250
+            total[rows] *= 1e-250
+            log_scale[rows] += 250 * np.log(10.0)
+        # Terms decrease once the ratio is below 1; stop when they no longer change the sum.
+        active = active[~((ratio < 1) & (term[active] <= 1e-17 * total[active]))]
+    log_term = r * np.log1p(-z) + log_scale + np.log(total)
+    return -np.expm1(log_term)

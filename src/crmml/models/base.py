@@ -10,6 +10,7 @@ Hessian, and evaluation of predictions once per unique row.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
@@ -22,15 +23,25 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from crmml.errors import ConvergenceError, DataValidationError
+from crmml.models._optimum import LOG_PARAM_BOUND, FitWarning, OptimumDiagnosis, diagnose_optimum
 
-__all__ = ["BaseModel", "check_btyd_summary", "check_horizon", "rows_error", "unique_rows"]
+__all__ = [
+    "LOG_PARAM_BOUND",
+    "BaseModel",
+    "FitWarning",
+    "OptimumDiagnosis",
+    "check_btyd_summary",
+    "check_horizon",
+    "diagnose_optimum",
+    "rows_error",
+    "unique_rows",
+]
 
 # Typing aliases: the data a likelihood sees is a tuple of equally long float arrays.
 Data = tuple[np.ndarray, ...]
 LikelihoodFunction = Callable[[np.ndarray, Data], tuple[np.ndarray, np.ndarray]]
 
 _MAX_SHOWN_ROWS = 5
-
 
 def unique_rows(columns: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Find the distinct rows of a set of equally long columns.
@@ -93,6 +104,17 @@ class BaseModel(BaseEstimator):
         Threads that evaluate the likelihood on large data (``None`` or ``-1``: every available
         core; ``1``: none). The rows are cut into chunks of fixed size whatever the thread count,
         so the estimates do not depend on it.
+
+    Attributes
+    ----------
+    fit_warning_ : str or None
+        ``None`` for an interior, identified, converged optimum; otherwise one sentence saying which
+        parameters went to a limit of the model (the box ``1e-8..1e8`` of the rescaled parameters),
+        which the likelihood is flat in, or that the optimiser stopped short. The same sentence is
+        issued as a :class:`~crmml.models._optimum.FitWarning` (a ``UserWarning``).
+    unidentified_params_ : tuple of str
+        The parameters at a limit or along a flat direction; their standard errors, covariances and
+        interval bounds are NaN. The others' standard errors hold the limits fixed.
     """
 
     param_names: ClassVar[tuple[str, ...]] = ()
@@ -271,7 +293,7 @@ class BaseModel(BaseEstimator):
         # product of 100k values takes ~10 ms instead of ~0.1 ms on a busy machine).
         with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=self._threads()) as executor:
             scaled = _ChunkedLikelihood(self, self._rescale_data(compressed, scale), row_weights, executor)
-            scaled_params, hessian, n_iter = self._optimise(scaled, scale)
+            scaled_params, _, n_iter = self._optimise(scaled, scale)
             scaled_log_likelihood, _ = scaled(scaled_params)
         params = self._rescale_params(scaled_params, 1.0 / scale)
         # Rescaling is a change of variables: each rescaled density dimension of a row adds log(scale).
@@ -281,7 +303,14 @@ class BaseModel(BaseEstimator):
         self.n_customers_ = float(row_weights.sum())
         self.n_unique_rows_ = int(len(row_weights))
         self.n_iter_ = int(n_iter)
-        self.covariance_, self.standard_errors_ = self._standard_errors(params, hessian * row_weights.sum())
+        diagnosis = self._optimum_diagnosis
+        self.covariance_, self.standard_errors_ = self._standard_errors(
+            params, diagnosis.log_covariance / row_weights.sum()
+        )
+        self.unidentified_params_ = tuple(n for n, bad in zip(self.param_names, diagnosis.unidentified) if bad)
+        self.fit_warning_ = diagnosis.message(type(self).__name__, self.param_names)
+        if self.fit_warning_ is not None:
+            warnings.warn(self.fit_warning_, FitWarning, stacklevel=2)
         return self
 
     def _threads(self) -> int:
@@ -321,12 +350,22 @@ class BaseModel(BaseEstimator):
     def _optimise(self, likelihood: _ChunkedLikelihood, scale: float) -> tuple[np.ndarray, np.ndarray, int]:
         """Minimise the objective; return the natural parameters, the log-space Hessian, iterations.
 
-        L-BFGS-B finds the optimum; one finite-difference Hessian of the analytic gradient then
-        drives a few Newton (chord) steps that polish it to machine precision, checks that the
-        optimum is identified (positive definite) and, scaled by the total weight, gives the
-        standard errors. In log-parameters it is the same on rescaled and original data, because
-        rescaling only shifts the scale parameters' logarithms.
+        L-BFGS-B finds the optimum inside the box ``|log theta| <= LOG_PARAM_BOUND`` on the rescaled
+        data, so an optimum at infinity (a limit of the model, e.g. no dropout) ends as a clean point
+        on the box. One finite-difference Hessian of the analytic gradient then diagnoses the optimum
+        (:func:`diagnose_optimum`: parameters on the box, directions in which the likelihood is flat)
+        and drives a few Newton (chord) steps in the identified directions that polish it to machine
+        precision; scaled by the total weight it gives the standard errors. In log-parameters it is
+        the same on rescaled and original data, because rescaling only shifts the scale parameters'
+        logarithms. The diagnosis is kept for :meth:`fit` (see :attr:`fit_warning_`).
+
+        Raises
+        ------
+        ConvergenceError
+            Only when the objective is not finite at the best point found, i.e. the likelihood of
+            the data cannot be evaluated anywhere the optimiser went (validated data do not do this).
         """
+        bound = LOG_PARAM_BOUND
         if self.initial_params is not None:
             start = np.array([self.initial_params[p] for p in self.param_names], dtype=float)
             start = self._rescale_params(start, scale)
@@ -334,33 +373,51 @@ class BaseModel(BaseEstimator):
             start = np.ones(len(self.param_names))
         result = optimize.minimize(
             self._objective,
-            np.log(start),
+            np.clip(np.log(start), -bound, bound),
             args=(likelihood,),
             jac=True,
             method="L-BFGS-B",
+            bounds=[(-bound, bound)] * len(start),
             options={"maxiter": self.max_iter, "ftol": 1e-12, "gtol": 1e-6, "maxcor": 20},
         )
         log_params = result.x
         value, gradient = self._objective(log_params, likelihood)
-        if not np.isfinite(value) or np.any(np.abs(log_params) > 25):
-            self._raise_convergence(result, gradient)
-        hessian = self._numeric_hessian(lambda lp: self._objective(lp, likelihood)[1], log_params)
-        eigenvalues = np.linalg.eigvalsh(hessian) if np.all(np.isfinite(hessian)) else np.array([np.nan])
-        if not np.min(eigenvalues) > 1e-8:
-            self._raise_convergence(
-                result, gradient, reason="the likelihood is flat at the optimum (parameters not identified)"
+        if not np.isfinite(value):
+            raise ConvergenceError(
+                f"{type(self).__name__}: the log-likelihood is not finite at any parameters the optimiser "
+                f"tried ({result.message}). Check that the time columns are in a sensible unit (values of "
+                "order 1-100, e.g. weeks rather than seconds)."
             )
-        log_params, gradient = self._newton_polish(log_params, hessian, value, gradient, likelihood)
-        if not np.all(np.abs(gradient) < 1e-5):
-            self._raise_convergence(result, gradient)
+
+        def gradient_at(point):
+            return self._objective(point, likelihood)[1]
+
+        hessian = self._numeric_hessian(gradient_at, log_params, bound)
+        diagnosis = diagnose_optimum(log_params, hessian, bound, likelihood.total_weight)
+        log_params, gradient = self._newton_polish(
+            log_params, diagnosis.newton_inverse, value, gradient, likelihood, bound
+        )
+        if not diagnosis.unidentified.any() and not np.all(np.abs(gradient) < 1e-5):
+            # A full-rank optimum whose gradient will not vanish: polish once more from a new Hessian.
+            hessian = self._numeric_hessian(gradient_at, log_params, bound)
+            diagnosis = diagnose_optimum(log_params, hessian, bound, likelihood.total_weight)
+            log_params, gradient = self._newton_polish(
+                log_params, diagnosis.newton_inverse, self._objective(log_params, likelihood)[0], gradient,
+                likelihood, bound,
+            )
+        self._optimum_diagnosis = diagnosis.with_gradient(gradient, result.nit)
         return np.exp(log_params), hessian, result.nit
 
-    def _newton_polish(self, log_params, hessian, value, gradient, likelihood, steps: int = 10):
-        """Safeguarded Newton steps with a fixed Hessian, from the quasi-Newton optimum."""
+    def _newton_polish(self, log_params, inverse_hessian, value, gradient, likelihood, bound: float, steps: int = 10):
+        """Safeguarded Newton steps with a fixed inverse Hessian, from the quasi-Newton optimum.
+
+        ``inverse_hessian`` is zero on the parameters at the box and on flat directions (see
+        :func:`diagnose_optimum`), so only the identified directions move; steps stay in the box.
+        """
         for _ in range(steps):
-            if np.max(np.abs(gradient)) < 1e-13:
+            if np.max(np.abs(inverse_hessian @ gradient), initial=0.0) == 0.0 or np.max(np.abs(gradient)) < 1e-13:
                 break
-            candidate = log_params - np.linalg.solve(hessian, gradient)
+            candidate = np.clip(log_params - inverse_hessian @ gradient, -bound, bound)
             new_value, new_gradient = self._objective(candidate, likelihood)
             # Near the optimum the objective changes by rounding noise only: accept a step that
             # stays within a few ulps of the value and shrinks the gradient.
@@ -372,44 +429,41 @@ class BaseModel(BaseEstimator):
         return log_params, gradient
 
     @staticmethod
-    def _numeric_hessian(gradient_function: Callable[[np.ndarray], np.ndarray], point: np.ndarray) -> np.ndarray:
-        """Forward differences of an analytic gradient (one gradient per parameter), symmetrised.
+    def _numeric_hessian(
+        gradient_function: Callable[[np.ndarray], np.ndarray], point: np.ndarray, bound: float = np.inf
+    ) -> np.ndarray:
+        """Differences of an analytic gradient (one gradient per parameter), symmetrised.
 
-        Relative accuracy about 1e-6: ample for standard errors and for the fixed-Hessian Newton
-        polish, whose convergence rate it sets.
+        Forward differences, backward for a parameter on the upper side of the box. Relative accuracy
+        about 1e-6: ample for standard errors and for the fixed-Hessian Newton polish, whose
+        convergence rate it sets.
         """
         k = len(point)
         hessian = np.empty((k, k))
         at_point = gradient_function(point)
         for j in range(k):
             step = 1e-6 * max(1.0, abs(point[j]))
+            if point[j] + step > bound:
+                step = -step
             moved = point.copy()
             moved[j] += step
             hessian[:, j] = (gradient_function(moved) - at_point) / step
         return 0.5 * (hessian + hessian.T)
 
-    def _standard_errors(self, params: np.ndarray, hessian: np.ndarray):
+    def _standard_errors(self, params: np.ndarray, log_covariance: np.ndarray):
         """Covariance and standard errors of the natural parameters from the observed information.
 
-        ``hessian`` is that of the total penalised negative log-likelihood in log-parameters; the
-        delta method maps it to natural parameters: ``cov(theta) = D cov(log theta) D``,
-        ``D = diag(theta)``.
+        ``log_covariance`` is that of the log-parameters (the inverse of the total penalised
+        negative log-likelihood's Hessian on the identified directions, NaN for the unidentified
+        parameters, see :func:`diagnose_optimum`); the delta method maps it to natural parameters:
+        ``cov(theta) = D cov(log theta) D``, ``D = diag(theta)``.
         """
         names = list(self.param_names)
-        covariance = np.linalg.inv(hessian) * np.outer(params, params)
+        covariance = log_covariance * np.outer(params, params)
         standard_errors = np.sqrt(np.diag(covariance))
         return (
             pd.DataFrame(covariance, index=names, columns=names),
             pd.Series(standard_errors, index=names, name="standard_error"),
-        )
-
-    def _raise_convergence(self, result, gradient, reason: str | None = None) -> None:
-        raise ConvergenceError(
-            f"{type(self).__name__} did not converge after {result.nit} iterations ({reason or result.message}); "
-            f"largest gradient component {np.max(np.abs(gradient)):.3g}. Try: a small penalizer "
-            f"(e.g. {type(self).__name__}(penalizer=0.001)), different initial_params, checking that the "
-            "time columns are in a sensible unit (values of order 1-100, e.g. weeks rather than seconds), "
-            "and that the data hold enough repeat customers."
         )
 
     # ----------------------------------------------------------------------------------------------

@@ -13,12 +13,18 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-from crmml.models._special import one_minus_euler_term_over, softplus_and_expit
+from crmml.models._special import one_minus_euler_term_over, one_minus_pfaff_term, softplus_and_expit
 from crmml.models._levels import RFMLevels
 from crmml.models.base import check_btyd_summary
 from crmml.models.btyd import AliveMixtureModel
 
 __all__ = ["BetaGeo"]
+
+#: Above this ``(a - 1) * -log(1 - z)`` (``(1 - z)^(a-1) < 1e-13``) the conditional expectation is summed
+#: as the positive series of :func:`~crmml.models._special.one_minus_pfaff_term` instead of the Euler form.
+_EULER_LIMIT = 30.0
+#: Half-width of the interval around a = 1 over which the series form is averaged (see below).
+_NEAR_ONE = 1e-4
 
 
 def beta_geometric_log_likelihood(params: np.ndarray, data, weights=None, shift: int = 0) -> tuple[float, np.ndarray]:
@@ -116,9 +122,40 @@ def expected_purchases_if_alive(params, x, T, t: float, shift: int = 0) -> np.nd
     ``(a+b+shift-1-r, a-1; a+b+x+shift-1; z)``: small numerator parameters, so it never overflows.
     """
     r, alpha, a, b = params
+    x, T = np.broadcast_arrays(np.asarray(x, dtype=float), np.asarray(T, dtype=float))
     c = a + b + x + shift - 1
     z = t / (alpha + T + t)
-    return c * one_minus_euler_term_over(a + b + shift - 1 - r, a - 1, c, z)
+    eps = np.broadcast_to(np.asarray(a - 1.0), c.shape)
+    # Where (1 - z)^(a - 1) underflows the Euler form is 0 * inf: there the equal positive series of
+    # one_minus_pfaff_term is used (it converges fast exactly when a, hence c, is large).
+    large = eps * -np.log1p(-z) > _EULER_LIMIT
+    out = np.full(c.shape, np.nan)
+    small = ~large
+    zz, rx, bx = (np.broadcast_to(v, c.shape) for v in (z, r + x, b + x + shift))
+    if small.any():
+        with np.errstate(all="ignore"):  # a corner that overflows is caught by the bounds below
+            out[small] = c[small] * one_minus_euler_term_over(a + b + shift - 1 - r, eps[small], c[small], zz[small])
+    # scipy's hyp2f1 is wrong in a few degenerate corners of the Euler form (e.g. r + x ~ 1e-8 with
+    # z -> 1: NaN, or a negative value); a row outside the bounds 0 <= E <= (r + x) t / (alpha + T)
+    # (the expectation of (1 - (1 + p u)^-(r+x)) / p <= (r + x) u over p) takes the series too.
+    bound = (r + x) * (t / (alpha + T)) * (1 + 1e-9)
+    large |= ~((out >= 0) & (out <= bound))
+    if large.any():
+        near_one = np.abs(eps[large]) < _NEAR_ONE
+        # The series form divides by a - 1: next to a = 1 it is the mean of a = 1 -+ _NEAR_ONE (E is
+        # smooth in a, so the error is O(_NEAR_ONE^2), plus ~1e-16 / _NEAR_ONE of cancellation).
+        values = np.zeros(near_one.shape)
+        for shifted, weight in ((eps[large], ~near_one), (np.full(near_one.shape, -_NEAR_ONE), near_one),
+                                (np.full(near_one.shape, _NEAR_ONE), near_one)):
+            shifted = np.where(weight, shifted, 1.0)
+            width = bx[large] + shifted
+            with np.errstate(all="ignore"):
+                part = width / shifted * one_minus_pfaff_term(rx[large], bx[large], width, zz[large])
+            values += np.where(weight, part * np.where(near_one, 0.5, 1.0), 0.0)
+        out[large] = values
+    # Only a series cut at its term limit can leave the bounds (z within ~1e-4 of 1): keep it in them.
+    out = np.where(np.isfinite(out), out, bound)
+    return np.clip(out, 0.0, bound)
 
 
 def no_purchase_if_alive(params, x, T, t: float) -> np.ndarray:
