@@ -9,6 +9,12 @@ import pandas as pd
 import pytest
 
 from crmml.models import BetaGeo, ModifiedBetaGeo, ParetoNBD
+from crmml.models.parameter_uncertainty import (
+    draw_parameters,
+    log_parameter_covariance,
+    predictive_intervals,
+    predictive_pmf,
+)
 from crmml.models.purchase_distribution import (
     beta_geo_pmf_if_alive,
     conditional_purchase_pmf,
@@ -230,3 +236,49 @@ def test_randomized_pit_is_uniform_for_draws_from_the_distribution():
     assert np.all(np.abs(counts - 0.1) < 0.01)
     with pytest.raises(ValueError, match="exceeds"):
         randomized_pit(pmf[:2], np.array([0, 6]))
+
+
+# --------------------------------------------------------------------------------------------------
+# Parameter uncertainty
+
+
+def test_parameter_draws_follow_the_fitted_covariance(fitted):
+    kind, model, _ = fitted
+    draws = draw_parameters(model, n_draws=20_000, seed=1)
+    assert draws.reason is None and draws.params.shape == (20_000, 4)
+    # The delta method back to natural parameters: the draws' spread is the stored standard errors.
+    np.testing.assert_allclose(draws.params.std(axis=0), model.standard_errors_.to_numpy(), rtol=0.1)
+    log_covariance, _ = log_parameter_covariance(model)
+    np.testing.assert_allclose(np.cov(np.log(draws.params).T), log_covariance, atol=0.03 * np.max(np.diag(log_covariance)))
+    again = draw_parameters(model, n_draws=20_000, seed=1)
+    np.testing.assert_array_equal(draws.params, again.params)
+
+
+def test_degenerate_covariance_falls_back_to_the_point_estimate(fitted):
+    kind, model, data = fitted
+    summary = data[["frequency", "recency", "T"]].head(200)
+    degenerate = MODELS[kind]()
+    degenerate.params_ = model.params_.copy()
+    degenerate.covariance_ = model.covariance_ * np.nan
+    draws = draw_parameters(degenerate, n_draws=30, seed=0)
+    assert draws.n_draws == 1 and "not finite" in draws.reason
+    np.testing.assert_array_equal(draws.params[0], model.params_.to_numpy())
+    mixture = predictive_pmf(degenerate, summary, 39.0, draws, 20)
+    np.testing.assert_allclose(mixture, purchase_pmf(model, summary, 39.0, 20), atol=1e-15)
+
+
+def test_mixture_over_draws(fitted):
+    """The predictive PMF is the mean of the per-draw PMFs (BG/NBD stacks the draws as rows)."""
+    kind, model, data = fitted
+    summary = data[["frequency", "recency", "T"]].head(300)
+    draws = draw_parameters(model, n_draws=5, seed=2)
+    mixture = predictive_pmf(model, summary, 39.0, draws, 25)
+    x, t_x, T = (summary[c].to_numpy() for c in ("frequency", "recency", "T"))
+    by_draw = np.mean([conditional_purchase_pmf(model, p, x, t_x, T, 39.0, 25) for p in draws.params], axis=0)
+    np.testing.assert_allclose(mixture, by_draw, atol=1e-13)
+    table = predictive_intervals(model, summary, 39.0, draws, level=0.8, spend=np.full(len(summary), 30.0))
+    lower, upper = purchase_interval(predictive_pmf(model, summary, 39.0, draws, 400), 0.8)
+    np.testing.assert_array_equal(table["purchases_lower"], lower)
+    np.testing.assert_array_equal(table["purchases_upper"], upper)
+    np.testing.assert_allclose(table["value_upper"], 30.0 * upper)
+    np.testing.assert_allclose(table["p_no_purchase"], mixture[:, 0], atol=1e-13)

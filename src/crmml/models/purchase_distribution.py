@@ -149,8 +149,8 @@ def beta_geo_pmf_if_alive(params, x, T, t: float, K: int, shift: int = 0) -> np.
 
     Parameters
     ----------
-    params : sequence of 4 floats
-        ``r, alpha, a, b``.
+    params : sequence of 4 floats or of 4 arrays of shape (m,)
+        ``r, alpha, a, b``, the same for every row or one set per row.
     x, T : arrays of shape (m,)
         Repeat purchases and observation length.
     t : float
@@ -162,10 +162,12 @@ def beta_geo_pmf_if_alive(params, x, T, t: float, K: int, shift: int = 0) -> np.
     -------
     ndarray of shape (m, K+1)
     """
-    r, alpha, a, b = (float(v) for v in params)
     x, T = np.asarray(x, dtype=float), np.asarray(T, dtype=float)
+    # Parameters may be scalars or one per row (draws of the parameters stacked as rows).
+    r, alpha, a, b = (np.broadcast_to(np.asarray(v, dtype=float), x.shape) for v in params)
     nb, survival = _nbd_pmf_and_survival(r + x, alpha + T, t, K)
     b_post = (b + x + shift)[:, None]
+    a = a[:, None]
     k = np.arange(K + 1, dtype=float)[None, :]
     base = special.betaln(a, b_post)
     alive = np.exp(special.betaln(a, b_post + k) - base) * nb
