@@ -216,13 +216,25 @@ def test_monte_carlo_of_the_fitted_model(fitted):
 
 
 def test_interval_holds_at_least_its_level():
-    pmf = np.array([[0.95, 0.04, 0.01, 0.0], [0.1, 0.2, 0.4, 0.3], [0.05, 0.05, 0.05, 0.85]])
-    lower, upper = purchase_interval(pmf, 0.8)
-    np.testing.assert_array_equal(lower, [0, 1, 2])  # F(0) = 0.1 is not above the lower 10 %
-    np.testing.assert_array_equal(upper, [0, 3, 3])
+    pmf = np.array([[0.95, 0.04, 0.01, 0.0], [0.1, 0.2, 0.4, 0.3], [0.05, 0.05, 0.05, 0.85], [0.7, 0.15, 0.1, 0.05]])
+    rows = np.arange(len(pmf))
     cdf = np.cumsum(pmf, axis=1)
-    covered = cdf[np.arange(3), upper] - np.where(lower > 0, cdf[np.arange(3), np.maximum(lower - 1, 0)], 0.0)
-    assert np.all(covered >= 0.8 - 1e-12)
+
+    def held(lower, upper):
+        return cdf[rows, upper] - np.where(lower > 0, cdf[rows, np.maximum(lower - 1, 0)], 0.0)
+
+    lower, upper = purchase_interval(pmf, 0.8, "equal-tailed")
+    np.testing.assert_array_equal(lower, [0, 1, 2, 0])  # F(0) = 0.1 is not above the lower 10 %
+    np.testing.assert_array_equal(upper, [0, 3, 3, 2])
+    assert np.all(held(lower, upper) >= 0.8 - 1e-12)
+    lower, upper = purchase_interval(pmf, 0.8)  # shortest: least mass at or above 80 %
+    np.testing.assert_array_equal(lower, [0, 1, 3, 0])
+    np.testing.assert_array_equal(upper, [0, 3, 3, 1])
+    np.testing.assert_allclose(held(lower, upper), [0.95, 0.9, 0.85, 0.85])
+    # Brute force over every interval: none holds at least 80 % with less mass.
+    for i, row in enumerate(cdf):
+        masses = [row[u] - (row[l - 1] if l else 0.0) for l in range(4) for u in range(l, 4)]
+        assert min(m for m in masses if m >= 0.8 - 1e-12) == pytest.approx(held(lower, upper)[i])
     with pytest.raises(ValueError, match="level"):
         purchase_interval(pmf, 1.0)
 

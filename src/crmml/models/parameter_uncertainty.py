@@ -123,7 +123,7 @@ def draw_parameters(model, n_draws: int = DEFAULT_DRAWS, seed: int = 0) -> Param
     return ParameterDraws(draws, None, int(seed))
 
 
-def _mixture_pmf(model, draws: np.ndarray, x, t_x, T, t: float, K: int) -> np.ndarray:
+def _mixture_pmf(model, draws: np.ndarray, x, t_x, T, t: float, K: int, rate_scale: float = 1.0) -> np.ndarray:
     """``mean_d P(X = k | x, t_x, T, theta_d)`` for distinct rows, ``k = 0..K``.
 
     BG/NBD and MBG/NBD evaluate all draws at once (the draws stacked as rows); Pareto/NBD, whose
@@ -133,12 +133,13 @@ def _mixture_pmf(model, draws: np.ndarray, x, t_x, T, t: float, K: int) -> np.nd
     if isinstance(model, ParetoNBD) or n_draws == 1:
         total = np.zeros((len(x), K + 1))
         for params in draws:
-            total += conditional_purchase_pmf(model, params, x, t_x, T, t, K)
+            total += conditional_purchase_pmf(model, params, x, t_x, T, t, K, rate_scale=rate_scale)
         return total / n_draws
     pair_first, pair_inverse = unique_rows([x, T])
     n_pairs = len(pair_first)
     stacked = np.repeat(draws, n_pairs, axis=0).T  # (n_params, n_draws * n_pairs), draw-major
-    alive = _pmf_if_alive(model, stacked, np.tile(x[pair_first], n_draws), np.tile(T[pair_first], n_draws), t, K)
+    alive = _pmf_if_alive(model, stacked, np.tile(x[pair_first], n_draws), np.tile(T[pair_first], n_draws), t, K,
+                          rate_scale)
     alive = alive.reshape(n_draws, n_pairs, K + 1)[:, pair_inverse]  # (n_draws, rows, K+1)
     p_alive = model._probability_alive(np.repeat(draws, len(x), axis=0).T, np.tile(x, n_draws), np.tile(t_x, n_draws),
                                        np.tile(T, n_draws)).reshape(n_draws, len(x))
@@ -153,11 +154,12 @@ def _upper_counts(draws: np.ndarray, x, T, t: float, tail: float) -> np.ndarray:
     return _nbd_upper_count(draws[:, 0].max() + x, draws[:, 1].min() + T, t, tail)
 
 
-def _chunks(model, draws: ParameterDraws, x, t_x, T, t: float, max_purchases: int | None, tail: float):
+def _chunks(model, draws: ParameterDraws, x, t_x, T, t: float, max_purchases: int | None, tail: float,
+            rate_scale: float = 1.0):
     """Yield ``(rows, mixture_pmf)`` over the distinct rows, in chunks of similar ``K`` (rows sorted by
     their upper count) sized to bound memory."""
     params = draws.params
-    upper = _upper_counts(params, x, T, t, tail) if max_purchases is None else np.full(len(x), int(max_purchases))
+    upper = _upper_counts(params, x, T, rate_scale * t, tail) if max_purchases is None else np.full(len(x), int(max_purchases))
     order = np.argsort(upper, kind="stable")
     start = 0
     while start < len(order):
@@ -167,13 +169,16 @@ def _chunks(model, draws: ParameterDraws, x, t_x, T, t: float, max_purchases: in
         stop = min(start + size, len(order))
         K = int(upper[order[stop - 1]])
         rows = order[start:stop]
-        yield rows, _mixture_pmf(model, params, x[rows], t_x[rows], T[rows], t, K)
+        yield rows, _mixture_pmf(model, params, x[rows], t_x[rows], T[rows], t, K, rate_scale)
         start = stop
 
 
 def predictive_pmf(model, summary: pd.DataFrame, horizon: float, draws: ParameterDraws,
-                   max_purchases: int) -> np.ndarray:
+                   max_purchases: int, *, rate_scale: float = 1.0) -> np.ndarray:
     """Each customer's predictive PMF of purchases, ``k = 0..max_purchases``: the mixture over ``draws``.
+
+    ``rate_scale`` multiplies the active customers' purchase rates over the horizon (see
+    :func:`~crmml.models.purchase_distribution.conditional_purchase_pmf`).
 
     Returns
     -------
@@ -184,13 +189,15 @@ def predictive_pmf(model, summary: pd.DataFrame, horizon: float, draws: Paramete
     t = check_horizon(horizon)
     first, inverse = unique_rows([x, t_x, T])
     pmf = np.empty((len(first), int(max_purchases) + 1))
-    for rows, chunk in _chunks(model, draws, x[first], t_x[first], T[first], t, int(max_purchases), DEFAULT_TAIL):
+    for rows, chunk in _chunks(model, draws, x[first], t_x[first], T[first], t, int(max_purchases), DEFAULT_TAIL,
+                               rate_scale):
         pmf[rows] = chunk
     return pmf[inverse]
 
 
 def predictive_intervals(model, summary: pd.DataFrame, horizon: float, draws: ParameterDraws, *,
-                         level: float = 0.8, spend=None, tail: float = DEFAULT_TAIL) -> pd.DataFrame:
+                         level: float = 0.8, kind: str = "shortest", spend=None,
+                         tail: float = DEFAULT_TAIL) -> pd.DataFrame:
     """Per customer: expected purchases, P(no purchase) and ``level`` intervals for purchases and value.
 
     The predictive distribution is the mixture over ``draws`` (:func:`draw_parameters`; a single draw,
@@ -207,7 +214,9 @@ def predictive_intervals(model, summary: pd.DataFrame, horizon: float, draws: Pa
         In the model's time units.
     draws : ParameterDraws
     level : float
-        Interval level, equal-tailed (see :func:`~crmml.models.purchase_distribution.purchase_interval`).
+        Interval level.
+    kind : {"shortest", "equal-tailed"}
+        Interval kind (see :func:`~crmml.models.purchase_distribution.purchase_interval`).
     spend : array-like, optional
         Each customer's expected spend per purchase (e.g. :meth:`GammaGamma.expected_spend`); then the
         value interval is the purchase interval times it.
@@ -230,7 +239,7 @@ def predictive_intervals(model, summary: pd.DataFrame, horizon: float, draws: Pa
     for rows, pmf in _chunks(model, draws, x[first], t_x[first], T[first], t, None, tail):
         expected[rows] = pmf @ np.arange(pmf.shape[1], dtype=float)
         p_none[rows] = pmf[:, 0]
-        lower[rows], upper[rows] = purchase_interval(pmf, level)
+        lower[rows], upper[rows] = purchase_interval(pmf, level, kind)
     out = pd.DataFrame(
         {
             "expected_purchases": expected[inverse],

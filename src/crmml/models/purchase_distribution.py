@@ -71,6 +71,7 @@ from crmml.models.pareto_nbd import ParetoNBD, no_purchase_if_alive as pareto_no
 __all__ = [
     "PurchaseDistribution",
     "beta_geo_pmf_if_alive",
+    "calibration_table",
     "conditional_purchase_pmf",
     "pareto_nbd_pmf_if_alive",
     "purchase_distribution",
@@ -265,12 +266,14 @@ def _pareto_survival_adaptive(r: float, alpha: float, s: float, beta: float, t: 
     return np.clip(value, 0.0, 1.0)
 
 
-def pareto_nbd_pmf_if_alive(params, x, T, t: float, K: int) -> np.ndarray:
+def pareto_nbd_pmf_if_alive(params, x, T, t: float, K: int, rate_scale: float = 1.0) -> np.ndarray:
     """P(X(T, T+t] = k | alive at T, x, T), ``k = 0..K``, for Pareto/NBD.
 
     A fresh Pareto/NBD customer with parameters ``(r+x, alpha+T, s, beta+T)``; the survival series of
     the module docstring, and ``k = 0`` from
     :func:`crmml.models.pareto_nbd.no_purchase_if_alive` (the quadrature behind P(no purchase)).
+    ``rate_scale`` multiplies the purchase rates from ``T`` on (``alpha + T`` becomes
+    ``(alpha + T) / rate_scale``; the lifetimes are unchanged); then ``k = 0`` is ``1 - P(X >= 1)``.
     """
     r, alpha, s, beta = (float(v) for v in params)
     x, T = np.asarray(x, dtype=float), np.asarray(T, dtype=float)
@@ -278,19 +281,28 @@ def pareto_nbd_pmf_if_alive(params, x, T, t: float, K: int) -> np.ndarray:
     if t == 0:
         pmf[:, 0] = 1.0
         return pmf
-    survival, slow = _pareto_survival_series(r + x, alpha + T, s, beta + T, t, K)
+    alpha_post = (alpha + T) / rate_scale
+    survival, slow = _pareto_survival_series(r + x, alpha_post, s, beta + T, t, K)
     for row in np.flatnonzero(slow):
-        survival[row] = _pareto_survival_adaptive(r + x[row], alpha + T[row], s, beta + T[row], t, K)
+        survival[row] = _pareto_survival_adaptive(r + x[row], alpha_post[row], s, beta + T[row], t, K)
     survival = np.minimum.accumulate(np.clip(survival, 0.0, 1.0), axis=1)  # S_k is non-increasing
     pmf[:, 1:] = survival[:, :-1] - survival[:, 1:]
-    pmf[:, 0] = pareto_no_purchase_if_alive((r, alpha, s, beta), x, T, t)
+    if rate_scale == 1.0:
+        pmf[:, 0] = pareto_no_purchase_if_alive((r, alpha, s, beta), x, T, t)
+    else:
+        pmf[:, 0] = 1.0 - survival[:, 0]
     return pmf
 
 
-def _pmf_if_alive(model, params, x, T, t: float, K: int) -> np.ndarray:
+def _pmf_if_alive(model, params, x, T, t: float, K: int, rate_scale: float = 1.0) -> np.ndarray:
+    """The active customer's PMF; ``rate_scale`` multiplies her purchase rate over the horizon.
+
+    For BG/NBD and MBG/NBD, where dropout is tied to purchases, that is exactly a horizon
+    ``rate_scale * t``.
+    """
     if isinstance(model, ParetoNBD):
-        return pareto_nbd_pmf_if_alive(params, x, T, t, K)
-    return beta_geo_pmf_if_alive(params, x, T, t, K, model._dropout_shift)
+        return pareto_nbd_pmf_if_alive(params, x, T, t, K, rate_scale)
+    return beta_geo_pmf_if_alive(params, x, T, rate_scale * t, K, model._dropout_shift)
 
 
 def _upper_count(model, params, x, T, t: float, tail: float) -> np.ndarray:
@@ -305,11 +317,14 @@ def _upper_count(model, params, x, T, t: float, tail: float) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------------
 # Conditional PMFs of customers
-def conditional_purchase_pmf(model, params, x, t_x, T, horizon: float, max_purchases: int) -> np.ndarray:
+def conditional_purchase_pmf(model, params, x, t_x, T, horizon: float, max_purchases: int, *,
+                             rate_scale: float = 1.0) -> np.ndarray:
     """``P(X(T, T+horizon] = k | x, t_x, T)``, ``k = 0..max_purchases``, from arrays and given parameters.
 
     ``P(alive)`` per distinct ``(x, t_x, T)`` row and the active part per distinct ``(x, T)`` pair.
     ``params`` are the model's natural parameters (``model.params_`` or a draw of them).
+    ``rate_scale`` multiplies every active customer's purchase rate over the horizon (a level
+    correction, e.g. for a season the calibration period did not hold); 1 is the model.
 
     Returns
     -------
@@ -325,7 +340,9 @@ def conditional_purchase_pmf(model, params, x, t_x, T, horizon: float, max_purch
     first, inverse = unique_rows([x, t_x, T])
     p_alive = model._probability_alive(params, x[first], t_x[first], T[first])
     pair_first, pair_inverse = unique_rows([x[first], T[first]])
-    alive = _pmf_if_alive(model, params, x[first][pair_first], T[first][pair_first], t, K)[pair_inverse]
+    if not (np.isfinite(rate_scale) and rate_scale > 0):
+        raise ValueError(f"rate_scale must be a positive finite number; got {rate_scale!r}.")
+    alive = _pmf_if_alive(model, params, x[first][pair_first], T[first][pair_first], t, K, rate_scale)[pair_inverse]
     alive *= p_alive[:, None]
     alive[:, 0] += 1.0 - p_alive
     return alive[inverse]
@@ -377,18 +394,25 @@ def _cdf(pmf: np.ndarray) -> np.ndarray:
     return np.minimum(np.cumsum(pmf, axis=-1), 1.0)
 
 
-def purchase_interval(pmf: np.ndarray, level: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
-    """Equal-tailed ``level`` interval of each row's count distribution.
+def purchase_interval(pmf: np.ndarray, level: float = 0.8, kind: str = "shortest") -> tuple[np.ndarray, np.ndarray]:
+    """A ``level`` interval ``[lower, upper]`` of each row's count distribution.
 
-    ``lower`` is the smallest ``k`` with ``F(k) > (1 - level)/2`` and ``upper`` the smallest ``k``
-    with ``F(k) >= (1 + level)/2``, so ``P(lower <= X <= upper) >= level`` (counts are discrete: the
-    interval holds at least ``level``). Where the mass up to the last column never reaches the upper
-    quantile, ``upper`` is the last column's ``k``.
+    Counts are discrete, so an interval holds at least ``level`` and usually more:
+
+    * ``kind="shortest"`` (default): of the intervals holding at least ``level``, the one holding
+      least (then the shortest, then the lowest). For the typical customer, whose distribution falls
+      from a mode at 0, it is ``[0, q]`` with ``q`` the ``level`` quantile. It exceeds ``level`` by
+      the least a non-randomised interval can.
+    * ``kind="equal-tailed"``: ``lower`` the smallest ``k`` with ``F(k) > (1 - level)/2`` and ``upper``
+      the smallest with ``F(k) >= (1 + level)/2`` (at most ``(1 - level)/2`` below and above).
+
+    Where the mass up to the last column never reaches a quantile, ``upper`` is the last column's ``k``.
 
     Parameters
     ----------
     pmf : ndarray of shape (n, K+1)
     level : float in (0, 1)
+    kind : {"shortest", "equal-tailed"}
 
     Returns
     -------
@@ -397,13 +421,38 @@ def purchase_interval(pmf: np.ndarray, level: float = 0.8) -> tuple[np.ndarray, 
     level = float(level)
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie strictly between 0 and 1; got {level!r}.")
+    if kind not in ("shortest", "equal-tailed"):
+        raise ValueError(f"kind must be 'shortest' or 'equal-tailed'; got {kind!r}.")
     cdf = _cdf(np.asarray(pmf, dtype=float))
+    last = cdf.shape[-1] - 1
     # Small slack so that a CDF landing on a quantile up to rounding counts as reaching it.
     slack = 1e-12
-    lower = np.sum(cdf <= 0.5 * (1.0 - level) + slack, axis=-1)
-    upper = np.sum(cdf < 0.5 * (1.0 + level) - slack, axis=-1)
-    last = cdf.shape[-1] - 1
-    return np.minimum(lower, last), np.minimum(upper, last)
+    if kind == "equal-tailed":
+        lower = np.sum(cdf <= 0.5 * (1.0 - level) + slack, axis=-1)
+        upper = np.sum(cdf < 0.5 * (1.0 + level) - slack, axis=-1)
+        return np.minimum(lower, last), np.minimum(upper, last)
+    n = cdf.shape[0]
+    best_lower, best_upper = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    best_mass, best_width = np.full(n, np.inf), np.full(n, np.inf)
+    below = np.zeros(n)  # F(lower - 1)
+    # Only lower bounds with at least `level` above them can start an interval.
+    candidates = np.flatnonzero(np.any(1.0 - np.concatenate([np.zeros((n, 1)), cdf[:, :-1]], axis=1) >= level - slack,
+                                       axis=0))
+    for lower in range(int(candidates.max(initial=0)) + 1):
+        if lower > 0:
+            below = cdf[:, lower - 1]
+        upper = np.maximum(np.sum(cdf < below[:, None] + level - slack, axis=-1), lower)
+        reached = upper <= last
+        upper = np.minimum(upper, last)
+        mass = np.where(reached, cdf[np.arange(n), upper] - below, np.inf)
+        width = upper - lower
+        better = (mass < best_mass - slack) | ((np.abs(mass - best_mass) <= slack) & (width < best_width))
+        best_lower[better], best_upper[better] = lower, upper[better]
+        best_mass[better], best_width[better] = mass[better], width[better]
+    # Rows whose listed mass never reaches `level` (all of it beyond the last column): the whole range.
+    unreached = ~np.isfinite(best_mass)
+    best_lower[unreached], best_upper[unreached] = 0, last
+    return best_lower, best_upper
 
 
 def randomized_pit(pmf: np.ndarray, observed, seed: int | np.random.Generator = 0) -> np.ndarray:
@@ -448,8 +497,9 @@ class PurchaseDistribution:
 
 
 def purchase_distribution(model, summary: pd.DataFrame, horizon: float, level: float = 0.8, *,
-                          tail: float = DEFAULT_TAIL) -> PurchaseDistribution:
-    """Mean, P(no purchase) and the equal-tailed ``level`` interval of each customer's purchases.
+                          kind: str = "shortest", tail: float = DEFAULT_TAIL) -> PurchaseDistribution:
+    """Mean, P(no purchase) and the ``level`` interval (:func:`purchase_interval` of ``kind``) of each
+    customer's purchases.
 
     The PMF is built per distinct history and never for all customers at once, so memory stays at
     ``O(distinct histories * K)``. See :mod:`crmml.models.parameter_uncertainty` for the same with
@@ -461,6 +511,67 @@ def purchase_distribution(model, summary: pd.DataFrame, horizon: float, level: f
     t = check_horizon(horizon)
     K = int(np.max(_upper_count(model, params, x[first], T[first], t, tail), initial=0))
     pmf = conditional_purchase_pmf(model, params, x[first], t_x[first], T[first], t, K)
-    lower, upper = purchase_interval(pmf, level)
+    lower, upper = purchase_interval(pmf, level, kind)
     expected = pmf @ np.arange(K + 1, dtype=float)
     return PurchaseDistribution(expected[inverse], pmf[inverse, 0], lower[inverse], upper[inverse], float(level))
+
+
+def calibration_table(pmf: np.ndarray, observed, groups=None, *, levels=(0.8, 0.5), bins: int = 10,
+                      min_group: int = 500, seed: int = 0, kind: str = "shortest") -> pd.DataFrame:
+    """How well observed counts agree with their predictive distributions, overall and per group.
+
+    Parameters
+    ----------
+    pmf : ndarray of shape (n, K+1)
+        Predictive distributions (``K`` at least the largest observed count).
+    observed : array of n counts
+    groups : array of n labels, optional
+        E.g. calibration-period frequency bands; groups with fewer than ``min_group`` customers are left out.
+    levels : sequence of float
+        Interval levels to check.
+    bins : int
+        Bins of the randomised PIT (:func:`randomized_pit`, drawn once with ``seed`` for all rows).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row for ``"all"`` and one per group: ``customers``; ``pit_1..pit_<bins>``, the share of
+        PITs in each bin in percent (``100 / bins`` if calibrated); ``pit_max_error``, the largest
+        distance from it in percentage points; per level (e.g. 80): ``coverage_80``, the percentage of
+        observed counts inside the interval (:func:`purchase_interval` of ``kind``; at least the level
+        for a calibrated model, more because counts are discrete), ``expected_coverage_80``, the
+        average of the intervals' own probabilities (what a calibrated model would show), and
+        ``pit_coverage_80``, the share of PITs in the central ``level`` band (the coverage of the
+        randomised interval, the level itself for a calibrated model).
+    """
+    pmf = np.asarray(pmf, dtype=float)
+    observed = np.asarray(observed)
+    pit = randomized_pit(pmf, observed, seed)
+    cdf = _cdf(pmf)
+    rows_index = np.arange(len(observed))
+    columns: dict[str, np.ndarray] = {}
+    for level in levels:
+        lower, upper = purchase_interval(pmf, level, kind)
+        name = f"{100 * level:g}"
+        columns[f"coverage_{name}"] = (lower <= observed) & (observed <= upper)
+        below = np.where(lower > 0, cdf[rows_index, np.maximum(lower - 1, 0)], 0.0)
+        columns[f"expected_coverage_{name}"] = cdf[rows_index, upper] - below
+        columns[f"pit_coverage_{name}"] = np.abs(pit - 0.5) <= 0.5 * level
+    labels = np.full(len(observed), "all", dtype=object) if groups is None else np.asarray(groups, dtype=object)
+    selections = [("all", np.ones(len(observed), dtype=bool))]
+    if groups is not None:
+        for label in pd.unique(labels):
+            chosen = labels == label
+            if chosen.sum() >= min_group:
+                selections.append((str(label), chosen))
+    records = []
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    for label, chosen in selections:
+        shares = 100.0 * np.histogram(pit[chosen], bins=edges)[0] / chosen.sum()
+        record = {"group": label, "customers": int(chosen.sum())}
+        record.update({f"pit_{i + 1}": share for i, share in enumerate(shares)})
+        record["pit_max_error"] = float(np.max(np.abs(shares - 100.0 / bins)))
+        for key, values in columns.items():
+            record[key] = 100.0 * float(np.mean(values[chosen]))
+        records.append(record)
+    return pd.DataFrame.from_records(records).set_index("group")
