@@ -27,14 +27,11 @@ import numpy as np
 import pandas as pd
 
 from crmml.models.base import check_horizon, unique_rows
-from crmml.models.pareto_nbd import ParetoNBD
 from crmml.models.purchase_distribution import (
     DEFAULT_TAIL,
     _check_model,
-    _nbd_upper_count,
-    _pmf_if_alive,
+    _chunks,
     _summary_arrays,
-    conditional_purchase_pmf,
     purchase_interval,
 )
 
@@ -42,8 +39,6 @@ __all__ = ["ParameterDraws", "draw_parameters", "log_parameter_covariance", "pre
 
 #: Draws by default: the mixture's Monte Carlo error in a probability is below ~1e-3 for typical fits.
 DEFAULT_DRAWS = 40
-#: Largest ``rows * draws * (K + 1)`` evaluated at once (bounds the working memory, ~100 MB).
-_CHUNK_ELEMENTS = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -123,56 +118,6 @@ def draw_parameters(model, n_draws: int = DEFAULT_DRAWS, seed: int = 0) -> Param
     return ParameterDraws(draws, None, int(seed))
 
 
-def _mixture_pmf(model, draws: np.ndarray, x, t_x, T, t: float, K: int, rate_scale: float = 1.0) -> np.ndarray:
-    """``mean_d P(X = k | x, t_x, T, theta_d)`` for distinct rows, ``k = 0..K``.
-
-    BG/NBD and MBG/NBD evaluate all draws at once (the draws stacked as rows); Pareto/NBD, whose
-    quadrature takes scalar parameters, one draw at a time.
-    """
-    n_draws = draws.shape[0]
-    if isinstance(model, ParetoNBD) or n_draws == 1:
-        total = np.zeros((len(x), K + 1))
-        for params in draws:
-            total += conditional_purchase_pmf(model, params, x, t_x, T, t, K, rate_scale=rate_scale)
-        return total / n_draws
-    pair_first, pair_inverse = unique_rows([x, T])
-    n_pairs = len(pair_first)
-    stacked = np.repeat(draws, n_pairs, axis=0).T  # (n_params, n_draws * n_pairs), draw-major
-    alive = _pmf_if_alive(model, stacked, np.tile(x[pair_first], n_draws), np.tile(T[pair_first], n_draws), t, K,
-                          rate_scale)
-    alive = alive.reshape(n_draws, n_pairs, K + 1)[:, pair_inverse]  # (n_draws, rows, K+1)
-    p_alive = model._probability_alive(np.repeat(draws, len(x), axis=0).T, np.tile(x, n_draws), np.tile(t_x, n_draws),
-                                       np.tile(T, n_draws)).reshape(n_draws, len(x))
-    mixture = np.einsum("dr,drk->rk", p_alive, alive) / n_draws
-    mixture[:, 0] += 1.0 - p_alive.mean(axis=0)
-    return mixture
-
-
-def _upper_counts(draws: np.ndarray, x, T, t: float, tail: float) -> np.ndarray:
-    """Per row a count beyond which every draw's active PMF holds at most ``tail`` (largest ``r``,
-    smallest ``alpha`` over the draws: the NBD count grows with ``r`` and falls with ``alpha``)."""
-    return _nbd_upper_count(draws[:, 0].max() + x, draws[:, 1].min() + T, t, tail)
-
-
-def _chunks(model, draws: ParameterDraws, x, t_x, T, t: float, max_purchases: int | None, tail: float,
-            rate_scale: float = 1.0):
-    """Yield ``(rows, mixture_pmf)`` over the distinct rows, in chunks of similar ``K`` (rows sorted by
-    their upper count) sized to bound memory."""
-    params = draws.params
-    upper = _upper_counts(params, x, T, rate_scale * t, tail) if max_purchases is None else np.full(len(x), int(max_purchases))
-    order = np.argsort(upper, kind="stable")
-    start = 0
-    while start < len(order):
-        K = int(upper[order[start]])
-        size = max(1, _CHUNK_ELEMENTS // (params.shape[0] * (K + 1)))
-        # Grow K to the chunk's largest row (rows are sorted, so it is the last one).
-        stop = min(start + size, len(order))
-        K = int(upper[order[stop - 1]])
-        rows = order[start:stop]
-        yield rows, _mixture_pmf(model, params, x[rows], t_x[rows], T[rows], t, K, rate_scale)
-        start = stop
-
-
 def predictive_pmf(model, summary: pd.DataFrame, horizon: float, draws: ParameterDraws,
                    max_purchases: int, *, rate_scale: float = 1.0) -> np.ndarray:
     """Each customer's predictive PMF of purchases, ``k = 0..max_purchases``: the mixture over ``draws``.
@@ -189,7 +134,7 @@ def predictive_pmf(model, summary: pd.DataFrame, horizon: float, draws: Paramete
     t = check_horizon(horizon)
     first, inverse = unique_rows([x, t_x, T])
     pmf = np.empty((len(first), int(max_purchases) + 1))
-    for rows, chunk in _chunks(model, draws, x[first], t_x[first], T[first], t, int(max_purchases), DEFAULT_TAIL,
+    for rows, chunk in _chunks(model, draws.params, x[first], t_x[first], T[first], t, int(max_purchases), DEFAULT_TAIL,
                                rate_scale):
         pmf[rows] = chunk
     return pmf[inverse]
@@ -236,7 +181,7 @@ def predictive_intervals(model, summary: pd.DataFrame, horizon: float, draws: Pa
     n_unique = len(first)
     expected, p_none = np.empty(n_unique), np.empty(n_unique)
     lower, upper = np.empty(n_unique, dtype=np.int64), np.empty(n_unique, dtype=np.int64)
-    for rows, pmf in _chunks(model, draws, x[first], t_x[first], T[first], t, None, tail):
+    for rows, pmf in _chunks(model, draws.params, x[first], t_x[first], T[first], t, None, tail):
         expected[rows] = pmf @ np.arange(pmf.shape[1], dtype=float)
         p_none[rows] = pmf[:, 0]
         lower[rows], upper[rows] = purchase_interval(pmf, level, kind)

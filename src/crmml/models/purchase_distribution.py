@@ -84,6 +84,8 @@ __all__ = [
 DEFAULT_TAIL = 1e-7
 #: Relative size of the last series term kept.
 _SERIES_TOLERANCE = 1e-17
+#: Largest ``rows * draws * (K + 1)`` evaluated at once (bounds the working memory, ~30 MB).
+_CHUNK_ELEMENTS = 4_000_000
 #: Most series terms before a row is integrated adaptively instead.
 _MAX_SERIES_TERMS = 400
 
@@ -388,6 +390,61 @@ def purchase_pmf(model, summary: pd.DataFrame, horizon: float, max_purchases: in
     return conditional_purchase_pmf(model, params, x, t_x, T, t, max_purchases)
 
 
+def _mixture_pmf(model, draws: np.ndarray, x, t_x, T, t: float, K: int, rate_scale: float = 1.0) -> np.ndarray:
+    """``mean_d P(X = k | x, t_x, T, theta_d)`` for distinct rows, ``k = 0..K``, over parameter draws
+    (one row of ``draws`` per draw; a single row is the model's own PMF).
+
+    BG/NBD and MBG/NBD evaluate the draws at once (stacked as rows); Pareto/NBD, whose quadrature
+    takes scalar parameters, one draw at a time.
+    """
+    n_draws = draws.shape[0]
+    if isinstance(model, ParetoNBD) or n_draws == 1:
+        total = conditional_purchase_pmf(model, draws[0], x, t_x, T, t, K, rate_scale=rate_scale)
+        for params in draws[1:]:
+            total += conditional_purchase_pmf(model, params, x, t_x, T, t, K, rate_scale=rate_scale)
+        return total / n_draws if n_draws > 1 else total
+    pair_first, pair_inverse = unique_rows([x, T])
+    n_pairs = len(pair_first)
+    stacked = np.repeat(draws, n_pairs, axis=0).T  # (n_params, n_draws * n_pairs), draw-major
+    alive = _pmf_if_alive(model, stacked, np.tile(x[pair_first], n_draws), np.tile(T[pair_first], n_draws), t, K,
+                          rate_scale).reshape(n_draws, n_pairs, K + 1)
+    p_alive = model._probability_alive(np.repeat(draws, len(x), axis=0).T, np.tile(x, n_draws), np.tile(t_x, n_draws),
+                                       np.tile(T, n_draws)).reshape(n_draws, len(x))
+    mixture = np.zeros((len(x), K + 1))
+    for d in range(n_draws):
+        mixture += p_alive[d][:, None] * alive[d][pair_inverse]
+    mixture /= n_draws
+    mixture[:, 0] += 1.0 - p_alive.mean(axis=0)
+    return mixture
+
+
+def _upper_counts(draws: np.ndarray, x, T, t: float, tail: float) -> np.ndarray:
+    """Per row a count beyond which every draw's active PMF holds at most ``tail`` (largest ``r``,
+    smallest ``alpha`` over the draws: the NBD count grows with ``r`` and falls with ``alpha``)."""
+    return _nbd_upper_count(draws[:, 0].max() + x, draws[:, 1].min() + T, t, tail)
+
+
+def _chunks(model, draws: np.ndarray, x, t_x, T, t: float, max_purchases: int | None, tail: float,
+            rate_scale: float = 1.0):
+    """Yield ``(rows, pmf)`` over distinct rows: the mixture PMF over ``draws`` (:func:`_mixture_pmf`),
+    in chunks of similar ``K`` (rows sorted by their upper count, each chunk cut at its largest),
+    sized so that ``rows * draws * (K + 1)`` stays under ``_CHUNK_ELEMENTS``."""
+    if max_purchases is None:
+        upper = _upper_counts(draws, x, T, rate_scale * t, tail)
+    else:
+        upper = np.full(len(x), int(max_purchases))
+    order = np.argsort(upper, kind="stable")
+    start = 0
+    while start < len(order):
+        size = max(1, _CHUNK_ELEMENTS // (draws.shape[0] * (int(upper[order[start]]) + 1)))
+        stop = min(start + size, len(order))
+        # Rows whose K is more than twice the chunk's first start a new chunk.
+        stop = start + max(1, int(np.searchsorted(upper[order[start:stop]], 2 * upper[order[start]] + 8, side="right")))
+        rows = order[start:stop]
+        yield rows, _mixture_pmf(model, draws, x[rows], t_x[rows], T[rows], t, int(upper[order[stop - 1]]), rate_scale)
+        start = stop
+
+
 # --------------------------------------------------------------------------------------------------
 # Summaries of count distributions
 def _cdf(pmf: np.ndarray) -> np.ndarray:
@@ -507,71 +564,12 @@ def purchase_distribution(model, summary: pd.DataFrame, horizon: float, level: f
     """
     x, t_x, T = _summary_arrays(model, summary)
     first, inverse = unique_rows([x, t_x, T])
-    params = model._params()
     t = check_horizon(horizon)
-    K = int(np.max(_upper_count(model, params, x[first], T[first], t, tail), initial=0))
-    pmf = conditional_purchase_pmf(model, params, x[first], t_x[first], T[first], t, K)
-    lower, upper = purchase_interval(pmf, level, kind)
-    expected = pmf @ np.arange(K + 1, dtype=float)
-    return PurchaseDistribution(expected[inverse], pmf[inverse, 0], lower[inverse], upper[inverse], float(level))
-
-
-def calibration_table(pmf: np.ndarray, observed, groups=None, *, levels=(0.8, 0.5), bins: int = 10,
-                      min_group: int = 500, seed: int = 0, kind: str = "shortest") -> pd.DataFrame:
-    """How well observed counts agree with their predictive distributions, overall and per group.
-
-    Parameters
-    ----------
-    pmf : ndarray of shape (n, K+1)
-        Predictive distributions (``K`` at least the largest observed count).
-    observed : array of n counts
-    groups : array of n labels, optional
-        E.g. calibration-period frequency bands; groups with fewer than ``min_group`` customers are left out.
-    levels : sequence of float
-        Interval levels to check.
-    bins : int
-        Bins of the randomised PIT (:func:`randomized_pit`, drawn once with ``seed`` for all rows).
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row for ``"all"`` and one per group: ``customers``; ``pit_1..pit_<bins>``, the share of
-        PITs in each bin in percent (``100 / bins`` if calibrated); ``pit_max_error``, the largest
-        distance from it in percentage points; per level (e.g. 80): ``coverage_80``, the percentage of
-        observed counts inside the interval (:func:`purchase_interval` of ``kind``; at least the level
-        for a calibrated model, more because counts are discrete), ``expected_coverage_80``, the
-        average of the intervals' own probabilities (what a calibrated model would show), and
-        ``pit_coverage_80``, the share of PITs in the central ``level`` band (the coverage of the
-        randomised interval, the level itself for a calibrated model).
-    """
-    pmf = np.asarray(pmf, dtype=float)
-    observed = np.asarray(observed)
-    pit = randomized_pit(pmf, observed, seed)
-    cdf = _cdf(pmf)
-    rows_index = np.arange(len(observed))
-    columns: dict[str, np.ndarray] = {}
-    for level in levels:
-        lower, upper = purchase_interval(pmf, level, kind)
-        name = f"{100 * level:g}"
-        columns[f"coverage_{name}"] = (lower <= observed) & (observed <= upper)
-        below = np.where(lower > 0, cdf[rows_index, np.maximum(lower - 1, 0)], 0.0)
-        columns[f"expected_coverage_{name}"] = cdf[rows_index, upper] - below
-        columns[f"pit_coverage_{name}"] = np.abs(pit - 0.5) <= 0.5 * level
-    labels = np.full(len(observed), "all", dtype=object) if groups is None else np.asarray(groups, dtype=object)
-    selections = [("all", np.ones(len(observed), dtype=bool))]
-    if groups is not None:
-        for label in pd.unique(labels):
-            chosen = labels == label
-            if chosen.sum() >= min_group:
-                selections.append((str(label), chosen))
-    records = []
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    for label, chosen in selections:
-        shares = 100.0 * np.histogram(pit[chosen], bins=edges)[0] / chosen.sum()
-        record = {"group": label, "customers": int(chosen.sum())}
-        record.update({f"pit_{i + 1}": share for i, share in enumerate(shares)})
-        record["pit_max_error"] = float(np.max(np.abs(shares - 100.0 / bins)))
-        for key, values in columns.items():
-            record[key] = 100.0 * float(np.mean(values[chosen]))
-        records.append(record)
-    return pd.DataFrame.from_records(records).set_index("group")
+    n_unique = len(first)
+    expected, p_none = np.empty(n_unique), np.empty(n_unique)
+    lower, upper = np.empty(n_unique, dtype=np.int64), np.empty(n_unique, dtype=np.int64)
+    for rows, pmf in _chunks(model, model._params()[None, :], x[first], t_x[first], T[first], t, None, tail):
+        expected[rows] = pmf @ np.arange(pmf.shape[1], dtype=float)
+        p_none[rows] = pmf[:, 0]
+        lower[rows], upper[rows] = purchase_interval(pmf, level, kind)
+    return PurchaseDistribution(expected[inverse], p_none[inverse], lower[inverse], upper[inverse], float(level))
