@@ -8,8 +8,8 @@ customers, then, on all 1M summary rows and measured in the same run:
 
 * the peer: the point predictions the scorer already makes (``predict_horizons``: P(alive), expected
   purchases and P(no purchase) at the horizon),
-* ``purchase_distribution`` (the model's PMF: mean, P(no purchase), 80 % interval),
-* ``predictive_intervals`` with ``--draws`` parameter draws (the mixture over draws),
+* ``predictive_intervals`` (P(no purchase), the 80 % purchase interval) with each of ``--draws``
+  parameter draws (1: the point estimate's own PMF; more: the mixture over draws),
 
 printing seconds, microseconds per customer and the ratio to the peer; then the time of one
 single-customer call (median of 200). The issue's targets: the new columns add at most 20 % to
@@ -29,7 +29,6 @@ from crmml.data import rfm_summary
 from crmml.data.simulate import simulate_transactions
 from crmml.models import BetaGeo, ModifiedBetaGeo, ParetoNBD
 from crmml.models.parameter_uncertainty import draw_parameters, predictive_intervals
-from crmml.models.purchase_distribution import purchase_distribution
 
 HORIZON = 52.0
 DEFAULT_LOG = Path(__file__).parent / "_data" / "log_1000000_0.parquet"
@@ -57,7 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--log", type=Path, default=DEFAULT_LOG)
     parser.add_argument("--customers", type=int, default=1_000_000, help="simulated when --log is missing")
-    parser.add_argument("--draws", type=int, default=40)
+    parser.add_argument("--draws", type=int, nargs="+", default=[1, 10, 40])
     parser.add_argument("--models", default="bg,pareto")
     args = parser.parse_args()
 
@@ -71,22 +70,25 @@ def main() -> None:
     classes = {"bg": BetaGeo, "mbg": ModifiedBetaGeo, "pareto": ParetoNBD}
     for name in args.models.split(","):
         model = classes[name]().fit(summary.sample(50_000, random_state=0))
-        draws = draw_parameters(model, args.draws, seed=0)
         peer = timed(lambda: model.predict_horizons(summary, (HORIZON,)))
-        point = timed(lambda: purchase_distribution(model, summary, HORIZON))
-        mixture = timed(lambda: predictive_intervals(model, summary, HORIZON, draws))
-        print(f"\n{type(model).__name__} (reason for no draws: {draws.reason})")
-        print(f"  {'':38s} {'seconds':>8s} {'us/customer':>12s} {'x peer':>7s}")
-        for label, seconds in (("peer: predict_horizons", peer), ("purchase_distribution (point)", point),
-                               (f"predictive_intervals ({draws.n_draws} draws)", mixture)):
-            print(f"  {label:38s} {seconds:8.2f} {1e6 * seconds / n:12.2f} {seconds / peer:7.2f}")
-        one = summary.iloc[[int(np.argmax(summary['frequency'].to_numpy()))]]  # the heaviest buyer
-        typical = summary.iloc[[0]]
-        for label, row in (("typical customer", typical), ("heaviest buyer", one)):
-            single = [timed(lambda: predictive_intervals(model, row, HORIZON, draws)) for _ in range(200)]
-            base = [timed(lambda: model.predict_horizons(row, (HORIZON,))) for _ in range(200)]
-            print(f"  one {label}: predictive_intervals {1e3 * np.median(single):.3f} ms, "
-                  f"predict_horizons {1e3 * np.median(base):.3f} ms")
+        print(f"\n{type(model).__name__}")
+        print(f"  {'':40s} {'seconds':>8s} {'us/customer':>12s} {'x peer':>7s}")
+        rows = [("peer: predict_horizons", peer)]
+        for n_draws in args.draws:
+            draws = draw_parameters(model, n_draws, seed=0)
+            label = f"predictive_intervals ({draws.n_draws} draw{'s' if draws.n_draws > 1 else ''})"
+            rows.append((label, timed(lambda: predictive_intervals(model, summary, HORIZON, draws))))
+        for label, seconds in rows:
+            print(f"  {label:40s} {seconds:8.2f} {1e6 * seconds / n:12.2f} {seconds / peer:7.2f}")
+        heaviest = summary.iloc[[int(np.argmax(summary["frequency"].to_numpy()))]]
+        for label, row in (("typical customer", summary.iloc[[0]]), ("heaviest buyer", heaviest)):
+            base = np.median([timed(lambda: model.predict_horizons(row, (HORIZON,))) for _ in range(200)])
+            line = f"  one {label}: predict_horizons {1e3 * base:.3f} ms"
+            for n_draws in args.draws:
+                draws = draw_parameters(model, n_draws, seed=0)
+                single = np.median([timed(lambda: predictive_intervals(model, row, HORIZON, draws)) for _ in range(200)])
+                line += f", predictive_intervals ({draws.n_draws}) {1e3 * single:.3f} ms"
+            print(line)
 
 
 if __name__ == "__main__":

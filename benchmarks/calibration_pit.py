@@ -31,7 +31,7 @@ from crmml.data.simulate import simulate_transactions
 from crmml.datasets import load_cdnow_transactions
 from crmml.models import BetaGeo, ModifiedBetaGeo, ParetoNBD
 from crmml.models.parameter_uncertainty import draw_parameters, predictive_pmf
-from crmml.models.purchase_distribution import calibration_table
+from crmml.models.purchase_calibration import calibration_table
 
 HOLDOUT_WEEKS = 39.0
 BANDS = ((0, 0, "0"), (1, 1, "1"), (2, 2, "2"), (3, 4, "3-4"), (5, 9, "5-9"), (10, np.inf, "10+"))

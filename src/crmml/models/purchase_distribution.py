@@ -71,7 +71,6 @@ from crmml.models.pareto_nbd import ParetoNBD, no_purchase_if_alive as pareto_no
 __all__ = [
     "PurchaseDistribution",
     "beta_geo_pmf_if_alive",
-    "calibration_table",
     "conditional_purchase_pmf",
     "pareto_nbd_pmf_if_alive",
     "purchase_distribution",
@@ -119,12 +118,15 @@ def _nbd_pmf_and_survival(r, alpha, t: float, K: int) -> tuple[np.ndarray, np.nd
     """
     r = np.asarray(r, dtype=float)[:, None]
     alpha = np.asarray(alpha, dtype=float)[:, None]
-    k = np.arange(K + 1, dtype=float)[None, :]
     log_z, log_1mz = _log_z_terms(alpha, t)
-    with np.errstate(invalid="ignore"):
-        log_pmf = special.gammaln(r + k) - special.gammaln(r) - special.gammaln(k + 1) + r * log_1mz + np.where(
-            k > 0, k * log_z, 0.0
-        )
+    # log NB_k = r log(1-z) + sum_{j<k} log((r+j)/(j+1) z): one logarithm per entry, not three gammaln.
+    steps = np.empty((len(r), K + 1))
+    steps[:, 0] = r[:, 0] * log_1mz[:, 0]
+    if K > 0:
+        j = np.arange(K, dtype=float)[None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            steps[:, 1:] = np.log(r + j) - np.log1p(j) + log_z
+    log_pmf = np.cumsum(steps, axis=1)
     pmf = np.exp(log_pmf)
     z = np.exp(log_z[:, 0]) if t > 0 else np.zeros(len(r))
     top = special.betainc(K + 1.0, r[:, 0], z)
@@ -171,12 +173,15 @@ def beta_geo_pmf_if_alive(params, x, T, t: float, K: int, shift: int = 0) -> np.
     nb, survival = _nbd_pmf_and_survival(r + x, alpha + T, t, K)
     b_post = (b + x + shift)[:, None]
     a = a[:, None]
-    k = np.arange(K + 1, dtype=float)[None, :]
-    base = special.betaln(a, b_post)
-    alive = np.exp(special.betaln(a, b_post + k) - base) * nb
-    with np.errstate(invalid="ignore"):
-        dropped = np.exp(special.betaln(a + 1.0, b_post + k - 1.0) - base) * survival[:, : K + 1]
-    alive[:, 1:] += dropped[:, 1:]
+    # log B(a, b'+k)/B(a, b') = sum_{j<k} log((b'+j)/(a+b'+j)), by cumulative sums (no betaln).
+    log_survive = np.zeros((len(x), K + 1))
+    if K > 0:
+        log_survive[:, 1:] = np.cumsum(-np.log1p(a / (b_post + np.arange(K, dtype=float)[None, :])), axis=1)
+    alive = np.exp(log_survive) * nb
+    if K > 0:
+        # B(a+1, b'+k-1)/B(a, b') = a/(a+b'+k-1) B(a, b'+k-1)/B(a, b'), k >= 1.
+        k = np.arange(1, K + 1, dtype=float)[None, :]
+        alive[:, 1:] += np.exp(log_survive[:, :-1] + np.log(a / (a + b_post + k - 1.0))) * survival[:, 1 : K + 1]
     return alive
 
 
@@ -426,22 +431,34 @@ def _upper_counts(draws: np.ndarray, x, T, t: float, tail: float) -> np.ndarray:
 
 def _chunks(model, draws: np.ndarray, x, t_x, T, t: float, max_purchases: int | None, tail: float,
             rate_scale: float = 1.0):
-    """Yield ``(rows, pmf)`` over distinct rows: the mixture PMF over ``draws`` (:func:`_mixture_pmf`),
-    in chunks of similar ``K`` (rows sorted by their upper count, each chunk cut at its largest),
-    sized so that ``rows * draws * (K + 1)`` stays under ``_CHUNK_ELEMENTS``."""
+    """Yield ``(rows, pmf)`` over distinct rows: the mixture PMF over ``draws`` (:func:`_mixture_pmf`).
+
+    Chunks are sets of whole ``(x, T)`` pairs (so each pair's active PMF is computed once), of similar
+    ``K`` (pairs sorted by their upper count, a chunk ending before ``K`` doubles), with at most about
+    ``_CHUNK_ELEMENTS`` entries ``rows * draws * (K + 1)``.
+    """
+    pair_first, pair_inverse = unique_rows([x, T])
     if max_purchases is None:
-        upper = _upper_counts(draws, x, T, rate_scale * t, tail)
+        pair_upper = _upper_counts(draws, x[pair_first], T[pair_first], rate_scale * t, tail)
     else:
-        upper = np.full(len(x), int(max_purchases))
-    order = np.argsort(upper, kind="stable")
+        pair_upper = np.full(len(pair_first), int(max_purchases))
+    pair_order = np.argsort(pair_upper, kind="stable")
+    rank = np.empty(len(pair_order), dtype=np.int64)
+    rank[pair_order] = np.arange(len(pair_order))
+    row_order = np.argsort(rank[pair_inverse], kind="stable")  # rows grouped by pair, pairs by K
+    rows_per_pair = np.bincount(rank[pair_inverse], minlength=len(pair_order))
+    row_end = np.cumsum(rows_per_pair)  # rows of the pairs ranked < i+1 end here
+    sorted_upper = pair_upper[pair_order]
     start = 0
-    while start < len(order):
-        size = max(1, _CHUNK_ELEMENTS // (draws.shape[0] * (int(upper[order[start]]) + 1)))
-        stop = min(start + size, len(order))
-        # Rows whose K is more than twice the chunk's first start a new chunk.
-        stop = start + max(1, int(np.searchsorted(upper[order[start:stop]], 2 * upper[order[start]] + 8, side="right")))
-        rows = order[start:stop]
-        yield rows, _mixture_pmf(model, draws, x[rows], t_x[rows], T[rows], t, int(upper[order[stop - 1]]), rate_scale)
+    while start < len(pair_order):
+        K = int(sorted_upper[start])
+        budget = max(1, _CHUNK_ELEMENTS // (draws.shape[0] * (K + 1)))
+        row_start = row_end[start - 1] if start else 0
+        stop = int(np.searchsorted(row_end, row_start + budget, side="right"))
+        stop = min(max(stop, start + 1), int(np.searchsorted(sorted_upper, 2 * K + 8, side="right")))
+        stop = max(stop, start + 1)
+        rows = row_order[row_start : row_end[stop - 1]]
+        yield rows, _mixture_pmf(model, draws, x[rows], t_x[rows], T[rows], t, int(sorted_upper[stop - 1]), rate_scale)
         start = stop
 
 
