@@ -26,10 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from crmml.models.base import check_horizon, unique_rows
+from crmml.models.base import check_horizon
 from crmml.models.purchase_distribution import (
     DEFAULT_TAIL,
     _check_model,
+    _distinct,
     _chunks,
     _summary_arrays,
     purchase_interval,
@@ -134,7 +135,7 @@ def predictive_pmf(model, summary: pd.DataFrame, horizon: float, draws: Paramete
     _check_model(model)
     x, t_x, T = _summary_arrays(model, summary)
     t = check_horizon(horizon)
-    first, inverse = unique_rows([x, t_x, T])
+    first, inverse = _distinct([x, t_x, T])
     pmf = np.empty((len(first), int(max_purchases) + 1))
     for rows, chunk in _chunks(model, draws.params, x[first], t_x[first], T[first], t, int(max_purchases), DEFAULT_TAIL,
                                rate_scale):
@@ -184,7 +185,7 @@ def predictive_intervals(model, summary: pd.DataFrame, horizon: float, draws: Pa
     _check_model(model)
     x, t_x, T = _summary_arrays(model, summary)
     t = check_horizon(horizon)
-    first, inverse = unique_rows([x, t_x, T])
+    first, inverse = _distinct([x, t_x, T])
     n_unique = len(first)
     p_none = np.empty(n_unique)
     lower, upper = np.empty(n_unique, dtype=np.int64), np.empty(n_unique, dtype=np.int64)

@@ -62,7 +62,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import integrate, special, stats
+from scipy import integrate, special
 
 from crmml.models.base import check_horizon, unique_rows
 from crmml.models.beta_geo import BetaGeo
@@ -141,8 +141,22 @@ def _nbd_upper_count(r, alpha, t: float, tail: float) -> np.ndarray:
     if t == 0:
         return np.zeros(len(np.atleast_1d(r)), dtype=np.int64)
     p = np.asarray(alpha, dtype=float) / (np.asarray(alpha, dtype=float) + t)
-    upper = stats.nbinom.isf(tail, np.asarray(r, dtype=float), p)
-    return np.nan_to_num(upper, nan=0.0, posinf=1e6).astype(np.int64)
+    # The continuous inverse of the NBD CDF in k (scipy.special.nbdtrik, the ufunc behind
+    # scipy.stats.nbinom's quantiles without its per-call overhead), rounded up, plus one for safety.
+    upper = np.ceil(special.nbdtrik(1.0 - tail, np.asarray(r, dtype=float), p)) + 1.0
+    return np.nan_to_num(np.maximum(upper, 0.0), nan=0.0, posinf=1e6).astype(np.int64)
+
+
+#: Below this many rows, every row is taken as distinct (finding the distinct rows costs more).
+_SMALL = 32
+
+
+def _distinct(columns) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`crmml.models.base.unique_rows`, or every row as its own for tiny inputs (single requests)."""
+    n = len(columns[0])
+    if n <= _SMALL:
+        return np.arange(n), np.arange(n)
+    return unique_rows(columns)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -344,9 +358,9 @@ def conditional_purchase_pmf(model, params, x, t_x, T, horizon: float, max_purch
         raise ValueError(f"max_purchases must be a non-negative whole number; got {max_purchases!r}.")
     params = np.asarray(params, dtype=float)
     x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
-    first, inverse = unique_rows([x, t_x, T])
+    first, inverse = _distinct([x, t_x, T])
     p_alive = model._probability_alive(params, x[first], t_x[first], T[first])
-    pair_first, pair_inverse = unique_rows([x[first], T[first]])
+    pair_first, pair_inverse = _distinct([x[first], T[first]])
     if not (np.isfinite(rate_scale) and rate_scale > 0):
         raise ValueError(f"rate_scale must be a positive finite number; got {rate_scale!r}.")
     alive = _pmf_if_alive(model, params, x[first][pair_first], T[first][pair_first], t, K, rate_scale)[pair_inverse]
@@ -390,7 +404,7 @@ def purchase_pmf(model, summary: pd.DataFrame, horizon: float, max_purchases: in
     params = model._params()
     t = check_horizon(horizon)
     if max_purchases is None:
-        first, _ = unique_rows([x, T])
+        first, _ = _distinct([x, T])
         max_purchases = int(np.max(_upper_count(model, params, x[first], T[first], t, tail), initial=0))
     return conditional_purchase_pmf(model, params, x, t_x, T, t, max_purchases)
 
@@ -408,7 +422,7 @@ def _mixture_pmf(model, draws: np.ndarray, x, t_x, T, t: float, K: int, rate_sca
         for params in draws[1:]:
             total += conditional_purchase_pmf(model, params, x, t_x, T, t, K, rate_scale=rate_scale)
         return total / n_draws if n_draws > 1 else total
-    pair_first, pair_inverse = unique_rows([x, T])
+    pair_first, pair_inverse = _distinct([x, T])
     n_pairs = len(pair_first)
     stacked = np.repeat(draws, n_pairs, axis=0).T  # (n_params, n_draws * n_pairs), draw-major
     alive = _pmf_if_alive(model, stacked, np.tile(x[pair_first], n_draws), np.tile(T[pair_first], n_draws), t, K,
@@ -437,7 +451,7 @@ def _chunks(model, draws: np.ndarray, x, t_x, T, t: float, max_purchases: int | 
     ``K`` (pairs sorted by their upper count, a chunk ending before ``K`` doubles), with at most about
     ``_CHUNK_ELEMENTS`` entries ``rows * draws * (K + 1)``.
     """
-    pair_first, pair_inverse = unique_rows([x, T])
+    pair_first, pair_inverse = _distinct([x, T])
     if max_purchases is None:
         pair_upper = _upper_counts(draws, x[pair_first], T[pair_first], rate_scale * t, tail)
     else:
@@ -580,7 +594,7 @@ def purchase_distribution(model, summary: pd.DataFrame, horizon: float, level: f
     the uncertainty of the fitted parameters.
     """
     x, t_x, T = _summary_arrays(model, summary)
-    first, inverse = unique_rows([x, t_x, T])
+    first, inverse = _distinct([x, t_x, T])
     t = check_horizon(horizon)
     n_unique = len(first)
     expected, p_none = np.empty(n_unique), np.empty(n_unique)
