@@ -520,23 +520,27 @@ def purchase_interval(pmf: np.ndarray, level: float = 0.8, kind: str = "shortest
         upper = np.sum(cdf < 0.5 * (1.0 + level) - slack, axis=-1)
         return np.minimum(lower, last), np.minimum(upper, last)
     n = cdf.shape[0]
-    best_lower, best_upper = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    best_lower, best_upper = np.zeros(n, dtype=np.int64), np.full(n, last, dtype=np.int64)
     best_mass, best_width = np.full(n, np.inf), np.full(n, np.inf)
-    below = np.zeros(n)  # F(lower - 1)
-    # Only lower bounds with at least `level` above them can start an interval.
-    candidates = np.flatnonzero(np.any(1.0 - np.concatenate([np.zeros((n, 1)), cdf[:, :-1]], axis=1) >= level - slack,
-                                       axis=0))
-    for lower in range(int(candidates.max(initial=0)) + 1):
-        if lower > 0:
-            below = cdf[:, lower - 1]
-        upper = np.maximum(np.sum(cdf < below[:, None] + level - slack, axis=-1), lower)
+    # F(lower - 1) for every lower bound; a lower bound is a candidate while at least `level` lies at
+    # or above it. Most customers have one candidate (0), so each pass only visits the rows left.
+    before = np.concatenate([np.zeros((n, 1)), cdf[:, :-1]], axis=1)
+    lower = 0
+    rows = np.flatnonzero(1.0 - before[:, 0] >= level - slack)
+    while rows.size and lower <= last:
+        below = before[rows, lower]
+        upper = np.maximum(np.sum(cdf[rows] < below[:, None] + level - slack, axis=-1), lower)
         reached = upper <= last
         upper = np.minimum(upper, last)
-        mass = np.where(reached, cdf[np.arange(n), upper] - below, np.inf)
+        mass = np.where(reached, cdf[rows, upper] - below, np.inf)
         width = upper - lower
-        better = (mass < best_mass - slack) | ((np.abs(mass - best_mass) <= slack) & (width < best_width))
-        best_lower[better], best_upper[better] = lower, upper[better]
-        best_mass[better], best_width[better] = mass[better], width[better]
+        better = (mass < best_mass[rows] - slack) | ((np.abs(mass - best_mass[rows]) <= slack) & (width < best_width[rows]))
+        chosen = rows[better]
+        best_lower[chosen], best_upper[chosen] = lower, upper[better]
+        best_mass[chosen], best_width[chosen] = mass[better], width[better]
+        lower += 1
+        if lower <= last:
+            rows = rows[1.0 - before[rows, lower] >= level - slack]
     # Rows whose listed mass never reaches `level` (all of it beyond the last column): the whole range.
     unreached = ~np.isfinite(best_mass)
     best_lower[unreached], best_upper[unreached] = 0, last
