@@ -13,9 +13,12 @@ with the fresh-customer parameters
   customer has survived ``x + 1`` dropout chances there);
 * Pareto/NBD: ``(r + x, alpha + T, s, beta + T)``.
 
-This is the structure of Fader & Hardie's conditional PMFs (Fader, P. S. & Hardie, B. G. S. (2006),
-"Deriving the Conditional PMF of the Pareto/NBD Model", and the BG/NBD counterpart built on eq. 8 of
-Fader, Hardie & Lee (2005), "Counting Your Customers the Easy Way"); ``P(alive)`` is the model's own
+The conditional PMF is derived in Fader, P. S. & Hardie, B. G. S. (2006), "Deriving the Conditional
+PMF of the Pareto/NBD Model"; the decomposition above follows from the models' assumptions (the
+purchase and dropout processes are memoryless given the rates), and the BG/NBD fresh-customer PMF is
+eq. 8 of Fader, Hardie & Lee (2005), "Counting Your Customers the Easy Way". The note's own equation
+numbers could not be consulted here; the implementation is checked instead against a direct mpmath
+integration of the model definition (``tests/test_purchase_distribution.py``). ``P(alive)`` is the model's own
 (BG/NBD eq. 13, Pareto/NBD eqs. 36-37 of Fader & Hardie (2005), "A Note on Deriving the Pareto/NBD
 Model and Related Expressions"). Summing the PMF times ``k`` gives the models' conditional
 expectations (BG/NBD eq. 10, Pareto/NBD eq. 41); ``k = 0`` is their P(no purchase).
