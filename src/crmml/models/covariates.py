@@ -172,7 +172,7 @@ class CovariateDesign:
             column = _column(frame, attribute.name)
             if attribute.categorical:
                 text = _as_text(column)
-                codes = pd.Categorical(text, categories=list(attribute.levels)).codes
+                codes = pd.Index(attribute.levels, dtype=object).get_indexer(text.to_numpy())
                 known = text.isin([attribute.reference, *attribute.levels]).to_numpy()
                 hit = np.flatnonzero(codes >= 0)
                 z[hit, position + codes[hit]] = 1.0
