@@ -32,6 +32,7 @@ from scipy import optimize
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
+from crmml.errors import DataValidationError
 from crmml.models.base import BaseModel, _ChunkedLikelihood, check_btyd_summary, unique_rows
 from crmml.models.btyd import TransactionModel
 from crmml.models.covariates import CovariateDesign, effects_table
@@ -206,7 +207,7 @@ class CovariateTransactionModel(TransactionModel):
         row_weights = np.bincount(inverse, weights=weights, minlength=len(first))
         keep = row_weights > 0
         if not keep.any():
-            raise ValueError(f"{type(self).__name__}: no rows with positive weight to fit on.")
+            raise DataValidationError(f"{type(self).__name__}: no rows with positive weight to fit on.")
         rows, row_weights = first[keep], row_weights[keep]
         self._group_z, group = _groups(z[rows])
         if len(self._group_z) > _MANY_GROUPS:
@@ -272,7 +273,7 @@ class CovariateTransactionModel(TransactionModel):
         value, gradient = self._objective(point, likelihood)
         if not np.isfinite(value) or np.any(np.abs(point[:k]) > 25):
             self._raise_convergence(result, gradient)
-        hessian = self._numeric_hessian(lambda p: self._objective(p, likelihood)[1], point)
+        hessian = self._hessian(point, likelihood)
         eigenvalues = np.linalg.eigvalsh(hessian) if np.all(np.isfinite(hessian)) else np.array([np.nan])
         if not np.min(eigenvalues) > 1e-8:
             warnings.warn(f"{type(self).__name__}: the likelihood is flat at the optimum (an effect is not "
@@ -282,6 +283,67 @@ class CovariateTransactionModel(TransactionModel):
         if not np.all(np.abs(gradient) < 1e-5):
             self._raise_convergence(result, gradient)
         return self._natural(point), hessian, result.nit
+
+    def _hessian(self, point: np.ndarray, likelihood) -> np.ndarray:
+        """Hessian of :meth:`_objective` at ``point`` from each group's Hessian in its own parameters.
+
+        ``L(theta) = sum_g l_g(p_g(theta))``, so ``d2L = sum_g [J_g' H_g J_g + sum_j G_gj d2p_gj]``
+        with ``G_g``, ``H_g`` the gradient and Hessian of ``l_g`` in the group's ``k`` plain
+        parameters and ``p_gj = theta_j exp(sign gamma' z_g)`` (second derivatives in closed form).
+        ``H_g`` is a forward difference of the analytic ``G_g`` (relative step 1e-6, as
+        :meth:`BaseModel._numeric_hessian`), for every group at once: ``k + 1`` passes over the data
+        whatever the number of coefficients, where differencing the total gradient takes
+        ``len(theta) + 1``. The result is mapped to the optimiser's variables (log baseline).
+        """
+        k = len(self.param_names)
+        theta = self._natural(point)
+        size = len(theta)
+        n_groups = len(self._group_z)
+        params, jacobians = zip(*(self._group_params(theta, z) for z in self._group_z), strict=True)
+        params, jacobians = np.array(params), np.array(jacobians)
+
+        def group_gradients(at: np.ndarray) -> np.ndarray:
+            parts = likelihood._map(lambda i: self._group_gradients(at, likelihood.chunks[i], likelihood.weights[i]),
+                                    list(range(len(likelihood.chunks))))
+            return np.sum(parts, axis=0)
+
+        gradients = group_gradients(params)
+        group_hessians = np.empty((n_groups, k, k))
+        for j in range(k):
+            step = 1e-6 * params[:, j]
+            moved = params.copy()
+            moved[:, j] += step
+            group_hessians[:, :, j] = (group_gradients(moved) - gradients) / step[:, None]
+        group_hessians = 0.5 * (group_hessians + group_hessians.transpose(0, 2, 1))
+        hessian = np.einsum("gia,gij,gjb->ab", jacobians, group_hessians, jacobians)
+        position = k
+        for (_, name, sign, _), columns in zip(self.blocks, self._coefficient_columns(), strict=True):
+            j = self.param_names.index(name)
+            block = slice(position, position + len(columns))
+            z = self._group_z[:, columns]
+            weighted = gradients[:, j] * params[:, j]  # G_gj p_gj
+            cross = sign * (weighted / theta[j]) @ z  # d2p / dtheta_j dgamma = sign (p / theta_j) z
+            hessian[j, block] += cross
+            hessian[block, j] += cross
+            hessian[block, block] += sign**2 * np.einsum("g,ga,gb->ab", weighted, z, z)
+            position += len(columns)
+        gradient = np.einsum("gia,gi->a", jacobians, gradients)
+        total_weight = likelihood.total_weight
+        penalty = np.r_[np.full(k, self.penalizer), np.full(size - k, self.coefficient_penalizer)]
+        objective_hessian = -hessian / total_weight + np.diag(2.0 * penalty)
+        objective_gradient = -gradient / total_weight + 2.0 * penalty * theta
+        derivative = np.r_[theta[:k], np.ones(size - k)]  # d theta / d point
+        out = objective_hessian * np.outer(derivative, derivative)
+        out[np.arange(k), np.arange(k)] += objective_gradient[:k] * theta[:k]
+        return 0.5 * (out + out.T)
+
+    def _group_gradients(self, params: np.ndarray, chunk, weights) -> np.ndarray:
+        """Per group, the gradient of its weighted log-likelihood in its plain parameters ``params[g]``."""
+        plain = self.plain_model()
+        out = np.zeros(params.shape)
+        for group, prepared, group_weights in chunk:
+            out[group] += plain._weighted_log_likelihood(params[group], prepared, group_weights)[1]
+        return out
 
     def _natural(self, point: np.ndarray) -> np.ndarray:
         k = len(self.param_names)
@@ -340,6 +402,8 @@ class CovariateTransactionModel(TransactionModel):
     def _per_group(self, summary: pd.DataFrame, compute) -> dict:
         """``compute(plain_model, rows)`` per distinct covariate vector, scattered back to the rows."""
         theta = self._standardised_theta()
+        if isinstance(summary, pd.DataFrame) and len(summary) == 0:
+            raise DataValidationError(f"{type(self).__name__}: the summary frame has no rows.")
         z, _ = self.design_.transform(summary)
         group_z, group = _groups(z)
         frame = summary[list(self.data_columns)] if set(self.data_columns) <= set(summary.columns) else summary
