@@ -253,3 +253,36 @@ def test_grouped_hessian_equals_the_differenced_total_gradient(covariate_model, 
     differenced = Differenced(["channel", "age"], ["channel", "vip"], penalizer=0.01).fit(summary)
     np.testing.assert_allclose(grouped.params_, differenced.params_, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(grouped.standard_errors_, differenced.standard_errors_, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The simulator
+@pytest.mark.parametrize("kind", ["pareto_nbd", "bg_nbd"])
+def test_simulated_log_is_seeded_and_its_transactions_match_its_summary(kind):
+    first = simulate_channel_log(2000, model=kind, seed=5)
+    again = simulate_channel_log(2000, model=kind, seed=5)
+    pd.testing.assert_frame_equal(first.transactions, again.transactions)
+    pd.testing.assert_frame_equal(first.summary, again.summary)
+    summary, log = first.summary, first.transactions
+    assert log["customer_id"].is_monotonic_increasing
+    per_customer = log.groupby("customer_id")["timestamp"].agg(["count", "min", "max"])
+    np.testing.assert_array_equal(per_customer["count"] - 1, summary["frequency"])
+    weeks = (per_customer["max"] - per_customer["min"]).dt.total_seconds() / (7 * 86400)
+    np.testing.assert_allclose(weeks, summary["recency"], atol=2 / (7 * 86400))
+    assert np.all(summary["recency"] <= summary["T"]) and np.all(summary["T"] > 104 - 52)
+    # Shares and the effects show in the latent values: referral customers buy more than paid ones
+    # (factors 1.4 and 0.8) and leave less (0.5 and 1.5).
+    shares = summary["channel"].value_counts(normalize=True)
+    assert shares["web"] == pytest.approx(0.5, abs=0.04) and shares["paid"] == pytest.approx(0.2, abs=0.04)
+    means = first.customers.groupby("channel")[["lambda_", "dropout_"]].mean()
+    assert means.loc["referral", "lambda_"] > means.loc["paid", "lambda_"]
+    assert means.loc["referral", "dropout_"] < means.loc["web", "dropout_"] < means.loc["paid", "dropout_"]
+
+
+def test_simulator_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="model"):
+        simulate_channel_log(10, model="gamma")
+    with pytest.raises(ValueError, match="channels"):
+        simulate_channel_log(10, channels={"web": (1.0, -1.0, 1.0)})
+    with pytest.raises(ValueError, match="acquisition"):
+        simulate_channel_log(10, acquisition=200.0)
