@@ -161,14 +161,18 @@ class CovariateTransactionModel(TransactionModel):
         check_is_fitted(self, "design_")
         data = self._extract(summary)
         weights = self._check_weights(sample_weight, len(summary))
-        z, fallback = self.design_.transform(summary)
-        self._group_z, group = _groups(z)
+        z, _ = self.design_.transform(summary)
+        group_z, group = _groups(z)
         order = np.argsort(group, kind="stable")
         columns = tuple(data[c][order] for c in self.data_columns) + (group[order].astype(float),)
-        theta = np.asarray(theta, dtype=float)
         scale = self._standardised_scale()
-        value, gradient = self._weighted_log_likelihood(theta * scale, self._prepare_data(columns, weights[order]),
-                                                        weights[order])
+        fitted_groups = getattr(self, "_group_z", None)
+        self._group_z = group_z  # what _weighted_log_likelihood reads; the fitted one is put back below
+        try:
+            value, gradient = self._weighted_log_likelihood(np.asarray(theta, dtype=float) * scale,
+                                                            self._prepare_data(columns, weights[order]), weights[order])
+        finally:
+            self._group_z = fitted_groups
         return value, gradient * scale
 
     def _standardised_scale(self) -> np.ndarray:
