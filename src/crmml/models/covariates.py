@@ -10,7 +10,8 @@ Time-Invariant Covariates into the Pareto/NBD and BG/NBD Models"
 * a categorical attribute (strings, categories, booleans) becomes one 0/1 column per level except
   its reference level, which is the level given in ``reference_levels`` or, by default, the most
   frequent one in the fitting data (weighted by ``sample_weight``; ties go to the smallest level as
-  text). Levels are compared as text, so ``1`` and ``"1"`` are the same level.
+  text). Levels are compared as text, so ``1`` and ``"1"`` are the same level. A column of a numeric
+  dtype is numeric: give integer codes (region 1, 2, 3) as strings or a ``category`` column.
 * a numeric attribute is centred and scaled by its (weighted) mean and standard deviation for
   fitting, so every coefficient starts on the same footing; coefficients are reported per unit of
   the attribute as given (see :meth:`CovariateDesign.to_original_units`), and the baseline
