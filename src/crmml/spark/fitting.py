@@ -1,7 +1,7 @@
 """BTYD and spend fits from a Spark summary: the distinct rows with their counts, fitted on the driver.
 
 The models fit by maximum likelihood on compressed data: identical (frequency, recency, T) rows
-are one row with a weight (:meth:`crmml.models.base.BTYDModel.fit`'s ``sample_weight``). Spark
+(with a covariate model, identical (frequency, recency, T, attributes) rows) are one row with a weight (:meth:`crmml.models.base.BTYDModel.fit`'s ``sample_weight``). Spark
 therefore only has to count the distinct rows (a few hundred thousand at most for whole-day
 periods, however many customers and rows), and the fit itself runs on the driver, where it is
 the same computation as the local engine's.
@@ -50,8 +50,14 @@ def compressed_summary(summary: DataFrame, columns=_TRANSACTION_COLUMNS, *, wher
 
 
 def fit_transaction_model(model, transactions=None, *, summary: DataFrame | None = None, as_of=None,
-                          freq: str = "D", freq_multiplier: float = 7, **validate_kwargs):
+                          freq: str = "D", freq_multiplier: float = 7, customers: DataFrame | None = None,
+                          **validate_kwargs):
     """Fit a BTYD model (``BetaGeo``, ``ModifiedBetaGeo``, ``ParetoNBD``) on a Spark log or summary.
+
+    A covariate model (``ParetoNBDCovariates``, ``BetaGeoCovariates``, ``ModifiedBetaGeoCovariates``)
+    reads its attributes from the summary's columns or, with ``customers``, from a customer table
+    joined on ``customer_id``; the distinct (frequency, recency, T, attributes) rows are collected
+    with their counts.
 
     Parameters
     ----------
@@ -63,15 +69,29 @@ def fit_transaction_model(model, transactions=None, *, summary: DataFrame | None
         A summary from :func:`crmml.spark.rfm_summary` instead of the log.
     as_of, freq, freq_multiplier, **validate_kwargs
         As in :func:`crmml.spark.rfm_summary` (default: weeks of whole days).
+    customers : pyspark.sql.DataFrame, optional
+        ``customer_id`` and the covariate model's attribute columns (left-joined: a customer without
+        a row has missing attributes, which the covariate model rejects with the column's name).
 
     Returns
     -------
-    The fitted ``model``: the same estimates as ``model.fit(crmml.data.rfm_summary(...))`` up to the
-    summation order of the likelihood (about 1e-12 relative).
+    The fitted ``model``: the same estimates as ``model.fit(crmml.data.rfm_summary(...))`` (joined
+    with the customer table) up to the summation order of the likelihood (about 1e-12 relative).
     """
     summary = _summary(transactions, summary, as_of, freq, freq_multiplier, validate_kwargs)
-    compressed = compressed_summary(summary, _TRANSACTION_COLUMNS)
-    return model.fit(compressed[list(_TRANSACTION_COLUMNS)], sample_weight=compressed["count"].to_numpy())
+    attributes = list(dict.fromkeys([*getattr(model, "purchase_covariates", ()),
+                                     *getattr(model, "dropout_covariates", ())]))
+    if customers is not None:
+        missing = [c for c in ("customer_id", *attributes) if c not in customers.columns]
+        if missing:
+            from crmml.errors import DataValidationError
+
+            raise DataValidationError(f"Column {missing[0]!r} is missing from the customer table.", column=missing[0])
+        summary = summary.drop(*[c for c in attributes if c in summary.columns]).join(
+            customers.select("customer_id", *attributes), on="customer_id", how="left")
+    columns = [*_TRANSACTION_COLUMNS, *attributes]
+    compressed = compressed_summary(summary, columns)
+    return model.fit(compressed[columns], sample_weight=compressed["count"].to_numpy())
 
 
 def fit_spend_model(model, transactions=None, *, summary: DataFrame | None = None, as_of=None,
