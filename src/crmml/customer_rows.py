@@ -24,7 +24,8 @@ from crmml.customer_table import TableArrays, like_customer_ids
 from crmml.data.summary import _check_not_empty, purchase_occasions
 from crmml.errors import DataValidationError
 
-__all__ = ["CustomerRows", "TREND_DAYS", "check_windows", "customer_rows", "feature_columns", "history_columns"]
+__all__ = ["CustomerRows", "TREND_DAYS", "check_windows", "customer_rows", "feature_columns", "history_columns",
+           "join_table"]
 
 #: Days of the two windows the trend features compare (the last ``TREND_DAYS`` against the ones before).
 TREND_DAYS = 90
@@ -343,7 +344,7 @@ def customer_rows(log, as_of_day: pd.Timestamp, windows: list[int], *, table: Ta
     rows = CustomerRows(ids, numbers, no_history, attrs={"as_of": as_of_day}, from_summary=from_summary)
     if table is None:
         return rows
-    return _join_table(rows, table, as_of_day, log.has_amount)
+    return join_table(rows, table, as_of_day, log.has_amount)
 
 
 def _concatenate_ids(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -366,8 +367,12 @@ def _sort_order(ids: np.ndarray) -> np.ndarray | None:
     return None if np.array_equal(order, np.arange(len(ids))) else order
 
 
-def _join_table(rows: CustomerRows, table: TableArrays, as_of_day: pd.Timestamp, has_amount: bool) -> CustomerRows:
-    """Every purchaser (less those who signed up after as_of) and every kept table customer."""
+def join_table(rows: CustomerRows, table: TableArrays, as_of_day: pd.Timestamp, has_amount: bool, *,
+               allow_empty: bool = False) -> CustomerRows:
+    """Every purchaser (less those who signed up after as_of) and every kept table customer.
+
+    Raises DataValidationError naming ``signup_date`` when no one is left because every table
+    customer signed up after as_of (unless ``allow_empty``: a part of a larger table)."""
     history_ids = rows.ids
     if table.n_excluded and len(history_ids):
         history_ids = history_ids[~pd.Index(history_ids).isin(table.excluded_ids)]
@@ -381,7 +386,7 @@ def _join_table(rows: CustomerRows, table: TableArrays, as_of_day: pd.Timestamp,
             pass
         index = union.to_numpy()
     n = len(index)
-    if not n and table.n_excluded:
+    if not n and table.n_excluded and not allow_empty:
         raise DataValidationError(
             f"Every customer signed up after as_of {as_of_day.date()}: {table.n_excluded} customer(s) of the "
             "customer table have a 'signup_date' after it and no one else bought on or before it; there is "

@@ -33,7 +33,7 @@ import pandas as pd
 from crmml.errors import DataValidationError
 
 __all__ = ["COST_COLUMN", "DERIVED_COLUMNS", "REFERRAL_RULE", "TableArrays", "check_ids", "checked_costs",
-           "like_customer_ids", "table_arrays"]
+           "counted_referrers", "like_customer_ids", "sign_up_days", "table_arrays", "table_columns"]
 
 #: The customer-table column that describes cost, not the customer: kept out of the features.
 COST_COLUMN = "cost_to_serve"
@@ -175,8 +175,7 @@ def table_columns(ids: np.ndarray, columns: Mapping[str, object], as_of_day: pd.
         out["has_referrer"] = known.astype(np.float64)
         order.append("has_referrer")
         if "n_referrals" not in names:
-            counted = known if signed_up is None else known & signed_up
-            referrers = like_customer_ids(referrer[counted], ids).to_numpy()
+            referrers = counted_referrers(referrer, signed_up, ids)
             order.append("n_referrals")  # counted at the join, over the output customers
     if "n_referrals" in names:  # counted upstream, over a table larger than this one
         raw = _series(columns["n_referrals"])
@@ -224,6 +223,17 @@ def table_columns(ids: np.ndarray, columns: Mapping[str, object], as_of_day: pd.
     return TableArrays(ids, out, categories, order, referrers, excluded, dropped)
 
 
+def counted_referrers(referred_by: pd.Series, signed_up: np.ndarray | None, ids) -> np.ndarray:
+    """The referrer id of every referral that counts (:data:`REFERRAL_RULE`): rows naming a
+    referrer, signed up on or before as_of when the table has sign-up dates (``signed_up`` per row,
+    False where unknown; None without the column). ``n_referrals`` of customer ``r`` is the number
+    of times ``r`` appears here. Engines that count over a table they stream call this on its
+    ``referred_by`` column and sign-up days."""
+    known = referred_by.notna().to_numpy()
+    counted = known if signed_up is None else known & np.asarray(signed_up, dtype=bool)
+    return like_customer_ids(referred_by[counted], ids).to_numpy()
+
+
 def _series(values) -> pd.Series:
     return values if isinstance(values, pd.Series) else pd.Series(values)
 
@@ -239,8 +249,15 @@ def _as_category(column: pd.Series) -> pd.Categorical:
                                      dtype=pd.CategoricalDtype(pd.Index(known, dtype=column.dtype)))
 
 
+def sign_up_days(values: pd.Series) -> np.ndarray:
+    """The UTC day of each ``signup_date`` (``datetime64[D]``, NaT where unknown), or
+    DataValidationError naming the column when they are not dates. A customer signed up after
+    ``as_of`` when this day is after the as-of day."""
+    return _as_days(values)
+
+
 def _as_days(values: pd.Series) -> np.ndarray:
-    """The UTC day of each sign-up date (``datetime64[D]``, NaT where unknown)."""
+    """:func:`sign_up_days`."""
     if isinstance(values.dtype, np.dtype) and values.dtype.kind == "M":
         return values.to_numpy().astype("datetime64[D]")
     try:
