@@ -132,7 +132,9 @@ def test_the_service_rejects_a_sign_up_after_as_of_naming_the_field(scorer, data
 def test_repeated_ids_and_negative_costs_are_errors_naming_the_column(engine, scorer, data, tmp_path):
     log, table = data
     repeated = pd.concat([table, table.iloc[[3]]], ignore_index=True)
-    with pytest.raises(DataValidationError, match="customer_id"):
+    with pytest.raises(DataValidationError, match="one row per customer") as caught:
         ENGINES[engine](scorer, log, repeated, tmp_path)
-    with pytest.raises(DataValidationError, match="cost_to_serve"):
+    assert caught.value.column == "customer_id"
+    with pytest.raises(DataValidationError, match="cost_to_serve") as caught:
         ENGINES[engine](scorer, log, table.assign(cost_to_serve=-1.0), tmp_path)
+    assert caught.value.column == "cost_to_serve"

@@ -116,6 +116,14 @@ def checked_costs(values, ids) -> np.ndarray:
     """``cost_to_serve`` as floats (NaN unknown), or DataValidationError naming the customers whose
     cost is not a number >= 0."""
     column = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
+    if isinstance(column.dtype, np.dtype) and column.dtype.kind in "fiub":  # numbers already (the usual case)
+        costs = column.to_numpy(dtype=np.float64)
+        bad = ~(costs >= 0) & ~np.isnan(costs)
+        if bad.any():
+            rows = list(np.asarray(ids, dtype=object)[bad][:5])
+            raise DataValidationError(f"The customer table's {COST_COLUMN!r} must be costs >= 0; customer ids "
+                                      f"{rows} are not.", column=COST_COLUMN, rows=rows)
+        return costs
     with np.errstate(over="ignore"):
         try:
             costs = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)

@@ -39,7 +39,7 @@ import pandas as pd
 
 from crmml.customer_model import CustomerModel, ModelConfig
 from crmml.customer_rows import CustomerRows, _positions, customer_rows
-from crmml.customer_table import COST_COLUMN, check_ids, checked_costs, table_arrays
+from crmml.customer_table import COST_COLUMN, TableArrays, check_ids, checked_costs, table_arrays, table_columns
 from crmml.data.fingerprint import data_fingerprint
 from crmml.data.summary import as_day
 from crmml.data.transactions import as_transactions
@@ -236,7 +236,7 @@ class Scorer:
         step("fit models")
         self.model_ = CustomerModel(cfg.model).fit(log, as_of=as_of_day, customers=table)
         step("score the training population")
-        rows = self._rows(log, as_of_day, table, None)
+        rows = self._rows(log, as_of_day, self._table(table, as_of_day), None)
         self.attribute_columns_ = [] if table is None else [c for c in table.columns if c != "customer_id"]
         self.attribute_features_ = list(rows.attributes)
         predicted = self._predictions(rows)
@@ -306,7 +306,7 @@ class Scorer:
         self._check_fitted()
         log = as_transactions(transactions, **read_kwargs)
         as_of_day = self.as_of_ if as_of is None else as_day(as_of, "as_of")
-        table, costs = _split_costs(customers)
+        table, costs = self._table_and_costs(customers, as_of_day)
         rows = self._rows(log, as_of_day, table, summaries)
         return self.score_rows(rows, _costs_for(rows.ids, costs)).to_frame()
 
@@ -339,13 +339,30 @@ class Scorer:
         scores.missing_attributes = missing
         return scores
 
-    def _rows(self, log, as_of_day: pd.Timestamp, table: pd.DataFrame | None, summaries) -> CustomerRows:
-        windows = self.config.model.feature_windows_days
-        arrays = None
-        if table is not None:
-            arrays = table_arrays(table, as_of_day, [*feature_columns(windows), *MODEL_COLUMNS, "no_purchase_history"])
-        rows = customer_rows(log, as_of_day, list(windows), table=arrays, summaries=summaries,
-                             require_purchases=summaries is None and table is None)
+    def _table(self, table: pd.DataFrame | None, as_of_day: pd.Timestamp) -> TableArrays | None:
+        if table is None:
+            return None
+        return table_arrays(table, as_of_day, self._taken())
+
+    def _taken(self) -> list[str]:
+        """Names a customer-table column may not have."""
+        return [*feature_columns(self.config.model.feature_windows_days), *MODEL_COLUMNS, "no_purchase_history"]
+
+    def _table_and_costs(self, customers: pd.DataFrame | None, as_of_day: pd.Timestamp):
+        """The customer table's attributes (:func:`~crmml.customer_table.table_columns`) and its
+        ``(ids, costs to serve)`` (None without the column), each column read once."""
+        if customers is None:
+            return None, None
+        ids = check_ids(customers)
+        costs = None
+        if COST_COLUMN in customers.columns:
+            costs = (ids, checked_costs(customers[COST_COLUMN], ids))
+        columns = {name: customers[name] for name in customers.columns if name not in ("customer_id", COST_COLUMN)}
+        return table_columns(ids, columns, as_of_day, self._taken()), costs
+
+    def _rows(self, log, as_of_day: pd.Timestamp, table: TableArrays | None, summaries) -> CustomerRows:
+        rows = customer_rows(log, as_of_day, list(self.config.model.feature_windows_days), table=table,
+                             summaries=summaries, require_purchases=summaries is None and table is None)
         if not len(rows):
             raise DataValidationError(f"No customer to score at as_of {as_of_day.date()}.")
         return rows

@@ -28,12 +28,10 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from crmml.customer_rows import CustomerRows, join_table
-from crmml.customer_table import table_arrays
 from crmml.data.summary import as_day
 from crmml.errors import DataValidationError
-from crmml.features import MODEL_COLUMNS
 from crmml.flags import FLAGS
-from crmml.scorer import COST_COLUMN, SCORE_COLUMNS, SCORE_NUMBERS, Scorer, _costs_for, _split_costs
+from crmml.scorer import COST_COLUMN, SCORE_COLUMNS, SCORE_NUMBERS, Scorer, _costs_for
 from crmml.spark.features import compute_features
 from crmml.spark.summary import as_spark_transactions
 
@@ -175,7 +173,6 @@ def _score_with_table(features: DataFrame, table: DataFrame, scorer: Scorer, as_
     feature_names = [c for c in features.columns if c != "customer_id"]
     broadcast = _broadcast(joined, scorer)
     id_type = joined.schema["customer_id"].dataType
-    taken = [*feature_names, *MODEL_COLUMNS]
 
     def run(batches):
         local = _scorer(*broadcast)
@@ -185,8 +182,7 @@ def _score_with_table(features: DataFrame, table: DataFrame, scorer: Scorer, as_
             rows = batch.loc[has_history, ["customer_id", *feature_names]].set_index("customer_id")
             rows["no_purchase_history"] = rows["no_purchase_history"].astype(bool)
             customers = batch.loc[in_table, ["customer_id", *attribute_names]].reset_index(drop=True)
-            table, costs = _split_costs(customers)
-            attributes = table_arrays(table, as_of_day, taken)
+            attributes, costs = local._table_and_costs(customers, as_of_day)
             joined_rows = join_table(CustomerRows.from_frame(rows), attributes, as_of_day, has_amount,
                                      allow_empty=True)
             if len(joined_rows):
