@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from crmml.customer_table import TableArrays, like_customer_ids
+from crmml.customer_table import TableArrays
 from crmml.data.summary import _check_not_empty, purchase_occasions
 from crmml.errors import DataValidationError
 
@@ -461,4 +461,4 @@ def _is_identity(positions: np.ndarray, n: int) -> bool:
     return len(positions) == n and bool(np.array_equal(positions, np.arange(n)))
 
 
-__all__ += ["like_customer_ids", "summary_arrays", "summary_columns"]
+__all__ += ["summary_arrays", "summary_columns"]
