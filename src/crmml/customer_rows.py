@@ -154,7 +154,7 @@ class CustomerRows:
 
 
 def history_columns(customer: np.ndarray, days_before: np.ndarray, net: np.ndarray | None, n: int,
-                    windows: list[int]) -> dict[str, np.ndarray]:
+                    windows: list[int], repeat_mean=None) -> dict[str, np.ndarray]:
     """The purchase-history features of ``n`` customers from their purchase days.
 
     Parameters
@@ -168,6 +168,10 @@ def history_columns(customer: np.ndarray, days_before: np.ndarray, net: np.ndarr
         Per purchase day, the net amount; None when the log has no amounts.
     n : int
     windows : list of int
+    repeat_mean : callable, optional
+        ``repeat_mean(starts, frequency)``: the mean repeat amount summed exactly (see
+        :meth:`crmml.data.summary.OccasionBatch.repeat_mean_amount`); default: the days' net
+        amounts summed as doubles.
 
     Returns
     -------
@@ -200,7 +204,9 @@ def history_columns(customer: np.ndarray, days_before: np.ndarray, net: np.ndarr
         return np.bincount(customer[mask], weights=net[mask], minlength=n)
 
     money = np.full(n, np.nan)
-    if net is not None:
+    if net is not None and repeat_mean is not None:
+        money = repeat_mean(starts, frequency)
+    elif net is not None:
         money = np.divide(spend_where(repeat), frequency, out=np.zeros(n), where=has_gap)
     # gaps between consecutive purchase days of a customer, on the row of the later day
     gaps = np.zeros(days, dtype=np.float64)
@@ -242,8 +248,9 @@ def _history(log, as_of_day: pd.Timestamp, windows: list[int]) -> tuple[np.ndarr
     ids, parts = [], []
     for batch in purchase_occasions(log, as_of=as_of_day, freq="D"):
         net = batch.net_amount if log.has_amount else None
+        exact = batch.repeat_mean_amount if net is not None and batch.net_whole is not None else None
         parts.append(history_columns(batch.customer, as_of_period - batch.period, net, len(batch.customer_id),
-                                     windows))
+                                     windows, exact))
         ids.append(batch.customer_id)
     names = feature_columns(windows)
     if not parts:

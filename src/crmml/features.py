@@ -14,9 +14,7 @@ Where the numbers come from
   :func:`~crmml.data.rfm_summary` counts (refunds netted within the day; a day refunded in full, or
   holding only refunds, is not a purchase day). Their amounts are the days' exact net amounts.
   They are reduced to customers batch by batch, so memory grows with the number of customers
-  (:func:`crmml.customer_rows.customer_rows`, the scoring core's array-native rows: the numbers
-  of a day are the occasions' net amounts, so ``monetary_value`` equals the summary's exactly
-  summed one to rounding, ~1e-16 relative).
+  (:func:`crmml.customer_rows.customer_rows`, the scoring core's array-native rows).
 - A window of ``w`` days is the as-of day and the ``w - 1`` days before it.
 - BTYD columns come from the same summary expressed in the models' time unit (``time_unit_days``
   days): ``recency = recency_days / time_unit_days`` and ``T = age_days / time_unit_days``, which is
