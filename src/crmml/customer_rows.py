@@ -214,9 +214,7 @@ def history_columns(customer: np.ndarray, days_before: np.ndarray, net: np.ndarr
     gap_std, gap_max = np.full(n, np.nan), np.full(n, np.nan)
     if repeat.any():
         who, gap = customer[repeat], gaps[repeat]
-        mean = np.bincount(who, weights=gap, minlength=n)[who] / frequency[who]
-        deviation = np.bincount(who, weights=(gap - mean) ** 2, minlength=n)
-        gap_std[has_gap] = np.sqrt(deviation[has_gap] / frequency[has_gap])
+        gap_std[has_gap] = _welford_std(who, gap, n)[has_gap]
         gaps[first] = -np.inf  # (a customer's first day has no gap)
         gap_max[has_gap] = np.maximum.reduceat(gaps, starts)[has_gap]
     columns = {
@@ -240,6 +238,29 @@ def history_columns(customer: np.ndarray, days_before: np.ndarray, net: np.ndarr
     columns["total_spend"] = spend_where(None)
     columns["first_purchase_amount"] = net[starts].astype(np.float64) if net is not None else np.full(n, np.nan)
     return columns
+
+
+def _welford_std(who: np.ndarray, gap: np.ndarray, n: int) -> np.ndarray:
+    """Per customer, the population standard deviation of its gaps (in day order) by Welford's update
+    in pandas' own form (``groupby().std(ddof=0)``, as the Spark engine folds it): ``mean += (x -
+    mean) / k``, ``m2 += (x - new mean) * (x - old mean)``, ``sqrt(m2 / k)``; every customer's k-th
+    gap is folded in one vectorised step."""
+    rank = np.arange(len(who)) - np.searchsorted(who, who, side="left")  # gap number within its customer
+    order = np.argsort(rank, kind="stable")
+    counts = np.bincount(rank)
+    mean, m2, k = np.zeros(n), np.zeros(n), np.zeros(n)
+    at = 0
+    for step, size in enumerate(counts.tolist(), start=1):
+        take = order[at:at + size]
+        at += size
+        c, x = who[take], gap[take]
+        old = mean[c]
+        new = old + (x - old) / float(step)
+        m2[c] = m2[c] + (x - new) * (x - old)
+        mean[c] = new
+        k[c] = step
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(m2 / k)
 
 
 def _history(log, as_of_day: pd.Timestamp, windows: list[int]) -> tuple[np.ndarray, dict]:
