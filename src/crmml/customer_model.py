@@ -35,7 +35,7 @@ import pandas as pd
 from crmml.data.summary import as_day
 from crmml.data.transactions import as_transactions, duckdb_session, partition_number_sql
 from crmml.errors import DataValidationError
-from crmml.learners import CHURN_LEARNERS, VALUE_LEARNERS, predict_learner, predict_learners
+from crmml.learners import CHURN_LEARNERS, VALUE_LEARNERS
 from crmml.selection import choose_candidate
 from crmml.timetravel import (
     TRANSACTION_MODELS,
@@ -44,9 +44,8 @@ from crmml.timetravel import (
     plan_training_windows,
     plan_validation_folds,
     training_frame,
-    with_model_features_at,
 )
-from crmml.validation import fit_learner, rescaled_amount, rescaled_churn, validate_fold
+from crmml.validation import fit_learner, validate_fold
 
 __all__ = ["Choice", "CustomerModel", "ModelConfig", "PREDICTION_COLUMNS"]
 
@@ -352,54 +351,18 @@ class CustomerModel:
         snapshots = self._snapshots(log, customers)
         return self.predict_features(snapshots.base_features(as_of_day))
 
-    def predict_features(self, features: pd.DataFrame) -> pd.DataFrame:
-        """:meth:`predict` from :func:`crmml.features.compute_features` rows (model columns not needed:
-        they are added here from this model's ``btyd_``, at every horizon the learners need)."""
-        self._check_fitted()
-        cfg = self.config
-        learners = {}  # horizon of each learner's rows
-        if self.churn_learner_ is not None:
-            learners["churn"] = self.churn_choice_.plan.longest_days
-        if self.value_learner_ is not None:
-            learners["value"] = self.value_choice_.plan.longest_days
-        frames, columns = with_model_features_at(
-            features, self.btyd_, [cfg.churn_window_days, cfg.value_horizon_days, *learners.values()],
-            cfg.time_unit_days, frames_at=learners.values(),
-        )
-        churn_columns, value_columns = columns[cfg.churn_window_days], columns[cfg.value_horizon_days]
-        btyd_churn = churn_columns["btyd_p_no_purchase"]
-        churn = btyd_churn
-        if "churn" in learners:
-            rows = frames[learners["churn"]]
-            learned = rescaled_churn(predict_learner(self.churn_learner_, rows, "predict_proba")[:, 1],
-                                     columns[learners["churn"]], churn_columns)
-            churn = 0.5 * (learned + btyd_churn) if self.churn_choice_.shipped.startswith("blend:") else learned
-        btyd_purchases = value_columns["btyd_expected_purchases"]
-        btyd_spend = (
-            btyd_purchases * value_columns["expected_spend"]
-            if "expected_spend" in value_columns else np.full(len(features), np.nan)
-        )
-        purchases, spend = btyd_purchases, btyd_spend
-        if "value" in learners:
-            rows, learner_columns = frames[learners["value"]], columns[learners["value"]]
-            spend, purchases = predict_learners([self.value_learner_, self.purchases_learner_], rows)
-            spend = rescaled_amount(spend, learner_columns, value_columns)
-            spend = spend * self.value_level_["spend_scale"]
-            purchases = rescaled_amount(purchases, learner_columns, value_columns)
-            purchases = purchases * self.value_level_["purchases_scale"]
-        return pd.DataFrame(
-            {
-                "churn_probability": churn,
-                "btyd_churn_probability": btyd_churn,
-                "p_alive": churn_columns["btyd_p_alive"],
-                "predicted_purchases": purchases,
-                "btyd_expected_purchases": btyd_purchases,
-                "predicted_spend": spend,
-                "btyd_predicted_spend": btyd_spend,
-                "no_purchase_history": features["no_purchase_history"].to_numpy(dtype=bool),
-            },
-            index=features.index,
-        )
+    def predict_features(self, features) -> pd.DataFrame:
+        """:meth:`predict` from :func:`crmml.features.compute_features` rows (a frame, or
+        :class:`~crmml.customer_rows.CustomerRows`; model columns not needed: they are added here
+        from this model's ``btyd_``, at every horizon the learners need). See
+        :func:`crmml.prediction.predict_rows`."""
+        from crmml.customer_rows import CustomerRows
+        from crmml.prediction import predict_rows
+
+        rows = features if isinstance(features, CustomerRows) else CustomerRows.from_frame(features)
+        predicted, _ = predict_rows(self, rows)
+        predicted["no_purchase_history"] = rows.no_history
+        return pd.DataFrame(predicted, index=pd.Index(rows.ids, name="customer_id"))
 
     def summary(self) -> dict:
         """What was fitted and chosen, for the record (JSON-ready)."""

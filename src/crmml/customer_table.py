@@ -1,45 +1,91 @@
-"""The customer table of :func:`crmml.features.compute_features`: attributes at the as-of date.
+"""The customer table at an as-of date: the one definition of its rules, as arrays.
 
-:class:`_CustomerTable` checks a customer table and turns its columns into feature columns
-(``tenure_days`` from ``signup_date``, ``has_referrer`` and ``n_referrals`` from ``referred_by``,
-text as ``category``); :func:`_join_customers` joins them to the purchase-history rows. See
-:func:`crmml.features.compute_features` for the rules.
+:func:`table_arrays` checks a customer table and turns its columns into attribute arrays; every
+engine uses it (the in-memory scorer, the service, Spark's batches) and the DuckDB batch engine
+compiles the same rules from the constants here. The rules:
+
+- ``customer_id`` is required, never missing and never repeated (:func:`check_ids`);
+- ``signup_date`` becomes ``tenure_days`` (whole days from the sign-up day, in UTC, to ``as_of``);
+  customers who signed up after ``as_of`` are left out, even if they bought, and counted; an
+  unknown sign-up date keeps the customer (tenure unknown);
+- ``referred_by`` (a customer id) becomes ``has_referrer`` (0/1) and ``n_referrals``: the customers
+  in the table, signed up on or before ``as_of`` when ``signup_date`` is given (an unknown date
+  does not count), who name this customer (:data:`REFERRAL_RULE`). A numeric ``n_referrals``
+  column, counted upstream over the whole base, is used as given (counts >= 0);
+- ``cost_to_serve`` (:data:`COST_COLUMN`) is a cost >= 0 or unknown, used by the tiers, never a
+  feature (:func:`checked_costs`);
+- booleans become 0/1 floats, numbers floats, text and categorical columns categories (codes
+  against the sorted values; a value the learners never saw encodes as all zeros); other columns
+  (dates, for example) are dropped and listed.
+
+A purchaser without a table row has unknown attributes and ``n_referrals`` 0; a table customer
+without purchases keeps a row with ``no_purchase_history`` (see :mod:`crmml.features`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from crmml.errors import DataValidationError
 
-__all__ = ["like_customer_ids"]
+__all__ = ["COST_COLUMN", "DERIVED_COLUMNS", "REFERRAL_RULE", "TableArrays", "check_ids", "checked_costs",
+           "counted_referrers", "like_customer_ids", "sign_up_days", "table_arrays", "table_columns"]
+
+#: The customer-table column that describes cost, not the customer: kept out of the features.
+COST_COLUMN = "cost_to_serve"
+#: Table columns turned into other columns, and the columns they become.
+DERIVED_COLUMNS = {"signup_date": ("tenure_days",), "referred_by": ("has_referrer", "n_referrals")}
+#: Who counts as a referral of customer ``r``: table rows naming ``r`` in ``referred_by`` whose sign-up
+#: day is known and on or before ``as_of`` (every row naming ``r`` when the table has no signup_date).
+REFERRAL_RULE = "referred_by = r AND (no signup_date column OR signup_day <= as_of)"
 
 #: Up to this many rows, text columns become categories without pandas' general conversion
 #: (the same categories, codes and dtype; pandas' conversion costs ~0.2 ms even for one row).
 _SMALL_TABLE_ROWS = 64
 
 
+@dataclass
+class TableArrays:
+    """A customer table turned into attributes at the as-of date (the customers kept only).
+
+    Attributes
+    ----------
+    ids : numpy.ndarray
+        The kept customers' ids, in table order.
+    numbers : dict of str to numpy.ndarray
+        Float attribute columns (``tenure_days``, ``has_referrer``, ``n_referrals`` as given, numbers).
+    categories : dict of str to (numpy.ndarray, pandas.Index)
+        Categorical attribute columns: codes (-1 unknown) and their categories.
+    order : list of str
+        The attribute columns in feature order.
+    referrers : numpy.ndarray or None
+        The referrer ids to count ``n_referrals`` from (:data:`REFERRAL_RULE`), None when the counts
+        are given or there is no ``referred_by``.
+    n_excluded : int
+        Customers who signed up after as_of.
+    excluded_ids : numpy.ndarray
+    dropped_columns : list of str
+    """
+
+    ids: np.ndarray
+    numbers: dict = field(default_factory=dict)
+    categories: dict = field(default_factory=dict)
+    order: list = field(default_factory=list)
+    referrers: np.ndarray | None = None
+    excluded_ids: np.ndarray = field(default_factory=lambda: np.empty(0))
+    dropped_columns: list = field(default_factory=list)
+
+    @property
+    def n_excluded(self) -> int:
+        return len(self.excluded_ids)
 
 
-@dataclass(frozen=True)
-class _CustomerTable:
-    """A customer table turned into attributes at the as-of date."""
-
-    attributes: pd.DataFrame  # indexed by customer_id: the customers kept
-    referrals: pd.Series | None  # customers naming each referrer id (None without referred_by)
-    excluded: pd.Index  # customers who signed up after as_of
-    dropped_columns: list[str]
-
-    @classmethod
-    def from_frame(cls, customers: pd.DataFrame, as_of_day: pd.Timestamp, taken: list[str]) -> _CustomerTable:
-        return cls(*_customer_attributes(customers, as_of_day, taken))
-
-
-def _customer_attributes(customers: pd.DataFrame, as_of_day: pd.Timestamp, taken: list[str]):
-    """The parts of :class:`_CustomerTable`, after checking the table."""
+def check_ids(customers: pd.DataFrame) -> np.ndarray:
+    """The table's ``customer_id`` values, or DataValidationError when missing or repeated."""
     if not isinstance(customers, pd.DataFrame):
         raise TypeError(f"customers must be a pandas DataFrame. Got {type(customers).__name__} instead.")
     if "customer_id" not in customers.columns:
@@ -49,10 +95,9 @@ def _customer_attributes(customers: pd.DataFrame, as_of_day: pd.Timestamp, taken
             column="customer_id",
         )
     ids = customers["customer_id"]
-    index = pd.Index(ids, name="customer_id")  # the customer_id index of the table
+    index = pd.Index(ids, name="customer_id")
     if index.hasnans:
-        missing = ids.isna().to_numpy()
-        rows = list(customers.index[missing][:5])
+        rows = list(customers.index[ids.isna().to_numpy()][:5])
         raise DataValidationError(
             f"The customer table has missing customer ids (index labels {rows}).", column="customer_id", rows=rows
         )
@@ -64,65 +109,141 @@ def _customer_attributes(customers: pd.DataFrame, as_of_day: pd.Timestamp, taken
             column="customer_id",
             rows=repeated,
         )
-    # Columns are built as arrays of the kept rows (``keep``, positions) and framed once.
+    return index.to_numpy()
+
+
+def checked_costs(values, ids) -> np.ndarray:
+    """``cost_to_serve`` as floats (NaN unknown), or DataValidationError naming the customers whose
+    cost is not a number >= 0."""
+    column = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
+    if isinstance(column.dtype, np.dtype) and column.dtype.kind in "fiub":  # numbers already (the usual case)
+        costs = column.to_numpy(dtype=np.float64)
+        bad = ~(costs >= 0) & ~np.isnan(costs)
+        if bad.any():
+            rows = list(np.asarray(ids, dtype=object)[bad][:5])
+            raise DataValidationError(f"The customer table's {COST_COLUMN!r} must be costs >= 0; customer ids "
+                                      f"{rows} are not.", column=COST_COLUMN, rows=rows)
+        return costs
+    with np.errstate(over="ignore"):
+        try:
+            costs = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        except (OverflowError, TypeError, ValueError):
+            costs = np.array([_cost(v) for v in column.tolist()], dtype=np.float64)
+    bad = column.notna().to_numpy() & ~(costs >= 0)
+    if bad.any():
+        rows = list(np.asarray(ids, dtype=object)[bad][:5])
+        raise DataValidationError(f"The customer table's {COST_COLUMN!r} must be costs >= 0; customer ids {rows} "
+                                  "are not.", column=COST_COLUMN, rows=rows)
+    return costs
+
+
+def _cost(value) -> float:
+    try:
+        return float(value)
+    except (OverflowError, TypeError, ValueError):
+        return float("nan")
+
+
+def table_arrays(customers: pd.DataFrame, as_of_day: pd.Timestamp, taken) -> TableArrays:
+    """Check a customer table (without ``cost_to_serve``) and turn it into :class:`TableArrays`.
+
+    ``taken`` are the feature names a table column may not have.
+    """
+    ids = check_ids(customers)
     names = [name for name in customers.columns if name != "customer_id"]
-    out: dict[str, object] = {}
-    dropped, referrals, keep = [], None, None
-    signed_up = np.ones(len(index), dtype=bool)
-    excluded = index[:0]
+    return table_columns(ids, {name: customers[name] for name in names}, as_of_day, taken)
+
+
+def table_columns(ids: np.ndarray, columns: Mapping[str, object], as_of_day: pd.Timestamp, taken,
+                  signup_days: np.ndarray | None = None) -> TableArrays:
+    """:func:`table_arrays` from checked ids and the other columns (pandas Series, or arrays /
+    lists). ``signup_days`` (``datetime64[D]``), when given, replaces parsing ``signup_date``."""
+    names = list(columns)
+    out: dict[str, np.ndarray] = {}
+    categories: dict[str, tuple] = {}
+    order: list[str] = []
+    keep = None
+    signed_up = None
+    excluded = ids[:0]
     if "signup_date" in names:
-        signup = _as_days(customers["signup_date"]).to_numpy()  # days, NaT where unknown
-        as_of_stamp = as_of_day.to_datetime64()
+        signup = signup_days if signup_days is not None else _as_days(_series(columns["signup_date"]))
+        as_of_stamp = np.datetime64(as_of_day.to_datetime64(), "D")
         after = signup > as_of_stamp
-        tenure = (as_of_stamp - signup) / np.timedelta64(1, "D")  # whole days (both are midnights), NaN if unknown
         signed_up = signup <= as_of_stamp  # unknown sign-up dates do not count as referrals
-        excluded = index[after]
+        tenure = (as_of_stamp - signup) / np.timedelta64(1, "D")  # whole days, NaN if unknown
         if after.any():
             keep = ~after
-        out["tenure_days"] = tenure if keep is None else tenure[keep]
-
-    def kept(values):
-        return values if keep is None else values[keep]
-
+            excluded = ids[after]
+        out["tenure_days"] = tenure
+        order.append("tenure_days")
+    referrers = None
     if "referred_by" in names:
-        referrer = customers["referred_by"]
+        referrer = _series(columns["referred_by"])
         known = referrer.notna().to_numpy()
-        out["has_referrer"] = kept(known.astype(np.float64))
+        out["has_referrer"] = known.astype(np.float64)
+        order.append("has_referrer")
         if "n_referrals" not in names:
-            named = like_customer_ids(referrer[signed_up & known], index)
-            referrals = named.value_counts()
-            out["n_referrals"] = np.zeros(len(index) if keep is None else int(keep.sum()))  # see _join_customers
+            referrers = counted_referrers(referrer, signed_up, ids)
+            order.append("n_referrals")  # counted at the join, over the output customers
     if "n_referrals" in names:  # counted upstream, over a table larger than this one
-        given = pd.to_numeric(customers["n_referrals"], errors="coerce")
-        bad = given.isna() | (given < 0)
+        raw = _series(columns["n_referrals"])
+        given = pd.to_numeric(raw, errors="coerce")
+        bad = (given.isna() | (given < 0)).to_numpy()
         if bad.any():
-            rows = list(index[bad.to_numpy()][:5])
+            rows = list(ids[bad][:5])
             raise DataValidationError(
                 f"The customer table's 'n_referrals' must be counts >= 0; customer ids {rows} are not.",
                 column="n_referrals", rows=rows,
             )
-        out["n_referrals"] = kept(given.astype(np.float64).to_numpy())
+        out["n_referrals"] = given.to_numpy(dtype=np.float64)
+        order.append("n_referrals")
+    dropped = []
     for name in names:
         if name in ("signup_date", "referred_by", "n_referrals"):
             continue
-        column = customers[name]
-        if keep is not None:
-            column = column[keep]
         if name in taken or name in out:
             raise DataValidationError(
                 f"The customer table's column {name!r} has the name of a feature; rename it.", column=name
             )
+        column = _series(columns[name])
+        if keep is not None:
+            column = column[keep]
         if pd.api.types.is_bool_dtype(column):  # as 0/1, so that a missing customer can be NaN
-            out[name] = column.astype(np.float64).to_numpy()
-        elif pd.api.types.is_numeric_dtype(column) or isinstance(column.dtype, pd.CategoricalDtype):
-            out[name] = column.array
+            out[name] = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        elif isinstance(column.dtype, pd.CategoricalDtype):
+            categories[name] = (column.cat.codes.to_numpy(), column.cat.categories)
+        elif pd.api.types.is_numeric_dtype(column):
+            out[name] = column.to_numpy(dtype=np.float64, na_value=np.nan)
         elif pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column):
-            out[name] = _as_category(column)
+            category = _as_category(column)
+            categories[name] = (np.asarray(category.codes), category.categories)
         else:
             dropped.append(name)
-    kept_index = index if keep is None else index[keep]
-    attributes = pd.DataFrame(out, index=kept_index) if out else pd.DataFrame(index=kept_index)
-    return attributes, referrals, excluded, dropped
+            continue
+        order.append(name)
+    if keep is not None:  # the derived columns were built over every row
+        for name in ("tenure_days", "has_referrer"):
+            if name in out:
+                out[name] = out[name][keep]
+        if "n_referrals" in out and referrers is None:
+            out["n_referrals"] = out["n_referrals"][keep]
+        ids = ids[keep]
+    return TableArrays(ids, out, categories, order, referrers, excluded, dropped)
+
+
+def counted_referrers(referred_by: pd.Series, signed_up: np.ndarray | None, ids) -> np.ndarray:
+    """The referrer id of every referral that counts (:data:`REFERRAL_RULE`): rows naming a
+    referrer, signed up on or before as_of when the table has sign-up dates (``signed_up`` per row,
+    False where unknown; None without the column). ``n_referrals`` of customer ``r`` is the number
+    of times ``r`` appears here. Engines that count over a table they stream call this on its
+    ``referred_by`` column and sign-up days."""
+    known = referred_by.notna().to_numpy()
+    counted = known if signed_up is None else known & np.asarray(signed_up, dtype=bool)
+    return like_customer_ids(referred_by[counted], ids).to_numpy()
+
+
+def _series(values) -> pd.Series:
+    return values if isinstance(values, pd.Series) else pd.Series(values)
 
 
 def _as_category(column: pd.Series) -> pd.Categorical:
@@ -136,64 +257,32 @@ def _as_category(column: pd.Series) -> pd.Categorical:
                                      dtype=pd.CategoricalDtype(pd.Index(known, dtype=column.dtype)))
 
 
-def _as_days(values: pd.Series) -> pd.Series:
+def sign_up_days(values: pd.Series) -> np.ndarray:
+    """The UTC day of each ``signup_date`` (``datetime64[D]``, NaT where unknown), or
+    DataValidationError naming the column when they are not dates. A customer signed up after
+    ``as_of`` when this day is after the as-of day."""
+    return _as_days(values)
+
+
+def _as_days(values: pd.Series) -> np.ndarray:
+    """:func:`sign_up_days`."""
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind == "M":
+        return values.to_numpy().astype("datetime64[D]")
     try:
         stamps = pd.to_datetime(values)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise DataValidationError(
             f"The customer table's 'signup_date' must hold dates: {exc}", column="signup_date"
         ) from exc
     if stamps.dt.tz is not None:
         stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
-    return stamps.dt.normalize()
+    return stamps.dt.normalize().to_numpy().astype("datetime64[D]")
 
 
-def like_customer_ids(values: pd.Series, ids: pd.Index) -> pd.Series:
+def like_customer_ids(values: pd.Series, ids) -> pd.Series:
     """Referrer ids in the type of the customer ids (an integer column with gaps is read as float)."""
-    if pd.api.types.is_integer_dtype(ids.dtype) and pd.api.types.is_float_dtype(values.dtype):
+    dtype = getattr(ids, "dtype", None)
+    if dtype is not None and pd.api.types.is_integer_dtype(dtype) and pd.api.types.is_float_dtype(values.dtype):
         whole = values == np.round(values)
-        return values[whole].astype(ids.dtype)
+        return values[whole].astype(dtype)
     return values
-
-
-def _same_index(index: pd.Index, other: pd.Index) -> bool:
-    return index.dtype == other.dtype and index.equals(other)
-
-
-def _join_customers(
-    features: pd.DataFrame, table: _CustomerTable, as_of_day: pd.Timestamp, has_amount: bool
-) -> pd.DataFrame:
-    """Every purchaser (less those who signed up after as_of) and every kept table customer."""
-    index = features.index.difference(table.excluded).union(table.attributes.index)
-    try:
-        index = index.sort_values()
-    except TypeError:  # ids of mixed types: keep the union's order
-        pass
-    index.name = "customer_id"
-    if _same_index(index, features.index):  # every customer bought (a reindex would only copy)
-        joined = features
-    else:
-        joined = features.reindex(index)
-        no_history = ~index.isin(features.index)
-        joined["no_purchase_history"] = no_history
-        zero_columns = [c for c in joined.columns if c.startswith(("purchases_last_", "purchases_trend_"))]
-        if has_amount:
-            zero_columns += [c for c in joined.columns if c.startswith(("spend_last_", "spend_trend_"))]
-            zero_columns.append("total_spend")
-        if no_history.any():
-            joined.loc[no_history, zero_columns] = 0.0
-    same = _same_index(index, table.attributes.index)
-    attributes = table.attributes if same else table.attributes.reindex(index)
-    attributes = attributes.copy(deep=False)
-    if table.referrals is not None:
-        attributes["n_referrals"] = table.referrals.reindex(index, fill_value=0).astype(np.float64).to_numpy()
-    elif "n_referrals" in attributes:  # given counts: a purchaser without a table row referred no one
-        attributes["n_referrals"] = attributes["n_referrals"].fillna(0.0)
-    result = pd.concat([joined, attributes], axis=1)
-    result.index.name = "customer_id"
-    result.attrs = {
-        "as_of": as_of_day,
-        "customers_signed_up_after_as_of": len(table.excluded),
-        "dropped_customer_columns": table.dropped_columns,
-    }
-    return result

@@ -3,8 +3,9 @@
 Flags
 -----
 ``at_risk``
-    Churn probability (no purchase in the churn window) above a threshold chosen at training by a
-    stated rule on the training backtest (:meth:`FlagRule.learn`):
+    Active until recently and now likely to leave: not ``lapsed``, and churn probability (no
+    purchase in the churn window) above a threshold chosen at training by a stated rule on the
+    training backtest (:meth:`FlagRule.learn`):
 
     - ``"youden"`` (default): the threshold that maximises Youden's J = TPR - FPR on the backtest
       cutoff's churn labels (Youden 1950, *Cancer* 3(1)); it does not move with the churn base rate;
@@ -30,6 +31,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+
+from crmml.reasons import Reasons, formatted
 
 __all__ = ["AT_RISK_RULES", "FLAGS", "FLAG_NAMES", "FlagConfig", "FlagRule", "flag_codes"]
 
@@ -101,6 +104,19 @@ class FlagRule:
     def columns(self, *, churn_probability, tier, days_since_last_purchase, mean_gap_days, age_days,
                 no_purchase_history, churn_window_days: int) -> dict[str, np.ndarray | list]:
         """:meth:`apply` as a dict of columns (no frame built)."""
+        flags, reasons = self.evaluate(
+            churn_probability=churn_probability, tier=tier, days_since_last_purchase=days_since_last_purchase,
+            mean_gap_days=mean_gap_days, age_days=age_days, no_purchase_history=no_purchase_history,
+            churn_window_days=churn_window_days,
+        )
+        return {**flags, "flags": _FLAG_TEXTS[flag_codes(flags)].tolist(), "reasons": reasons.texts().tolist()}
+
+    def evaluate(self, *, churn_probability, tier, days_since_last_purchase, mean_gap_days, age_days,
+                 no_purchase_history, churn_window_days: int) -> tuple[dict[str, np.ndarray], Reasons]:
+        """The flags (bool arrays by name of :data:`FLAGS`) and their reasons, not yet in words.
+
+        ``at_risk`` is churn probability above the threshold for a customer who is not already
+        lapsed (active until recently and now likely to leave; issue 21)."""
         p = np.asarray(churn_probability, dtype=np.float64)
         tier = np.asarray(tier, dtype=object)
         since = np.asarray(days_since_last_purchase, dtype=np.float64)
@@ -108,39 +124,31 @@ class FlagRule:
         age = np.asarray(age_days, dtype=np.float64)
         no_history = np.asarray(no_purchase_history, dtype=bool)
 
-        at_risk = p > self.at_risk_threshold
-        high_value_at_risk = at_risk & np.isin(tier, ["platinum", "gold"])
         new = no_history | (age < self.new_customer_days)
         has_own_gap = np.isfinite(own_gap) & (own_gap > 0)
         gap = np.where(has_own_gap, own_gap, self.typical_gap_days)
         with np.errstate(invalid="ignore", divide="ignore"):
             gap_multiple = since / gap
         lapsed = ~new & np.isfinite(gap_multiple) & (gap_multiple > self.lapsed_gap_multiple)
+        at_risk = (p > self.at_risk_threshold) & ~lapsed
+        high_value_at_risk = at_risk & ((tier == "platinum") | (tier == "gold"))
 
-        n = len(p)
-        reasons = [[] for _ in range(n)]
-        # (formatted from Python floats: NumPy scalars format several times slower)
         threshold = f"{self.at_risk_threshold:.2f}"
-        for i, p_i in zip(np.flatnonzero(at_risk).tolist(), p[at_risk].tolist(), strict=True):
-            reasons[i].append(f"churn probability {p_i:.2f} over the next {churn_window_days} days, above the "
-                              f"at-risk threshold {threshold}")
-        for i in np.flatnonzero(high_value_at_risk).tolist():
-            reasons[i].append(f"{tier[i]} customer at risk: on the win-back list")
-        for i, since_i, multiple_i, gap_i, own in zip(np.flatnonzero(lapsed).tolist(), since[lapsed].tolist(),
-                                                      gap_multiple[lapsed].tolist(), gap[lapsed].tolist(),
-                                                      has_own_gap[lapsed].tolist(), strict=True):
-            whose = "the usual gap" if own else "the typical repeat customer's gap"
-            reasons[i].append(f"no purchase for {since_i:.0f} days, {multiple_i:.1f}x {whose} ({gap_i:.0f} days)")
-        for i, age_i, none_yet in zip(np.flatnonzero(new).tolist(), age[new].tolist(), no_history[new].tolist(),
-                                      strict=True):
-            reasons[i].append("no purchase yet" if none_yet else
-                              f"first purchase {age_i:.0f} days ago: too little history to judge")
+        reasons = Reasons(len(p))
+        reasons.add(at_risk, lambda at: [
+            f"churn probability {p_i} over the next {churn_window_days} days, above the at-risk threshold {threshold}"
+            for p_i in formatted(p[at], ".2f")])
+        reasons.add(high_value_at_risk, lambda at: [f"{t} customer at risk: on the win-back list" for t in tier[at]])
+        reasons.add(lapsed, lambda at: [
+            f"no purchase for {since_i} days, {multiple_i}x "
+            f"{'the usual gap' if own else 'the typical repeat customer' + chr(39) + 's gap'} ({gap_i} days)"
+            for since_i, multiple_i, gap_i, own in zip(formatted(since[at], ".0f"), formatted(gap_multiple[at], ".1f"),
+                                                       formatted(gap[at], ".0f"), has_own_gap[at].tolist(), strict=True)])
+        reasons.add(new, lambda at: [
+            "no purchase yet" if none_yet else f"first purchase {age_i} days ago: too little history to judge"
+            for age_i, none_yet in zip(formatted(age[at], ".0f"), no_history[at].tolist(), strict=True)])
         flags = {"at_risk": at_risk, "high_value_at_risk": high_value_at_risk, "lapsed": lapsed, "new": new}
-        return {
-            **flags,
-            "flags": _FLAG_TEXTS[flag_codes(flags)].tolist(),
-            "reasons": ["; ".join(r) for r in reasons],
-        }
+        return flags, reasons
 
 
 def flag_codes(flags) -> np.ndarray:

@@ -36,7 +36,6 @@ import functools
 
 import numpy as np
 import pandas as pd
-from sklearn import config_context
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import (
@@ -46,10 +45,8 @@ from sklearn.ensemble import (
 from sklearn.linear_model import LogisticRegression, PoissonRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["CHURN_LEARNERS", "DesignMatrix", "VALUE_LEARNERS", "make_churn_learner", "make_value_learner",
-           "predict_learner", "predict_learners"]
+__all__ = ["CHURN_LEARNERS", "DesignMatrix", "VALUE_LEARNERS", "make_churn_learner", "make_value_learner"]
 
 CHURN_LEARNERS = ("btyd_expected", "logistic", "gradient_boosting")
 VALUE_LEARNERS = ("poisson_glm", "poisson_gbm")
@@ -136,41 +133,8 @@ def _one_hot(column: pd.Series, values: list) -> np.ndarray:
     return np.column_stack([(text == v).astype(np.float64) for v in values])
 
 
-def predict_learner(learner, rows: pd.DataFrame, method: str = "predict") -> np.ndarray:
-    """``learner.predict(rows)`` (or another ``method``) of a fitted learner pipeline, without
-    scikit-learn's per-call validation of the estimators' hyperparameters (checked when fitted)."""
-    return predict_learners([learner], rows, method)[0]
-
-
-def predict_learners(learners, rows: pd.DataFrame, method: str = "predict") -> list[np.ndarray]:
-    """:func:`predict_learner` for several learners on the same rows.
-
-    Pipelines whose transform steps are fitted alike (same classes, equal fitted state: the value
-    and purchases learners fitted on one training frame) transform the rows once; each final step
-    then predicts from the shared matrix, exactly as its own ``Pipeline.predict`` would.
-    """
-    out, shared = [], []  # shared: (transform steps, their output) computed so far
-    with config_context(skip_parameter_validation=True):
-        for learner in learners:
-            if not isinstance(learner, Pipeline):
-                out.append(getattr(learner, method)(rows))
-                continue
-            check_is_fitted(learner)
-            steps = [step for _, step in learner.steps[:-1] if step is not None and step != "passthrough"]
-            for done, matrix in shared:
-                if len(done) == len(steps) and all(_same_fitted(a, b) for a, b in zip(done, steps, strict=True)):
-                    break
-            else:
-                matrix = rows
-                for step in steps:
-                    matrix = step.transform(matrix)
-                shared.append((steps, matrix))
-            out.append(getattr(learner.steps[-1][1], method)(matrix))
-    return out
-
-
 def _same_fitted(a, b) -> bool:
-    """Whether two fitted transformers are of one class with equal state (conservative: state of
+    """(Used by :func:`crmml.learner_matrix.predict_learners_on_rows` to share one matrix.) Whether two fitted transformers are of one class with equal state (conservative: state of
     types not compared here counts as different unless it is the same object)."""
     return a is b or (type(a) is type(b) and _same_state(vars(a), vars(b)))
 

@@ -27,10 +27,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["TIERS", "TierConfig", "TierRule"]
+from crmml.reasons import Reasons, formatted
+
+__all__ = ["TIERS", "TIER_NAMES", "TierConfig", "TierRule"]
 
 #: Tiers from the top of the pyramid down.
 TIERS = ("platinum", "gold", "iron", "lead")
+#: The tier names as an object array, indexed by tier code.
+TIER_NAMES = np.array(TIERS, dtype=object)
 
 
 @dataclass(frozen=True)
@@ -108,27 +112,36 @@ class TierRule:
 
     def evaluate(self, predicted_value: np.ndarray, cost_to_serve: np.ndarray | None = None):
         """Predicted profit, tier, and why a customer is lead in words ("" for the other tiers)."""
+        profit, codes, reasons = self.evaluate_codes(predicted_value, cost_to_serve)
+        return profit, TIER_NAMES[codes], reasons.texts()
+
+    def evaluate_codes(self, predicted_value: np.ndarray, cost_to_serve: np.ndarray | None = None):
+        """Predicted profit, tier codes (positions in :data:`TIERS`) and the lead reasons, not yet in
+        words (:class:`~crmml.reasons.Reasons`)."""
         value = np.asarray(predicted_value, dtype=np.float64)
         profit = self.predicted_profit(value, cost_to_serve)
         known = np.isfinite(profit)
         lead = np.where(known, profit <= 0, value <= self.lead_max_value_without_costs)
-        tier = np.select(
-            [lead, value >= self.platinum_min_value, value >= self.gold_min_value],
-            ["lead", "platinum", "gold"],
-            default="iron",
-        ).astype(object)
-        reasons = np.full(len(value), "", dtype=object)
-        # (formatted from Python floats: NumPy scalars format several times slower)
-        for i, value_i, profit_i, known_i in zip(np.flatnonzero(lead).tolist(), value[lead].tolist(),
-                                                 profit[lead].tolist(), known[lead].tolist(), strict=True):
-            if known_i:
-                cost = self.margin * value_i - profit_i
-                reasons[i] = (f"predicted profit {profit_i:,.2f} <= 0 (value {value_i:,.2f} x margin "
-                              f"{self.margin:g} - cost to serve {cost:,.2f})")
-            else:
-                reasons[i] = (f"predicted value {value_i:,.2f} is in the bottom of the training population "
-                              f"(<= {self.lead_max_value_without_costs:,.2f}; no cost data)")
-        return profit, tier, reasons
+        codes = np.full(len(value), 2, dtype=np.int8)  # iron
+        codes[value >= self.gold_min_value] = 1
+        codes[value >= self.platinum_min_value] = 0
+        codes[lead] = 3
+        reasons = Reasons(len(value))
+        margin, floor = self.margin, f"{self.lead_max_value_without_costs:,.2f}"
+
+        def lead_reasons(at: np.ndarray) -> list[str]:
+            costs = formatted(margin * value[at] - profit[at], ",.2f")
+            return [
+                (f"predicted profit {profit_i} <= 0 (value {value_i} x margin {margin:g} - cost to serve {cost_i})"
+                 if known_i else
+                 f"predicted value {value_i} is in the bottom of the training population (<= {floor}; no cost data)")
+                for value_i, profit_i, cost_i, known_i in zip(formatted(value[at], ",.2f"),
+                                                              formatted(profit[at], ",.2f"), costs,
+                                                              known[at].tolist(), strict=True)
+            ]
+
+        reasons.add(lead, lead_reasons)
+        return profit, codes, reasons
 
     def _costs(self, n: int, cost_to_serve: np.ndarray | None) -> np.ndarray:
         cost = np.full(n, np.nan) if cost_to_serve is None else np.asarray(cost_to_serve, dtype=np.float64).copy()

@@ -38,17 +38,21 @@ import numpy as np
 import pandas as pd
 
 from crmml.customer_model import CustomerModel, ModelConfig
+from crmml.customer_rows import CustomerRows, _positions, customer_rows
+from crmml.customer_table import COST_COLUMN, TableArrays, check_ids, checked_costs, table_arrays, table_columns
 from crmml.data.fingerprint import data_fingerprint
 from crmml.data.summary import as_day
 from crmml.data.transactions import as_transactions
 from crmml.errors import DataValidationError
-from crmml.features import btyd_summary, compute_features
-from crmml.flags import FlagConfig, FlagRule
+from crmml.features import MODEL_COLUMNS, feature_columns
+from crmml.flags import _FLAG_TEXTS, FLAGS, FlagConfig, FlagRule, flag_codes
 from crmml.insights import referral_summary, referral_value, value_by_channel
-from crmml.pyramid import TierConfig, TierRule
+from crmml.prediction import predict_rows
+from crmml.pyramid import TIER_NAMES, TierConfig, TierRule
+from crmml.reasons import Reasons
 from crmml.timetravel import TRANSACTION_MODELS
 
-__all__ = ["SCORE_COLUMNS", "SCORE_NUMBERS", "Scorer", "ScorerConfig", "load_config"]
+__all__ = ["COST_COLUMN", "SCORE_COLUMNS", "SCORE_NUMBERS", "Scorer", "ScorerConfig", "Scores", "load_config"]
 
 #: The columns of :meth:`Scorer.score`, in order.
 SCORE_COLUMNS = [
@@ -73,8 +77,6 @@ SCORE_NUMBERS = ("expected_purchases", "p_alive", "churn_probability", "predicte
 
 #: The reason every customer scored from an RFM summary carries.
 SUMMARY_REASON = "scored from an RFM summary: BTYD and spend models only"
-#: Customer-table columns that describe cost, not the customer: kept out of the features.
-COST_COLUMN = "cost_to_serve"
 _DAYS_PER_YEAR = 365.25
 _DAYS_PER_MONTH = _DAYS_PER_YEAR / 12
 BUNDLE_FILE, SUMMARY_FILE = "scorer.joblib", "scorer.json"
@@ -234,20 +236,19 @@ class Scorer:
         step("fit models")
         self.model_ = CustomerModel(cfg.model).fit(log, as_of=as_of_day, customers=table)
         step("score the training population")
-        features = compute_features(log, as_of=as_of_day, customers=table,
-                                    windows_days=cfg.model.feature_windows_days)
+        rows = self._rows(log, as_of_day, self._table(table, as_of_day), None)
         self.attribute_columns_ = [] if table is None else [c for c in table.columns if c != "customer_id"]
-        self.attribute_features_ = _attribute_features(features)
-        predicted = self._predictions(features)
-        self.tier_rule_ = TierRule.learn(predicted["predicted_value"].to_numpy(), cfg.tiers)
+        self.attribute_features_ = list(rows.attributes)
+        predicted = self._predictions(rows)
+        self.tier_rule_ = TierRule.learn(predicted["predicted_value"], cfg.tiers)
         churned = churn = None
         if self.backtest_ is not None:
             churned, churn = self.backtest_.pop("churn_labels")
         self.flag_rule_ = FlagRule.learn(cfg.flags, churned=churned, churn_probability=churn,
-                                         mean_gap_days=features["mean_gap_days"].to_numpy())
+                                         mean_gap_days=rows["mean_gap_days"])
         self.model_id_ = _model_id(self.fingerprint_, cfg, as_of_day)
         self.model_version = f"local-{self.model_id_[:12]}"
-        scores = self._score(features, predicted, _costs_for(features.index, costs))
+        scores = self._scored(rows, predicted, _costs_for(rows.ids, costs)).to_frame()
         step("insights")
         value = scores["predicted_value"].to_numpy()
         self.tables_ = {"tiers": self.tier_rule_.table(value, scores["tier"].to_numpy())}
@@ -305,13 +306,9 @@ class Scorer:
         self._check_fitted()
         log = as_transactions(transactions, **read_kwargs)
         as_of_day = self.as_of_ if as_of is None else as_day(as_of, "as_of")
-        table, costs = _split_costs(customers)
-        features = compute_features(log, as_of=as_of_day, customers=table, summaries=summaries,
-                                    windows_days=self.config.model.feature_windows_days,
-                                    require_purchases=summaries is None and table is None)
-        from_summary = None if summaries is None else features.index.isin(summaries["customer_id"])
-        return self.score_features(features, cost_to_serve=_costs_for(features.index, costs),
-                                   from_summary=from_summary)
+        table, costs = self._table_and_costs(customers, as_of_day)
+        rows = self._rows(log, as_of_day, table, summaries)
+        return self.score_rows(rows, _costs_for(rows.ids, costs)).to_frame()
 
     def score_features(self, features: pd.DataFrame, cost_to_serve: np.ndarray | None = None,
                        from_summary: np.ndarray | None = None) -> pd.DataFrame:
@@ -322,76 +319,108 @@ class Scorer:
         ``from_summary`` (bool per row) are scored by the BTYD and spend models alone.
         """
         self._check_fitted()
-        missing = [c for c in self.attribute_features_ if c not in features.columns]
-        if missing:
-            features = features.assign(**{c: np.nan for c in missing})
-        scores = self._score(features, self._predictions(features, from_summary), cost_to_serve, from_summary)
-        scores.attrs["missing_attributes"] = missing
+        rows = CustomerRows.from_frame(features)
+        if from_summary is not None:
+            rows.from_summary = np.asarray(from_summary, dtype=bool)
+        return self.score_rows(rows, cost_to_serve).to_frame()
+
+    def score_rows(self, rows: CustomerRows, cost_to_serve: np.ndarray | None = None) -> Scores:
+        """The scoring core: :class:`Scores` of :class:`~crmml.customer_rows.CustomerRows` (what
+        :meth:`score`, :meth:`score_features`, the service and the batch engines call).
+
+        Attributes the model was trained with and the rows lack are scored as unknown and listed in
+        ``missing_attributes``.
+        """
+        self._check_fitted()
+        missing = [c for c in self.attribute_features_ if c not in rows]
+        for name in missing:
+            rows.numbers[name] = np.full(len(rows), np.nan)
+        scores = self._scored(rows, self._predictions(rows), cost_to_serve)
+        scores.missing_attributes = missing
         return scores
 
-    def _predictions(self, features: pd.DataFrame, from_summary: np.ndarray | None = None) -> pd.DataFrame:
-        predicted = self.model_.predict_features(features)
+    def _table(self, table: pd.DataFrame | None, as_of_day: pd.Timestamp) -> TableArrays | None:
+        if table is None:
+            return None
+        return table_arrays(table, as_of_day, self._taken())
+
+    def _taken(self) -> list[str]:
+        """Names a customer-table column may not have."""
+        return [*feature_columns(self.config.model.feature_windows_days), *MODEL_COLUMNS, "no_purchase_history"]
+
+    def _table_and_costs(self, customers: pd.DataFrame | None, as_of_day: pd.Timestamp):
+        """The customer table's attributes (:func:`~crmml.customer_table.table_columns`) and its
+        ``(ids, costs to serve)`` (None without the column), each column read once."""
+        if customers is None:
+            return None, None
+        ids = check_ids(customers)
+        costs = None
+        if COST_COLUMN in customers.columns:
+            costs = (ids, checked_costs(customers[COST_COLUMN], ids))
+        columns = {name: customers[name] for name in customers.columns if name not in ("customer_id", COST_COLUMN)}
+        return table_columns(ids, columns, as_of_day, self._taken()), costs
+
+    def _rows(self, log, as_of_day: pd.Timestamp, table: TableArrays | None, summaries) -> CustomerRows:
+        rows = customer_rows(log, as_of_day, list(self.config.model.feature_windows_days), table=table,
+                             summaries=summaries, require_purchases=summaries is None and table is None)
+        if not len(rows):
+            raise DataValidationError(f"No customer to score at as_of {as_of_day.date()}.")
+        return rows
+
+    def _predictions(self, rows: CustomerRows) -> dict[str, np.ndarray]:
+        """The model's predictions (summary rows: BTYD and spend only), discounted value included."""
+        cfg = self.config.model
+        rate = self.config.annual_discount_rate
+        sums, horizon = None, None
+        if rate != 0:
+            n_steps = max(1, math.ceil(cfg.value_horizon_days / _DAYS_PER_MONTH))
+            times_days = cfg.value_horizon_days / n_steps * np.arange(1, n_steps + 1)
+            discount = (1.0 + rate) ** -(times_days / _DAYS_PER_YEAR)
+            coefficients = discount - np.r_[discount[1:], 0.0]
+            horizon = float(times_days[-1])
+            sums = {"discounted": (times_days / cfg.time_unit_days, coefficients)}
+        predicted, extra = predict_rows(self.model_, rows, horizons_days=[] if horizon is None else [horizon],
+                                        sums=sums)
+        from_summary = rows.from_summary
         if from_summary is not None and from_summary.any():
             for shipped, btyd in (("churn_probability", "btyd_churn_probability"),
                                   ("predicted_purchases", "btyd_expected_purchases"),
                                   ("predicted_spend", "btyd_predicted_spend")):
                 predicted[shipped] = np.where(from_summary, predicted[btyd], predicted[shipped])
-        predicted["discount_factor"] = self._discount_factors(features)
-        predicted["predicted_value"] = predicted["predicted_spend"] * predicted["discount_factor"]
+        factor = np.ones(len(rows))
+        if horizon is not None:  # discounted over undiscounted expected purchases (module docstring)
+            total, discounted = extra[horizon]["btyd_expected_purchases"], extra["sum", "discounted"]
+            factor = np.divide(discounted, total, out=np.ones(len(total)), where=total > 0)
+        predicted["discount_factor"] = factor
+        predicted["predicted_value"] = predicted["predicted_spend"] * factor
         return predicted
 
-    def _discount_factors(self, features: pd.DataFrame) -> np.ndarray:
-        """Per customer, discounted over undiscounted expected purchases (see the module docstring)."""
-        cfg = self.config.model
-        rate = self.config.annual_discount_rate
-        if rate == 0 or not len(features):
-            return np.ones(len(features))
-        n_steps = max(1, math.ceil(cfg.value_horizon_days / _DAYS_PER_MONTH))
-        step_days = cfg.value_horizon_days / n_steps
-        times_days = step_days * np.arange(1, n_steps + 1)
-        discount = (1.0 + rate) ** -(times_days / _DAYS_PER_YEAR)
-        coefficients = discount - np.r_[discount[1:], 0.0]
-        model = self.model_.btyd_.transaction_model
-        summary = btyd_summary(features, time_unit_days=cfg.time_unit_days)
-        horizons = times_days / cfg.time_unit_days
-        both = model.predict_horizons(summary, [horizons[-1]], no_purchase=False,  # one pass over the customers
-                                      sums={"discounted": (horizons, coefficients)})
-        discounted, total = both["sum", "discounted"], both["expected_purchases", horizons[-1]]
-        return np.divide(discounted, total, out=np.ones(len(total)), where=total > 0)
-
-    def _score(self, features: pd.DataFrame, predicted: pd.DataFrame, cost_to_serve,
-               from_summary: np.ndarray | None = None) -> pd.DataFrame:
-        value = predicted["predicted_value"].to_numpy()
-        profit, tier, lead = self.tier_rule_.evaluate(value, cost_to_serve)
-        flags = self.flag_rule_.columns(
-            churn_probability=predicted["churn_probability"].to_numpy(),
-            tier=tier,
-            days_since_last_purchase=features["days_since_last_purchase"].to_numpy(dtype=float),
-            mean_gap_days=features["mean_gap_days"].to_numpy(dtype=float),
-            age_days=features["age_days"].to_numpy(dtype=float),
-            no_purchase_history=features["no_purchase_history"].to_numpy(dtype=bool),
+    def _scored(self, rows: CustomerRows, predicted: dict, cost_to_serve) -> Scores:
+        value = predicted["predicted_value"]
+        profit, tier, reasons = self.tier_rule_.evaluate_codes(value, cost_to_serve)
+        flags, flag_reasons = self.flag_rule_.evaluate(
+            churn_probability=predicted["churn_probability"],
+            tier=TIER_NAMES[tier],
+            days_since_last_purchase=rows["days_since_last_purchase"],
+            mean_gap_days=rows["mean_gap_days"],
+            age_days=rows["age_days"],
+            no_purchase_history=rows.no_history,
             churn_window_days=self.config.model.churn_window_days,
         )
-        reasons = _reasons_after(lead, np.array(flags["reasons"], dtype=object))
-        if from_summary is not None and from_summary.any():
-            reasons = _reasons_after(np.where(from_summary, SUMMARY_REASON, "").astype(object), reasons)
-        out = pd.DataFrame({
-            "customer_id": features.index.to_numpy(),
-            "expected_purchases": predicted["predicted_purchases"].to_numpy(),
-            "p_alive": predicted["p_alive"].to_numpy(),
-            "churn_probability": predicted["churn_probability"].to_numpy(),
+        reasons.extend(flag_reasons)
+        if rows.from_summary is not None and rows.from_summary.any():
+            summary = Reasons(len(rows))
+            summary.add_text(rows.from_summary, SUMMARY_REASON)
+            summary.extend(reasons)
+            reasons = summary
+        numbers = {
+            "expected_purchases": predicted["predicted_purchases"],
+            "p_alive": predicted["p_alive"],
+            "churn_probability": predicted["churn_probability"],
             "predicted_value": value,
             "predicted_profit": profit,
-            "tier": tier,
-            "at_risk": flags["at_risk"],
-            "high_value_at_risk": flags["high_value_at_risk"],
-            "lapsed": flags["lapsed"],
-            "new": flags["new"],
-            "flags": np.array(flags["flags"], dtype=object),
-            "reasons": reasons,
-            "model_version": self.model_version,
-        })
-        return out
+        }
+        return Scores(rows.ids, numbers, tier, flags, reasons, self.model_version)
 
     # ------------------------------------------------------------------------------------------
     def summary(self) -> dict:
@@ -453,20 +482,8 @@ class Scorer:
             raise RuntimeError("This Scorer is not fitted yet; call fit() first.")
 
 
-def _reasons_after(first: np.ndarray, reasons: np.ndarray) -> np.ndarray:
-    """Per customer, the ``first`` reason (when not empty) and then ``reasons``, joined by ``; ``."""
-    return np.where(first == "", reasons, np.where(reasons == "", first, first + "; " + reasons))
-
-
-def _attribute_features(features: pd.DataFrame) -> list[str]:
-    """The customer-table columns of a :func:`~crmml.features.compute_features` frame (they follow
-    ``no_purchase_history``)."""
-    columns = list(features.columns)
-    return columns[columns.index("no_purchase_history") + 1:]
-
-
 def _split_costs(customers: pd.DataFrame | None):
-    """The customer table without ``cost_to_serve``, and the costs by customer id."""
+    """The customer table without ``cost_to_serve``, and ``(ids, costs)`` (None without costs)."""
     if customers is None:
         return None, None
     if not isinstance(customers, pd.DataFrame):
@@ -475,17 +492,47 @@ def _split_costs(customers: pd.DataFrame | None):
         return customers, None
     if "customer_id" not in customers.columns:
         return customers.drop(columns=COST_COLUMN), None  # the feature code names the missing column
-    costs = pd.to_numeric(customers[COST_COLUMN], errors="coerce")
-    bad = customers[COST_COLUMN].notna() & (costs.isna() | (costs < 0))
-    if bad.any():
-        ids = customers.loc[bad, "customer_id"].tolist()[:5]
-        raise DataValidationError(f"The customer table's {COST_COLUMN!r} must be costs >= 0; customer ids {ids} "
-                                  "are not.", column=COST_COLUMN, rows=ids)
-    return customers.drop(columns=COST_COLUMN), pd.Series(costs.to_numpy(), index=customers["customer_id"])
+    ids = check_ids(customers)
+    return customers.drop(columns=COST_COLUMN), (ids, checked_costs(customers[COST_COLUMN], ids))
 
 
-def _costs_for(index: pd.Index, costs: pd.Series | None) -> np.ndarray | None:
-    return None if costs is None else costs.reindex(index).to_numpy(dtype=np.float64)
+def _costs_for(ids: np.ndarray, costs) -> np.ndarray | None:
+    """The costs of the customers ``ids`` (NaN where unknown)."""
+    if costs is None:
+        return None
+    cost_ids, values = costs
+    position = _positions(ids, cost_ids)
+    return np.where(position >= 0, values[position], np.nan)
+
+
+class Scores:
+    """The scores of some customers as columns: numbers, tier codes, flags and reasons not yet in words.
+
+    :meth:`to_frame` is :data:`SCORE_COLUMNS` (the reasons rendered once); the service renders
+    the reasons as lists instead.
+    """
+
+    def __init__(self, ids, numbers: dict, tier: np.ndarray, flags: dict, reasons: Reasons, model_version: str):
+        self.ids, self.numbers, self.tier, self.flags = ids, numbers, tier, flags
+        self.reasons, self.model_version = reasons, model_version
+        self.missing_attributes: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def flag_codes(self) -> np.ndarray:
+        return flag_codes(self.flags)
+
+    def to_frame(self) -> pd.DataFrame:
+        """:data:`SCORE_COLUMNS`; ``attrs["missing_attributes"]`` lists the attributes scored as unknown."""
+        columns = {"customer_id": self.ids, **self.numbers, "tier": TIER_NAMES[self.tier]}
+        columns.update({name: self.flags[name] for name in FLAGS})
+        columns["flags"] = _FLAG_TEXTS[self.flag_codes()]
+        columns["reasons"] = self.reasons.texts()
+        columns["model_version"] = self.model_version
+        frame = pd.DataFrame(columns, copy=False)
+        frame.attrs["missing_attributes"] = list(self.missing_attributes)
+        return frame
 
 
 def _model_id(fingerprint: dict, config: ScorerConfig, as_of: pd.Timestamp) -> str:

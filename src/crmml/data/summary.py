@@ -353,9 +353,21 @@ class OccasionBatch:
     n_refund_rows: np.ndarray
     first_purchase: np.ndarray
     last_purchase: np.ndarray
+    #: Per occasion (int64): the exact net amount as normalised whole units and ten-billionths (the
+    #: parts :func:`rfm_summary` sums), or None without amounts; for exact sums over occasions.
+    net_whole: np.ndarray | None = None
+    net_frac: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.period)
+
+    def repeat_mean_amount(self, starts: np.ndarray, frequency: np.ndarray) -> np.ndarray:
+        """Per customer (occasions ``starts[k]`` onwards), the mean net amount of its repeat occasions
+        (0 without any), summed exactly as :func:`rfm_summary`'s ``monetary_value``."""
+        whole, frac = self.net_whole, self.net_frac
+        repeat = _to_double(*_normalised(np.add.reduceat(whole, starts) - whole[starts],
+                                         np.add.reduceat(frac, starts) - frac[starts]))
+        return np.divide(repeat, frequency, out=np.zeros(len(frequency)), where=frequency > 0)
 
 
 def purchase_occasions(
@@ -738,9 +750,10 @@ def _occasion_batch(rows: _Rows, periods: _Periods, occasion: np.ndarray) -> Occ
     customer = periods.customer[index]
     new = np.ones(len(index), dtype=bool)
     np.not_equal(customer[1:], customer[:-1], out=new[1:])
-    net = None
+    net = whole = frac = None
     if periods.whole is not None:
-        net = _to_double(*_normalised(periods.whole[index], periods.frac[index]))
+        whole, frac = _normalised(periods.whole[index], periods.frac[index])
+        net = _to_double(whole, frac)
     n_refund_rows = np.zeros(len(index), dtype=np.int64)
     if periods.n_refund_rows is not None:
         n_refund_rows = periods.n_refund_rows[index]
@@ -753,6 +766,8 @@ def _occasion_batch(rows: _Rows, periods: _Periods, occasion: np.ndarray) -> Occ
         n_refund_rows=n_refund_rows,
         first_purchase=periods.first_purchase[index].view("datetime64[us]"),
         last_purchase=periods.last_purchase[index].view("datetime64[us]"),
+        net_whole=whole,
+        net_frac=frac,
     )
 
 

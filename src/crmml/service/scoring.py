@@ -1,9 +1,11 @@
 """From a :class:`~crmml.service.schemas.ScoreRequest` to the scorer's rows and back.
 
-The request's customers become an :class:`~crmml.data.in_memory.InMemoryTransactions` log, a
-customer table and (for RFM-summary customers) a summaries frame, and go through
-:meth:`crmml.scorer.Scorer.score`: the very features and models of batch scoring and the MLflow
-model, so the service's numbers are ``crmml score``'s numbers for the same rows.
+The request's customers become an :class:`~crmml.data.in_memory.InMemoryTransactions` log, the
+customer table's columns (:func:`crmml.customer_table.table_columns`, the one definition of its
+rules) and (for RFM-summary customers) summaries, and go through the scoring core
+(:func:`crmml.customer_rows.customer_rows`, :meth:`crmml.scorer.Scorer.score_rows`): the very
+features and models of batch scoring and the MLflow model, so the service's numbers are ``crmml
+score``'s numbers for the same rows. Reasons are rendered as lists directly (never joined and split).
 
 Checks the schema cannot express (limits set at run time, duplicate ids, dates after ``as_of``)
 raise :class:`InputError` naming the field, which the app answers with HTTP 422.
@@ -17,9 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from crmml.customer_rows import customer_rows, feature_columns
+from crmml.customer_table import _as_days, checked_costs, table_columns
 from crmml.data.in_memory import InMemoryTransactions
 from crmml.errors import DataValidationError
+from crmml.features import MODEL_COLUMNS
 from crmml.flags import FLAG_NAMES, FLAGS, flag_codes
+from crmml.pyramid import TIER_NAMES
 from crmml.scorer import COST_COLUMN, SCORE_NUMBERS, Scorer
 from crmml.service.schemas import ScoreRequest
 from crmml.service.settings import ServiceSettings
@@ -211,11 +217,21 @@ def _score_together(scorer: Scorer, requests: list[ScoreRequest], rows: list[_Ro
     attributes = {name: [c.attributes.get(name) for c in customers] for name in used}
     if "referred_by" in attributes:
         attributes["referred_by"] = _referrer_positions(requests)
-    if "signup_date" in attributes:  # (ISO dates parsed here; anything else is left to the feature code)
+    if "signup_date" in attributes:  # (ISO dates parsed here; anything else as the table's column)
         days = _iso_days(attributes["signup_date"])
         if days is not None:
             attributes["signup_date"] = days
-    table = pd.DataFrame({"customer_id": positions, **attributes})
+    signup_days = attributes.pop("signup_date", None)
+    if signup_days is not None:  # parsed as the customer table's column is (or as ISO dates, faster)
+        signup_days = signup_days if isinstance(signup_days, np.ndarray) else _signup_days(signup_days)
+        attributes = {"signup_date": signup_days, **attributes}
+    costs = None
+    if COST_COLUMN in attributes:
+        costs = checked_costs(attributes.pop(COST_COLUMN), positions)
+    as_of_day = pd.Timestamp(as_of)
+    windows = list(scorer.config.model.feature_windows_days)
+    taken = [*feature_columns(windows), *MODEL_COLUMNS, "no_purchase_history"]
+    table = table_columns(positions, attributes, as_of_day, taken, signup_days=signup_days)
     summary_rows = [(k, c.summary) for k, c in enumerate(customers) if c.summary is not None]
     summaries = None
     if summary_rows:
@@ -229,18 +245,23 @@ def _score_together(scorer: Scorer, requests: list[ScoreRequest], rows: list[_Ro
     counts = np.concatenate([r.counts for r in rows])
     log = InMemoryTransactions.from_arrays(np.repeat(positions, counts), np.concatenate([r.stamps for r in rows]),
                                            np.concatenate([r.amounts for r in rows]))
-    scores = scorer.score(log, as_of=pd.Timestamp(as_of), customers=table, summaries=summaries)
-    order = np.argsort(scores["customer_id"].to_numpy())  # position k at row k
-    columns = {name: scores[name].to_numpy()[order] for name in scores.columns}
-    flags = {name: columns[name].astype(bool) for name in FLAGS}
+    customer_rows_ = customer_rows(log, as_of_day, windows, table=table, summaries=summaries, require_purchases=False)
+    if len(customer_rows_) != len(customers):  # (every customer is in the table: a bug, not an input error)
+        raise RuntimeError("The service lost customers between the request and the scores.")
+    scores = scorer.score_rows(customer_rows_, None if costs is None else costs[customer_rows_.ids])
+    order = np.argsort(customer_rows_.ids)  # position k at row k
+    columns = {name: values[order] for name, values in scores.numbers.items()}
+    flags = {name: np.asarray(scores.flags[name])[order] for name in FLAGS}
+    reasons = scores.reasons.lists()
+    tiers = TIER_NAMES[scores.tier[order]].tolist()
     values = {  # per field of CustomerScore, its values in customer order
         "customer_id": [c.customer_id for c in customers],
         "input": ["summary" if c.summary is not None else "transactions" for c in customers],
         **{name: _json_floats(columns[name]) for name in SCORE_NUMBERS},
-        "tier": columns["tier"].astype(str).tolist(),
+        "tier": tiers,
         **{name: flags[name].tolist() for name in FLAGS},
-        "flags": [list(FLAG_NAMES[code]) for code in flag_codes(flags).tolist()],  # the names set, split
-        "reasons": [text.split("; ") if text else [] for text in columns["reasons"].tolist()],
+        "flags": [list(FLAG_NAMES[code]) for code in flag_codes(flags).tolist()],  # the names set
+        "reasons": [reasons[i] for i in order.tolist()],
     }
     # plain dicts in the shape of CustomerScore, serialised as they are
     scored = [dict(zip(values, row, strict=True)) for row in zip(*values.values(), strict=True)]
@@ -258,6 +279,11 @@ def _score_together(scorer: Scorer, requests: list[ScoreRequest], rows: list[_Ro
         })
         start += n
     return out
+
+
+def _signup_days(values: list) -> np.ndarray:
+    """Sign-up dates that are not all ISO days, as the customer table's column is parsed."""
+    return _as_days(pd.Series(values, dtype=object))
 
 
 def _referrer_positions(requests: list[ScoreRequest]) -> list:

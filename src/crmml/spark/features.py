@@ -121,7 +121,7 @@ class _History:
         return out
 
     def summary_columns(self) -> dict[str, Column]:
-        """The RFM columns and their ratios, as :func:`crmml.features._history_features` forms them."""
+        """The RFM columns and their ratios, as :func:`crmml.customer_rows.history_columns` forms them."""
         frequency = (F.col("n_occasions") - 1).cast("double")
         recency = (F.col("last_period") - F.col("first_period")).cast("double")
         age = (F.lit(self.as_of_day) - F.col("first_period")).cast("double")

@@ -13,7 +13,8 @@ Executors never talk to the MLflow registry.
 
 With a customer table, each customer's features and table row are joined by Spark (one row per
 customer), referral counts are counted over the whole table first, and each batch's attributes are
-formed by :func:`crmml.customer_table._join_customers`, the local engine's own code.
+formed by :func:`crmml.customer_table.table_arrays` and :func:`crmml.customer_rows.join_table`,
+the local engine's own code, and scored by :meth:`crmml.scorer.Scorer.score_rows`, the one core.
 """
 
 from __future__ import annotations
@@ -26,12 +27,11 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from crmml.customer_table import _CustomerTable, _join_customers
+from crmml.customer_rows import CustomerRows, join_table
 from crmml.data.summary import as_day
 from crmml.errors import DataValidationError
-from crmml.features import MODEL_COLUMNS
 from crmml.flags import FLAGS
-from crmml.scorer import COST_COLUMN, SCORE_COLUMNS, SCORE_NUMBERS, Scorer
+from crmml.scorer import COST_COLUMN, SCORE_COLUMNS, SCORE_NUMBERS, Scorer, _costs_for
 from crmml.spark.features import compute_features
 from crmml.spark.summary import as_spark_transactions
 
@@ -173,7 +173,6 @@ def _score_with_table(features: DataFrame, table: DataFrame, scorer: Scorer, as_
     feature_names = [c for c in features.columns if c != "customer_id"]
     broadcast = _broadcast(joined, scorer)
     id_type = joined.schema["customer_id"].dataType
-    taken = [*feature_names, *MODEL_COLUMNS]
 
     def run(batches):
         local = _scorer(*broadcast)
@@ -183,14 +182,11 @@ def _score_with_table(features: DataFrame, table: DataFrame, scorer: Scorer, as_
             rows = batch.loc[has_history, ["customer_id", *feature_names]].set_index("customer_id")
             rows["no_purchase_history"] = rows["no_purchase_history"].astype(bool)
             customers = batch.loc[in_table, ["customer_id", *attribute_names]].reset_index(drop=True)
-            costs = None
-            if COST_COLUMN in customers.columns:
-                costs = pd.Series(customers[COST_COLUMN].to_numpy(dtype=float), index=customers["customer_id"])
-                customers = customers.drop(columns=COST_COLUMN)
-            attributes = _CustomerTable.from_frame(customers, as_of_day, taken)
-            joined_rows = _join_customers(rows, attributes, as_of_day, has_amount)
-            cost = None if costs is None else costs.reindex(joined_rows.index).to_numpy(dtype=float)
-            yield _typed(local.score_features(joined_rows, cost_to_serve=cost))
+            attributes, costs = local._table_and_costs(customers, as_of_day)
+            joined_rows = join_table(CustomerRows.from_frame(rows), attributes, as_of_day, has_amount,
+                                     allow_empty=True)
+            if len(joined_rows):
+                yield _typed(local.score_rows(joined_rows, _costs_for(joined_rows.ids, costs)).to_frame())
 
     return joined.mapInPandas(run, score_schema(id_type))
 
