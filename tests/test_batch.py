@@ -337,6 +337,14 @@ class FailOnCustomer:
         return features_callback(log, table)
 
 
+class ExtraColumnOnCustomer(FailOnCustomer):
+    """A picklable callback whose columns change on the partition holding one customer."""
+
+    def __call__(self, log, table):
+        scores = features_callback(log, table)
+        return scores.assign(extra=1.0) if self.customer_id in set(scores["customer_id"]) else scores
+
+
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
 def test_jobs_write_byte_identical_scores_and_rejections(data, tmp_path, suffix):
     written = {}
@@ -369,6 +377,9 @@ def test_a_worker_failing_leaves_the_previous_output(data, tmp_path):
     output.write_text("previous run")
     with pytest.raises(RuntimeError, match="boom on 5"):
         run(data, output, score_partition=FailOnCustomer(5), customers_per_partition=60, jobs=2)
+    assert leftovers(tmp_path) == ["scores.parquet"] and output.read_text() == "previous run"
+    with pytest.raises(ValueError, match="returned columns"):  # found by the parent, workers still running
+        run(data, output, score_partition=ExtraColumnOnCustomer(5), customers_per_partition=60, jobs=2)
     assert leftovers(tmp_path) == ["scores.parquet"] and output.read_text() == "previous run"
 
 

@@ -30,6 +30,7 @@ import numbers
 import os
 import shutil
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,7 +193,8 @@ def score_in_partitions(
         Partitions scored at once. 1 (default): one after the other in this process, no worker
         process. More: that many ``spawn``-ed worker processes (at most one per partition), each
         with ``1 / jobs`` of DuckDB's threads and memory limit (see :mod:`crmml.batch_pool`);
-        peak memory grows with ``jobs`` x the partition size.
+        peak memory grows with ``jobs`` x the partition size. Each worker gets its own copy of
+        ``transactions`` when it is a DataFrame's log: pass files for large logs.
 
     Returns
     -------
@@ -272,11 +274,13 @@ def score_in_partitions(
         pd.DataFrame(columns=REJECTED_COLUMNS).to_csv(rejections, index=False)
         counts = {"scored": 0, "seen": 0, "rows": 0, "reasons": dict.fromkeys(CUSTOMER_REJECTION_REASONS, 0)}
         attrs = []
+        arguments = (n_partitions, log, table, next_day, score_partition, work)
+        parts = run_partitions(_score_to_files, arguments, n_partitions, jobs=jobs, progress=progress)
         try:
-            arguments = (n_partitions, log, table, next_day, score_partition, work)
-            for part in run_partitions(_score_to_files, arguments, n_partitions, jobs=jobs, progress=progress):
-                _append_part(part, scores, rejections, counts)
-                attrs.append(part["attrs"])
+            with closing(parts):  # on an error here: stop the workers before the work folder goes
+                for part in parts:
+                    _append_part(part, scores, rejections, counts)
+                    attrs.append(part["attrs"])
         finally:
             scores.close()
         if not scores.started:
