@@ -39,7 +39,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crmml.batch_pool import check_picklable, partition_count, run_partitions, work_folder
+from crmml.batch_pool import partition_count, partition_runner, work_folder
 from crmml.data.summary import MAX_ABS_AMOUNT, as_day
 from crmml.data.transactions import (
     WITHOUT_CUSTOMER_SQL,
@@ -246,7 +246,7 @@ def score_in_partitions(
         )
     next_day = f"TIMESTAMP '{as_of_day + pd.Timedelta(days=1)}'"
 
-    with work_folder(output) as work:
+    with work_folder(output) as work, partition_runner(score_partition, jobs) as runner:
         with duckdb_session() as con:
             log.create_views(con)
             id_type = con.sql("DESCRIBE SELECT customer_id FROM crmml_transactions").fetchall()[0][1]
@@ -266,16 +266,13 @@ def score_in_partitions(
                                            fewest_customers=MIN_CUSTOMERS_PER_PARTITION)
             if table is not None:
                 table.write(con, work / "customers.parquet", n_partitions)
-        if jobs > 1 and n_partitions > 1:
-            check_picklable(score_partition, "score_partition")
 
         scores = _ScoreWriter(work / f"scores{output.suffix}", kind)
         rejections = work / "rejected.csv"
         pd.DataFrame(columns=REJECTED_COLUMNS).to_csv(rejections, index=False)
         counts = {"scored": 0, "seen": 0, "rows": 0, "reasons": dict.fromkeys(CUSTOMER_REJECTION_REASONS, 0)}
         attrs = []
-        arguments = (n_partitions, log, table, next_day, score_partition, work)
-        parts = run_partitions(_score_to_files, arguments, n_partitions, jobs=jobs, progress=progress)
+        parts = runner.run(_score_to_files, (n_partitions, log, table, next_day, work), n_partitions, progress)
         try:
             with closing(parts):  # on an error here: stop the workers before the work folder goes
                 for part in parts:
@@ -336,7 +333,7 @@ def _amount_too_large(con: duckdb.DuckDBPyConnection, log: Transactions) -> Data
 # --------------------------------------------------------------------------------------------------
 
 
-def _score_to_files(index, count, log, table, next_day, score_partition, work: Path) -> dict:
+def _score_to_files(index, score_partition, count, log, table, next_day, work: Path) -> dict:
     """Score partition ``index`` of ``count`` into its own files in ``work``: the scores (Parquet,
     in the callback's row order) and the rejections (its rejected rows, then its rejected customers
     by id). Returns the files and the partition's counts. Runs in a worker process with ``jobs > 1``."""

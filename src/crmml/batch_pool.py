@@ -152,14 +152,17 @@ def worker_resources(jobs: int) -> dict[str, str]:
 _WORKER: dict = {}
 
 
-def _start_worker(environment: dict[str, str], function: Callable, arguments: tuple) -> None:
+def _start_worker(environment: dict[str, str], callback: Callable) -> None:
     os.environ.update(environment)
-    _WORKER["call"] = (function, arguments)
+    _WORKER["callback"] = callback
 
 
-def _run_in_worker(index: int):
-    function, arguments = _WORKER["call"]
-    return function(index, *arguments)
+def _warm_up() -> int:
+    return os.getpid()
+
+
+def _run_in_worker(function: Callable, index: int, arguments: tuple):
+    return function(index, _WORKER["callback"], *arguments)
 
 
 def check_picklable(value, what: str) -> None:
@@ -173,29 +176,35 @@ def check_picklable(value, what: str) -> None:
         ) from exc
 
 
-def run_partitions(function: Callable, arguments: tuple, count: int, *, jobs: int,
-                   progress: Callable[[int, int], object] | None = None) -> Iterator:
-    """``function(index, *arguments)`` for ``index`` in ``0 .. count - 1``, yielded in index order.
+class PartitionRunner:
+    """Runs ``function(index, callback, *arguments)`` for every partition, here or in workers.
 
-    With ``jobs == 1`` (or one partition) the calls run here, one after the other, and no process
-    is started. Otherwise up to ``min(jobs, count)`` worker processes run them; ``function`` and
-    ``arguments`` must be picklable and results are yielded as soon as every earlier one is in.
-    ``progress(done, count)`` is called as partitions finish (in any order). On an error the
-    pending partitions are cancelled, the running ones finish, and the error is raised.
+    Use :func:`partition_runner` to make one. With ``jobs > 1`` its worker processes are started
+    (and import what ``callback`` needs) as soon as it is made, while the caller is still counting
+    customers; ``callback`` is pickled to each worker once, through the pool's initializer.
     """
-    if jobs == 1 or count == 1:
-        for index in range(count):
-            result = function(index, *arguments)
-            if progress is not None:
-                progress(index + 1, count)
-            yield result
-        return
-    workers = min(jobs, count)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                             initargs=(worker_resources(workers), function, arguments)) as pool:
+
+    def __init__(self, callback: Callable, pool: ProcessPoolExecutor | None):
+        self.callback, self.pool = callback, pool
+
+    def run(self, function: Callable, arguments: tuple, count: int,
+            progress: Callable[[int, int], object] | None = None) -> Iterator:
+        """The results for ``index`` in ``0 .. count - 1``, yielded in index order.
+
+        Without workers (``jobs == 1``) or with one partition the calls run here, one after the
+        other. Otherwise the workers run them and results are yielded as soon as every earlier one
+        is in. ``progress(done, count)`` is called as partitions finish (in any order). On an
+        error the pending partitions are cancelled, the running ones finish, and it is raised.
+        """
+        if self.pool is None or count == 1:
+            for index in range(count):
+                result = function(index, self.callback, *arguments)
+                if progress is not None:
+                    progress(index + 1, count)
+                yield result
+            return
         try:
-            futures = {pool.submit(_run_in_worker, index): index for index in range(count)}
+            futures = {self.pool.submit(_run_in_worker, function, index, arguments): index for index in range(count)}
             finished: dict[int, object] = {}
             pending, next_index, n_done = set(futures), 0, 0
             while next_index < count:
@@ -209,6 +218,26 @@ def run_partitions(function: Callable, arguments: tuple, count: int, *, jobs: in
                     continue
                 yield finished.pop(next_index)
                 next_index += 1
+        except BaseException:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+@contextmanager
+def partition_runner(callback: Callable, jobs: int) -> Iterator[PartitionRunner]:
+    """A :class:`PartitionRunner` with ``jobs`` worker processes (none for ``jobs == 1``), shut
+    down on exit (after the running partitions finish)."""
+    if jobs == 1:
+        yield PartitionRunner(callback, None)
+        return
+    check_picklable(callback, "score_partition")
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                             initargs=(worker_resources(jobs), callback)) as pool:
+        for _ in range(jobs):  # start the workers now: they import while the caller counts
+            pool.submit(_warm_up)
+        try:
+            yield PartitionRunner(callback, pool)
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
