@@ -9,11 +9,12 @@ Work folder
 
 Worker processes
     With ``jobs > 1`` the partitions are scored by a :class:`concurrent.futures.ProcessPoolExecutor`
-    of ``min(jobs, partitions)`` processes started with ``spawn`` (no DuckDB connection or thread
-    state is inherited). Each worker receives the partition task once, through its initializer
-    (the scoring callable, which must be picklable, is unpickled once per worker), and then only
-    partition numbers. DuckDB's threads and memory limit are split evenly between the workers
-    (:func:`worker_resources`), so ``jobs`` workers use about what one process would.
+    of ``jobs`` processes started with ``spawn`` (no DuckDB connection or thread state is
+    inherited), started before the customers are counted so that their imports overlap it. Each
+    worker receives the scoring callable once, through its initializer (it must be picklable),
+    and then one small task per partition. DuckDB's threads and memory limit are split evenly
+    between the workers (:func:`worker_resources`); the scoring itself (pandas, scikit-learn)
+    takes memory per worker, so peak memory grows with ``jobs`` x the partition size.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from pathlib import Path
 
 from crmml.data.transactions import duckdb_session
 
-__all__ = ["OWNER_FILE", "default_jobs", "remove_stale_work_folders", "run_partitions", "work_folder",
-           "worker_resources"]
+__all__ = ["OWNER_FILE", "PartitionRunner", "check_picklable", "default_jobs", "partition_count", "partition_runner",
+           "remove_stale_work_folders", "work_folder", "worker_resources"]
 
 #: The file in a work folder that names its owner process: ``<pid> <start time>``.
 OWNER_FILE = "crmml-owner.txt"
@@ -92,7 +93,7 @@ def remove_stale_work_folders(output: Path, *, before: float) -> list[Path]:
     written before ``before`` (a :func:`time.time` value) and the process named there is gone.
     """
     removed = []
-    for folder in output.parent.glob(f"{glob_escape(_work_prefix(output))}*"):
+    for folder in output.parent.glob(f"{_glob_escape(_work_prefix(output))}*"):
         owner = folder / OWNER_FILE
         try:
             if not folder.is_dir() or folder.is_symlink() or owner.stat().st_mtime >= before:
@@ -107,7 +108,7 @@ def remove_stale_work_folders(output: Path, *, before: float) -> list[Path]:
     return removed
 
 
-def glob_escape(text: str) -> str:
+def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
 
 
