@@ -39,7 +39,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crmml.batch_pool import partition_count, partition_runner, work_folder
+from crmml.batch_pool import check_picklable, partition_count, partition_runner, work_folder
 from crmml.data.summary import MAX_ABS_AMOUNT, as_day
 from crmml.data.transactions import (
     WITHOUT_CUSTOMER_SQL,
@@ -191,7 +191,8 @@ def score_in_partitions(
         Passed to :func:`~crmml.data.read_transactions` (not with a :class:`Transactions`).
     jobs : int
         Partitions scored at once. 1 (default): one after the other in this process, no worker
-        process. More: that many ``spawn``-ed worker processes (at most one per partition), each
+        process. More: that many ``spawn``-ed worker processes (fewer when the log's rows show
+        that there are fewer partitions, none for one), each
         with ``1 / jobs`` of DuckDB's threads and memory limit (see :mod:`crmml.batch_pool`);
         peak memory grows with ``jobs`` x the partition size. Each worker gets its own copy of
         ``transactions`` when it is a DataFrame's log: pass files for large logs.
@@ -246,7 +247,14 @@ def score_in_partitions(
         )
     next_day = f"TIMESTAMP '{as_of_day + pd.Timedelta(days=1)}'"
 
-    with work_folder(output) as work, partition_runner(score_partition, jobs) as runner:
+    # no more workers than partitions; customers are not counted yet, but a log's rows bound them
+    workers = min(jobs, partition_count(log.report.rows_in, int(per_partition), most=MAX_PARTITIONS,
+                                        fewest_customers=MIN_CUSTOMERS_PER_PARTITION))
+    if jobs > 1:
+        check_picklable(score_partition, "score_partition")  # whether or not workers are needed
+        if customers is not None:
+            workers = jobs  # the table's customers may outnumber the log's rows
+    with work_folder(output) as work, partition_runner(score_partition, workers) as runner:
         with duckdb_session() as con:
             log.create_views(con)
             id_type = con.sql("DESCRIBE SELECT customer_id FROM crmml_transactions").fetchall()[0][1]
