@@ -21,14 +21,18 @@ Run by hand (``python benchmarks/bench_score.py [--large]``); not part of the te
    ``benchmarks/_data/log_100m/`` (generated if missing), scored with ``crmml score``; target: peak
    RSS < 4 GB.
 
-Wall time is measured around each subprocess (interpreter start and imports included), peak RSS is
-the subprocess's ``ru_maxrss`` from ``os.wait4`` (the largest of the process and its waited-for
-children; ``crmml score`` runs in one process, DuckDB's threads included).
+Wall time is measured around each subprocess (interpreter start and imports included). Peak RSS of
+the lifetimes peer (one process) is its ``ru_maxrss`` from ``os.wait4``. ``crmml score`` runs once
+per ``--jobs`` value (default ``1 2``: the ratio of the two is the parallel speed-up) and, as
+``--jobs N`` runs N worker processes at once and ``ru_maxrss`` gives only the largest of them, its
+peak is the largest sum over the process and its descendants, sampled every 50 ms with psutil
+(RSS sum, an upper bound as shared pages count once per process; PSS sum also printed).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -181,19 +185,68 @@ def lifetimes_worker(log: Path, n_train: int, output: Path) -> dict:
 _COUNTS = re.compile(r"^(as of .*|rows: .*|customers: .*)$", re.MULTILINE)
 
 
-def crmml_score(bundle: Path, transactions: Path, output: Path, per_partition: int, *, env=None) -> dict:
+def measure_tree(command: list[str], *, env: dict | None = None, interval_s: float = 0.05) -> dict:
+    """:func:`measure`, with the peak of the memory summed over the process and its descendants
+    (``crmml score --jobs N``'s worker processes), sampled with psutil every ``interval_s``:
+    ``peak_tree_rss_mb`` (sum of RSS: counts shared pages once per process, an upper bound) and
+    ``peak_tree_pss_mb`` (sum of PSS: shared pages split between their processes)."""
+    import threading
+
+    import psutil
+
+    peaks = {"rss": 0, "pss": 0}
+    stop = threading.Event()
+
+    def sample(pid: int) -> None:
+        while not stop.is_set():
+            try:
+                root = psutil.Process(pid)
+                tree = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                tree = []
+            rss = pss = 0
+            for process in tree:
+                try:
+                    info = process.memory_full_info()
+                except psutil.Error:  # ended between listing and reading
+                    continue
+                rss, pss = rss + info.rss, pss + getattr(info, "pss", info.rss)
+            peaks["rss"], peaks["pss"] = max(peaks["rss"], rss), max(peaks["pss"], pss)
+            stop.wait(interval_s)
+
+    original = subprocess.Popen
+
+    class Sampled(original):  # start the sampler as soon as measure() has the pid
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            threading.Thread(target=sample, args=(self.pid,), daemon=True).start()
+
+    subprocess.Popen = Sampled
+    try:
+        result = measure(command, env=env)
+    finally:
+        subprocess.Popen = original
+        stop.set()
+    return {**result, "peak_tree_rss_mb": peaks["rss"] / 2**20, "peak_tree_pss_mb": peaks["pss"] / 2**20}
+
+
+def crmml_score(bundle: Path, transactions: Path, output: Path, per_partition: int, *, env=None,
+                jobs: int | None = None) -> dict:
     command = [*_crmml_command(), "score", "--model", str(bundle), "--transactions", str(transactions),
                "--as-of", AS_OF, "--output", str(output), "--customers-per-partition", str(per_partition)]
+    if jobs is not None:
+        command += ["--jobs", str(jobs)]
     print("$ " + " ".join(_shown(c) for c in command), flush=True)
-    result = measure(command, env=env)
+    result = measure_tree(command, env=env)
     counts = _COUNTS.findall(result["stdout"])
     scored = re.search(r"customers: [\d,]+ in = ([\d,]+) scored", result["stdout"])
     partitions = re.search(r"in (\d+) partition", result["stdout"])
     import pyarrow.parquet as pq
 
     written = pq.ParquetFile(output).metadata.num_rows
+    digest = hashlib.sha256(output.read_bytes()).hexdigest()[:16]
     return {**result, "counts": counts, "scored": int(scored[1].replace(",", "")),
-            "partitions": int(partitions[1]), "written": written}
+            "partitions": int(partitions[1]), "written": written, "sha256": digest}
 
 
 def _shown(part: str) -> str:
@@ -218,7 +271,13 @@ def compare(args, bundle: Path) -> None:
 
     n_rows = pq.ParquetFile(log).metadata.num_rows
     print(f"\n== {args.customers:,} customers, {n_rows:,} rows ({_shown(str(log))}), as of {AS_OF} ==", flush=True)
-    ours = crmml_score(bundle, log, DATA_DIR / f"scores_{args.customers}_crmml.parquet", args.customers_per_partition)
+    runs = {}
+    for jobs in args.jobs:
+        runs[jobs] = crmml_score(bundle, log, DATA_DIR / f"scores_{args.customers}_crmml_jobs{jobs}.parquet",
+                                 args.customers_per_partition, jobs=jobs)
+        print(f"--jobs {jobs}: {runs[jobs]['wall_s']:.1f} s, peak RSS summed over its processes "
+              f"{_gb(runs[jobs]['peak_tree_rss_mb'])} (PSS {_gb(runs[jobs]['peak_tree_pss_mb'])})", flush=True)
+    ours = runs[args.jobs[0]]
     print("\n".join(ours["counts"]), flush=True)
     print("lifetimes worker ...", flush=True)
     peer = _worker("lifetimes", "--data", str(log), "--train-customers", str(args.train_customers),
@@ -226,17 +285,22 @@ def compare(args, bundle: Path) -> None:
     peer_score_only = peer["wall_s"] - peer["timings"]["fit"]
     n = ours["scored"]
     rows = [
-        "| | wall (s) | customers/s | peak RSS | crmml / peer time | crmml / peer RSS |",
-        "|---|---:|---:|---:|---:|---:|",
-        (f"| crmml score ({ours['partitions']} partition(s) of <= {args.customers_per_partition:,}) "
-         f"| {ours['wall_s']:.1f} | {n / ours['wall_s']:,.0f} | {_gb(ours['peak_rss_mb'])} | | |"),
+        "| | wall (s) | customers/s | peak RSS (sum over processes) | vs --jobs "
+        f"{args.jobs[0]} time | crmml / peer time | crmml / peer RSS |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *(f"| crmml score --jobs {jobs} ({run['partitions']} partition(s) of <= {args.customers_per_partition:,}) "
+          f"| {run['wall_s']:.1f} | {n / run['wall_s']:,.0f} | {_gb(run['peak_tree_rss_mb'])} "
+          f"| {ours['wall_s'] / run['wall_s']:.2f}x faster | {run['wall_s'] / peer['wall_s']:.2f}x "
+          f"| {run['peak_tree_rss_mb'] / peer['peak_rss_mb']:.2f}x |" for jobs, run in runs.items()),
         (f"| lifetimes, whole process (incl. fit on {args.train_customers:,}) | {peer['wall_s']:.1f} "
-         f"| {peer['customers'] / peer['wall_s']:,.0f} | {_gb(peer['peak_rss_mb'])} "
-         f"| {ours['wall_s'] / peer['wall_s']:.2f}x | {ours['peak_rss_mb'] / peer['peak_rss_mb']:.2f}x |"),
+         f"| {peer['customers'] / peer['wall_s']:,.0f} | {_gb(peer['peak_rss_mb'])} | | | |"),
         (f"| lifetimes, without its fit ({peer['timings']['fit']:.1f} s) | {peer_score_only:.1f} "
-         f"| {peer['customers'] / peer_score_only:,.0f} | | {ours['wall_s'] / peer_score_only:.2f}x | |"),
+         f"| {peer['customers'] / peer_score_only:,.0f} | | | {ours['wall_s'] / peer_score_only:.2f}x | |"),
     ]
     print("\n".join(rows))
+    digests = {jobs: run["sha256"] for jobs, run in runs.items()}
+    same = "byte-identical" if len(set(digests.values())) == 1 else "DIFFERENT"
+    print(f"scores files of the --jobs runs: {same} (sha256 prefixes {digests})")
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in peer["timings"].items())
     print(f"lifetimes stages: {stages} (+ interpreter start and imports)")
     print(f"customers: crmml scored {n:,} (wrote {ours['written']:,} rows), lifetimes {peer['customers']:,}; "
@@ -247,7 +311,7 @@ def compare(args, bundle: Path) -> None:
           "customer (rejections file); lifetimes computes BTYD expectations, P(alive) and CLV only.")
     if not args.keep_output:
         for side in ("crmml", "lifetimes"):
-            for path in DATA_DIR.glob(f"scores_{args.customers}_{side}*"):
+            for path in DATA_DIR.glob(f"scores_{args.customers}_{side}*"):  # (every --jobs run's)
                 path.unlink()
 
 
@@ -267,12 +331,12 @@ def large(args, bundle: Path) -> None:
     output = DATA_DIR / f"scores_{args.large_dir}.parquet"
     ours = crmml_score(bundle, directory, output, args.large_customers_per_partition)
     n = ours["scored"]
-    verdict = "OK" if ours["peak_rss_mb"] < 4096 else "OVER the 4 GB target"
+    verdict = "OK" if ours["peak_tree_rss_mb"] < 4096 else "OVER the 4 GB target"
     print("| rows | customers scored | partitions | wall | customers/s | rows/s | peak RSS |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     print(f"| {n_rows:,} | {n:,} | {ours['partitions']} (<= {args.large_customers_per_partition:,}) "
           f"| {ours['wall_s'] / 60:.1f} min | {n / ours['wall_s']:,.0f} | {n_rows / ours['wall_s']:,.0f} "
-          f"| {_gb(ours['peak_rss_mb'])} ({verdict}) |")
+          f"| {_gb(ours['peak_tree_rss_mb'])} ({verdict}) |")
     print("\n".join(ours["counts"]))
     print(f"output: {ours['written']:,} rows, {output.stat().st_size / 1e9:.2f} GB")
     if not args.keep_output:
@@ -289,8 +353,11 @@ def main() -> None:
                              "(default 50000, at most a twentieth of --customers)")
     parser.add_argument("--transaction-model", default="bg_nbd", choices=["bg_nbd", "pareto_nbd", "mbg_nbd"],
                         help="the scorer's BTYD model (default bg_nbd, the peer's model)")
-    parser.add_argument("--customers-per-partition", type=int, default=1_000_000,
-                        help="crmml score's partition size for the comparison (default 1000000)")
+    parser.add_argument("--customers-per-partition", type=int, default=250_000,
+                        help="crmml score's partition size for the comparison (default 250000, crmml score's)")
+    parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2],
+                        help="crmml score --jobs values to run and compare, the first one the reference "
+                             "(default: 1 2)")
     parser.add_argument("--no-compare", action="store_true", help="skip the crmml vs lifetimes comparison")
     parser.add_argument("--large", action="store_true", help="also score the 100M-row log")
     parser.add_argument("--large-rows", type=int, default=100_000_000)

@@ -8,11 +8,17 @@ and table customers who signed up after as_of.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from crmml.batch import BatchReport, score_in_partitions
+from crmml.batch import MAX_PARTITIONS, MIN_CUSTOMERS_PER_PARTITION, BatchReport, score_in_partitions
+from crmml.batch_pool import OWNER_FILE, partition_count
 from crmml.data import read_transactions, simulate_customer_base
 from crmml.data.transactions import duckdb_session
 from crmml.errors import DataValidationError
@@ -312,3 +318,126 @@ def test_duckdb_view_of_partition_holds_only_its_customers(data):
                         "WHERE hash(CAST(customer_id AS VARCHAR)) % 5 <> 1").fetchall()[0][0]
     assert wrong == 0
     assert np.isin(part.to_pandas()["customer_id"].unique(), log.partition(2, 5).to_pandas()["customer_id"]).sum() == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Parallel partitions (jobs > 1)
+# --------------------------------------------------------------------------------------------------
+
+
+class FailOnCustomer:
+    """A picklable callback that fails on the partition holding one customer."""
+
+    def __init__(self, customer_id):
+        self.customer_id = customer_id
+
+    def __call__(self, log, table):
+        if self.customer_id in set(log.to_pandas()["customer_id"]):
+            raise RuntimeError(f"boom on {self.customer_id}")
+        return features_callback(log, table)
+
+
+class ExtraColumnOnCustomer(FailOnCustomer):
+    """A picklable callback whose columns change on the partition holding one customer."""
+
+    def __call__(self, log, table):
+        scores = features_callback(log, table)
+        return scores.assign(extra=1.0) if self.customer_id in set(scores["customer_id"]) else scores
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_jobs_write_byte_identical_scores_and_rejections(data, tmp_path, suffix):
+    written = {}
+    for jobs in (1, 3):
+        output = tmp_path / f"jobs{jobs}" / f"scores{suffix}"
+        output.parent.mkdir()
+        calls = []
+        report = score_in_partitions(
+            data["csv"], as_of=AS_OF, score_partition=features_callback, output=output, customers=data["table_csv"],
+            customers_per_partition=60, progress=lambda *a: calls.append(a), jobs=jobs,
+        )
+        assert report.partitions == 7 and calls == [(i, 7) for i in range(1, 8)]
+        assert report.reconciles and report.rows_rejected == 5
+        assert leftovers(output.parent) == sorted([output.name, "scores.rejected.csv"])
+        counts = {k: v for k, v in vars(report).items() if k not in ("output_path", "rejected_path")}
+        written[jobs] = (output.read_bytes(), report.rejected_path.read_bytes(), counts)
+    assert written[1] == written[3]
+
+
+def test_jobs_need_a_picklable_callback(data, tmp_path):
+    with pytest.raises(TypeError, match="picklable"):
+        run(data, tmp_path / "scores.parquet", jobs=2, score_partition=lambda log, table: features_callback(log, table))
+    assert leftovers(tmp_path) == []
+    with pytest.raises(ValueError, match="jobs must be a positive int"):
+        run(data, tmp_path / "scores.parquet", jobs=0)
+
+
+def test_a_worker_failing_leaves_the_previous_output(data, tmp_path):
+    output = tmp_path / "scores.parquet"
+    output.write_text("previous run")
+    with pytest.raises(RuntimeError, match="boom on 5"):
+        run(data, output, score_partition=FailOnCustomer(5), customers_per_partition=60, jobs=2)
+    assert leftovers(tmp_path) == ["scores.parquet"] and output.read_text() == "previous run"
+    with pytest.raises(ValueError, match="returned columns"):  # found by the parent, workers still running
+        run(data, output, score_partition=ExtraColumnOnCustomer(5), customers_per_partition=60, jobs=2)
+    assert leftovers(tmp_path) == ["scores.parquet"] and output.read_text() == "previous run"
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 21: stale work folders, tiny partitions, amounts too large to sum
+# --------------------------------------------------------------------------------------------------
+
+
+def _work_folder(directory, name, owner=None, age_s=60.0):
+    folder = directory / name
+    folder.mkdir()
+    (folder / "scores.parquet").write_bytes(b"partial")
+    if owner is not None:
+        (folder / OWNER_FILE).write_text(f"{owner}\n")
+        past = time.time() - age_s
+        os.utime(folder / OWNER_FILE, (past, past))
+    return folder
+
+
+def test_work_folders_of_killed_runs_are_removed_by_the_next_run(data, tmp_path):
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()  # its pid names a process that is gone, like a killed run's
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        _work_folder(tmp_path, ".scores.parquet.killed01", owner=f"{finished.pid} 1")
+        _work_folder(tmp_path, ".scores.parquet.running1", owner=running.pid)  # a concurrent run
+        _work_folder(tmp_path, ".scores.parquet.notours1")  # no owner file: not made by crmml
+        _work_folder(tmp_path, ".other.parquet.killed02", owner=finished.pid)  # another output's
+        report = run(data, tmp_path / "scores.parquet")
+    finally:
+        running.kill()
+        running.wait()
+    assert report.reconciles
+    assert leftovers(tmp_path) == [".other.parquet.killed02", ".scores.parquet.notours1", ".scores.parquet.running1",
+                                   "scores.parquet", "scores.rejected.csv"]
+
+
+def test_partition_count_is_bounded():
+    assert partition_count(1_000_000, 250_000, most=MAX_PARTITIONS, fewest_customers=MIN_CUSTOMERS_PER_PARTITION) == 4
+    assert partition_count(2_000, 1, most=MAX_PARTITIONS, fewest_customers=MIN_CUSTOMERS_PER_PARTITION) == 40
+    assert partition_count(10**9, 1, most=MAX_PARTITIONS, fewest_customers=MIN_CUSTOMERS_PER_PARTITION) == 256
+    assert partition_count(3, 1, most=MAX_PARTITIONS, fewest_customers=MIN_CUSTOMERS_PER_PARTITION) == 1
+
+
+def test_one_customer_per_partition_is_bounded_and_scores_the_same(data, expected, tmp_path):
+    report = run(data, tmp_path / "scores.parquet", customers_per_partition=1)
+    assert report.partitions == -(-report.customers_in // MIN_CUSTOMERS_PER_PARTITION) == 9
+    pd.testing.assert_frame_equal(comparable(read_output(tmp_path / "scores.parquet")), comparable(expected),
+                                  rtol=1e-12)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_an_amount_too_large_to_sum_is_a_validation_error_naming_amount_and_row(tmp_path, suffix):
+    log = pd.DataFrame({"customer_id": [1, 1, 2, 3], "amount": [5.0, 2.5, 1e28, -3e30],  # 3e30: after as_of
+                        "timestamp": ["2025-01-02", "2025-02-02", "2025-03-01", "2025-05-01"]})
+    path = tmp_path / f"log{suffix}"
+    log.to_csv(path, index=False) if suffix == ".csv" else log.to_parquet(path, index=False)
+    with pytest.raises(DataValidationError, match=r"Got 1e\+28 in column 'amount', row 3 of .*log") as caught:
+        score_in_partitions(path, as_of=AS_OF, score_partition=features_callback, output=tmp_path / "s.parquet")
+    assert caught.value.column == "amount" and caught.value.rows == [3]
+    assert leftovers(tmp_path) == [path.name]

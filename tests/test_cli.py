@@ -103,3 +103,47 @@ def test_cli_bad_inputs_exit_2_with_one_line_and_no_output(tmp_path, capsys):
     assert main(["summary", "--transactions", str(wrong_columns), "--output", str(tmp_path / "x.txt")]) == 2
     assert ".csv or .parquet" in capsys.readouterr().err
     assert not output.exists() and not list(tmp_path.glob(".*partial"))
+
+
+BUNDLE = Path(__file__).parent / "fixtures" / "bundle_0_1_0"
+
+
+def test_cli_score_an_amount_too_large_to_sum_exits_2_naming_amount_and_row(tmp_path, capsys):
+    """Issue 21 F1: it was a DuckDB ConversionException traceback (exit 1)."""
+    log = pd.read_csv(BUNDLE / "transactions.csv")
+    log.loc[4, "amount"] = 1e28
+    source = tmp_path / "log.csv"
+    log.to_csv(source, index=False)
+    output = tmp_path / "scores.parquet"
+    argv = ["score", "--model", str(BUNDLE), "--transactions", str(source), "--as-of", "2025-06-30",
+            "--output", str(output), "--jobs", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("crmml score: error:")
+    assert "'amount'" in err and "row 5 of" in err and "1e+28" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.csv"]
+
+
+def test_cli_score_rejects_a_bad_jobs_value(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["score", "--model", str(BUNDLE), "--transactions", "x.csv", "--as-of", "2025-06-30",
+              "--output", str(tmp_path / "s.parquet"), "--jobs", "0"])
+    assert exited.value.code == 2 and "positive whole number" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_score_with_jobs_writes_the_same_files_as_one_job(tmp_path, capsys):
+    """--jobs 2 (worker processes) and --jobs 1 (none): byte-identical scores and rejections; the
+    note on attributes the model misses comes back from the workers."""
+    written = {}
+    for jobs in ("1", "2"):
+        output = tmp_path / jobs / "scores.csv"
+        output.parent.mkdir()
+        argv = ["score", "--model", str(BUNDLE), "--transactions", str(BUNDLE / "transactions.csv"),
+                "--as-of", "2025-06-30", "--output", str(output), "--customers-per-partition", "200", "--jobs", jobs]
+        assert main(argv) == 0
+        printed = capsys.readouterr().out
+        assert "in 3 partition(s)" in printed and "note: scored without the attributes" in printed
+        written[jobs] = (output.read_bytes(), (output.parent / "scores.rejected.csv").read_bytes())
+    assert written["1"] == written["2"]
+    assert len(pd.read_csv(tmp_path / "1" / "scores.csv")) == 600

@@ -8,20 +8,29 @@ to disk beyond its memory limit (see :func:`~crmml.data.transactions.duckdb_sess
 
 Every partition re-scans the whole source (about four times with
 :func:`~crmml.features.compute_features` as the callback), so the run time grows with partitions
-x rows: choose ``customers_per_partition`` as large as memory allows.
+x rows: choose ``customers_per_partition`` as large as memory allows. The partition count is
+bounded (:data:`MAX_PARTITIONS`, :data:`MIN_CUSTOMERS_PER_PARTITION`) so that a tiny
+``customers_per_partition`` cannot make a run take thousands of passes.
+
+With ``jobs > 1``, up to ``jobs`` partitions are scored at once in worker processes
+(:mod:`crmml.batch_pool`), each writing its partition's scores and rejections to its own part
+file; the parent appends the parts in partition order. One process (``jobs=1``) goes through the
+same part files, so the output files are byte-identical for every ``jobs``: the partition count
+does not depend on ``jobs``, and rows come in partition order (then the callback's order).
 
 Every input row and customer is accounted for in a :class:`BatchReport` and, for those not used,
 in the rejections file next to the output. Outputs are written to a hidden work directory in the
-output's directory and moved into place only when everything succeeded.
+output's directory and moved into place only when everything succeeded; the work directories a
+killed run leaves behind are removed by the next run for the same output.
 """
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
-import tempfile
+import shutil
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +39,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crmml.data.summary import as_day
+from crmml.batch_pool import check_picklable, partition_count, partition_runner, work_folder
+from crmml.data.summary import MAX_ABS_AMOUNT, as_day
 from crmml.data.transactions import (
     WITHOUT_CUSTOMER_SQL,
     Transactions,
@@ -58,6 +68,9 @@ _INTEGER_TYPES = frozenset(
 )
 _SUFFIXES = {".parquet": "parquet", ".csv": "csv"}
 _KEY, _AFTER, _PART = "__crmml_key", "__crmml_after", "__crmml_part"
+#: Bounds on the number of partitions (each one re-scans the source and pays the callback's fixed
+#: cost): at most this many, and at most one per this many customers.
+MAX_PARTITIONS, MIN_CUSTOMERS_PER_PARTITION = 256, 50
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,8 @@ class BatchReport:
         The scores file and the rejections file.
     as_of : pandas.Timestamp
         The as-of day.
+    partition_attrs : tuple of dict
+        The ``attrs`` of each scored partition's callback result, in partition order.
     """
 
     rows_in: int
@@ -97,6 +112,7 @@ class BatchReport:
     as_of: pd.Timestamp
     customers_rejected_by_reason: dict[str, int] = field(default_factory=dict)
     rows_rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    partition_attrs: tuple[dict, ...] = ()
 
     @property
     def reconciles(self) -> bool:
@@ -126,6 +142,7 @@ def score_in_partitions(
     customers_per_partition: int = 250_000,
     progress: Callable[[int, int], object] | None = None,
     read_kwargs: dict | None = None,
+    jobs: int = 1,
 ) -> BatchReport:
     """Score a transaction log partition by partition, writing the scores to one file.
 
@@ -142,7 +159,11 @@ def score_in_partitions(
         partition, and only customers of the partition. ``customers_partition`` is None without a
         customer table, else the partition's table rows (possibly none). For example
         ``lambda log, table: compute_features(log, as_of=as_of, customers=table).reset_index()``.
-        It is not called for a partition where no customer bought on or before ``as_of`` and no
+        With ``jobs > 1`` it must be picklable (a module-level function, or an instance of a
+        module-level class such as :class:`crmml.jobs.ScorePartition`; not a lambda or a closure):
+        each worker process unpickles it once. Its result's ``attrs`` come back in
+        :attr:`BatchReport.partition_attrs`, the only way a worker's callback can report to the
+        caller. It is not called for a partition where no customer bought on or before ``as_of`` and no
         table customer signed up by then (``compute_features`` raises on a partition of table
         customers without any buyer: small partitions of a small log only).
     output : str or pathlib.Path
@@ -160,11 +181,21 @@ def score_in_partitions(
         ``signup_date`` is given), so that a partition is scored as in the whole table.
     customers_per_partition : int
         Target customers per partition: ``ceil(distinct customers / customers_per_partition)``
-        partitions, at least 1.
+        partitions, at least 1, at most :data:`MAX_PARTITIONS` (256) and at most one per
+        :data:`MIN_CUSTOMERS_PER_PARTITION` (50) customers. It does not depend on ``jobs``: with
+        fewer partitions than ``jobs``, only that many workers run.
     progress : callable, optional
-        Called as ``progress(done_partitions, total_partitions)`` after each partition.
+        Called as ``progress(done_partitions, total_partitions)`` after each partition (as they
+        finish, in any order, with ``jobs > 1``).
     read_kwargs : dict, optional
         Passed to :func:`~crmml.data.read_transactions` (not with a :class:`Transactions`).
+    jobs : int
+        Partitions scored at once. 1 (default): one after the other in this process, no worker
+        process. More: that many ``spawn``-ed worker processes (fewer when the log's rows show
+        that there are fewer partitions, none for one), each
+        with ``1 / jobs`` of DuckDB's threads and memory limit (see :mod:`crmml.batch_pool`);
+        peak memory grows with ``jobs`` x the partition size. Each worker gets its own copy of
+        ``transactions`` when it is a DataFrame's log: pass files for large logs.
 
     Returns
     -------
@@ -173,14 +204,19 @@ def score_in_partitions(
 
     Raises
     ------
+    TypeError
+        With ``jobs > 1`` and a ``score_partition`` that cannot be pickled.
     DataValidationError
-        On an invalid log (no valid row, missing column, ...), ``as_of`` before the first valid
+        On an amount of 9.2e18 or more in absolute value (naming its row: the sums are exact,
+        see :data:`crmml.data.summary.MAX_ABS_AMOUNT`),
+        an invalid log (no valid row, missing column, ...), ``as_of`` before the first valid
         transaction, nothing to score, or a customer table that is missing, unreadable, without
         ``customer_id``, with missing or repeated ids or unparseable sign-up dates.
     FileNotFoundError
         When the output's directory does not exist.
     ValueError
-        On an output suffix other than ``.parquet`` / ``.csv``, a bad ``customers_per_partition``,
+        On an output suffix other than ``.parquet`` / ``.csv``, a bad ``customers_per_partition``
+        or ``jobs``,
         or callback results with duplicate or foreign customer ids or changing columns.
     RuntimeError
         When the counts do not reconcile (a bug). On any error no output or rejections file is
@@ -188,8 +224,9 @@ def score_in_partitions(
     """
     as_of_day = as_day(as_of, "as_of")
     per_partition = customers_per_partition
-    if isinstance(per_partition, bool) or not isinstance(per_partition, numbers.Integral) or per_partition < 1:
-        raise ValueError(f"customers_per_partition must be a positive int. Got {per_partition!r} instead.")
+    for name, value in (("customers_per_partition", per_partition), ("jobs", jobs)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be a positive int. Got {value!r} instead.")
     output = Path(output)
     kind = _SUFFIXES.get(output.suffix.lower())
     if kind is None or output.is_dir():
@@ -210,22 +247,31 @@ def score_in_partitions(
         )
     next_day = f"TIMESTAMP '{as_of_day + pd.Timedelta(days=1)}'"
 
-    with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as work:
-        work = Path(work)
+    # no more workers than partitions; customers are not counted yet, but a log's rows bound them
+    workers = min(jobs, partition_count(log.report.rows_in, int(per_partition), most=MAX_PARTITIONS,
+                                        fewest_customers=MIN_CUSTOMERS_PER_PARTITION))
+    if jobs > 1:
+        check_picklable(score_partition, "score_partition")  # whether or not workers are needed
+        if customers is not None:
+            workers = jobs  # the table's customers may outnumber the log's rows
+    with work_folder(output) as work, partition_runner(score_partition, workers) as runner:
         with duckdb_session() as con:
             log.create_views(con)
             id_type = con.sql("DESCRIBE SELECT customer_id FROM crmml_transactions").fetchall()[0][1]
             table = None if customers is None else _CustomerTable(con, customers, as_of_day, id_type)
-            rows_used, rows_after = con.sql(
+            rows_used, rows_after, largest = con.sql(
                 f"SELECT count(*) FILTER (WHERE timestamp < {next_day}), count(*) FILTER (WHERE timestamp >= "
-                f"{next_day}) FROM crmml_transactions"
+                f"{next_day}), {'max(abs(amount))' if log.has_amount else 'NULL'} FROM crmml_transactions"
             ).fetchall()[0]
+            if largest is not None and not largest < MAX_ABS_AMOUNT:
+                raise _amount_too_large(con, log)
             keys = f"SELECT DISTINCT customer_id FROM crmml_checked WHERE NOT {WITHOUT_CUSTOMER_SQL}"
             if table is not None:  # (distinct ids in their own type first: faster)
                 keys = (f"SELECT CAST(customer_id AS VARCHAR) FROM ({keys}) "
                         f"UNION SELECT {table.key} FROM {table.scan}")
             customers_in = con.sql(f"SELECT count(*) FROM ({keys})").fetchall()[0][0]
-            n_partitions = max(1, math.ceil(customers_in / int(per_partition)))
+            n_partitions = partition_count(customers_in, int(per_partition), most=MAX_PARTITIONS,
+                                           fewest_customers=MIN_CUSTOMERS_PER_PARTITION)
             if table is not None:
                 table.write(con, work / "customers.parquet", n_partitions)
 
@@ -233,12 +279,13 @@ def score_in_partitions(
         rejections = work / "rejected.csv"
         pd.DataFrame(columns=REJECTED_COLUMNS).to_csv(rejections, index=False)
         counts = {"scored": 0, "seen": 0, "rows": 0, "reasons": dict.fromkeys(CUSTOMER_REJECTION_REASONS, 0)}
+        attrs = []
+        parts = runner.run(_score_to_files, (n_partitions, log, table, next_day, work), n_partitions, progress)
         try:
-            for index in range(n_partitions):
-                _score_one(log, index, n_partitions, table, next_day, score_partition, scores, rejections,
-                           counts)
-                if progress is not None:
-                    progress(index + 1, n_partitions)
+            with closing(parts):  # on an error here: stop the workers before the work folder goes
+                for part in parts:
+                    _append_part(part, scores, rejections, counts)
+                    attrs.append(part["attrs"])
         finally:
             scores.close()
         if not scores.started:
@@ -253,7 +300,7 @@ def score_in_partitions(
             customers_scored=counts["scored"], customers_rejected=sum(by_reason.values()),
             partitions=n_partitions, output_path=output, rejected_path=rejected_path, as_of=as_of_day,
             customers_rejected_by_reason=by_reason,
-            rows_rejected_by_reason=dict(log.report.rejected_by_reason),
+            rows_rejected_by_reason=dict(log.report.rejected_by_reason), partition_attrs=tuple(attrs),
         )
         if not report.reconciles or counts["seen"] != customers_in or counts["rows"] != report.rows_rejected:
             raise RuntimeError(
@@ -269,16 +316,41 @@ def score_in_partitions(
     return report
 
 
+def _amount_too_large(con: duckdb.DuckDBPyConnection, log: Transactions) -> DataValidationError:
+    """The error for a valid row whose amount the exact sums cannot hold, naming the first such row
+    (the data layer's rule, :data:`crmml.data.summary.MAX_ABS_AMOUNT`, checked before DuckDB's
+    ``DECIMAL(38, 10)`` sums overflow on it)."""
+    where = (f"reason IS NULL AND NOT abs(amount) < {MAX_ABS_AMOUNT!r}"
+             + (f" AND {log._partition_filter()}" if log._partitions else ""))
+    located = log._source.located_rows_sql(con, log._plan, where, max_files=1)
+    frame = log._source.label_rows(con.sql(
+        f"SELECT amount, source_file, source_row FROM ({located}) ORDER BY source_file, source_row LIMIT 1"
+    ).df())
+    if log._source.is_frame:
+        label, rows = f"index label {frame.index[0]!r} of the DataFrame", [frame.index[0]]
+    else:
+        label, rows = f"row {frame['row'].iloc[0]} of {frame['file'].iloc[0]}", [int(frame["row"].iloc[0])]
+    return DataValidationError(
+        f"Amounts must be below 9.2e18 in absolute value to be summed exactly. Got {frame['amount'].iloc[0]:.6g} "
+        f"in column 'amount', {label}.", column="amount", rows=rows,
+    )
+
+
 # --------------------------------------------------------------------------------------------------
 # One partition
 # --------------------------------------------------------------------------------------------------
 
 
-def _score_one(log, index, count, table, next_day, score_partition, scores, rejections, counts) -> None:
-    """Score partition ``index``: call back, write its scores and rejections, add up its counts."""
+def _score_to_files(index, score_partition, count, log, table, next_day, work: Path) -> dict:
+    """Score partition ``index`` of ``count`` into its own files in ``work``: the scores (Parquet,
+    in the callback's row order) and the rejections (its rejected rows, then its rejected customers
+    by id). Returns the files and the partition's counts. Runs in a worker process with ``jobs > 1``."""
     part = log.partition(index, count)
-    if log.report.rows_rejected:
-        counts["rows"] += _append_rejected_rows(part, rejections)
+    stem = work / f"part-{index:06d}"
+    rejections = stem.with_suffix(".rejected.csv")
+    rejections.touch()
+    rows = _append_rejected_rows(part, rejections) if log.report.rows_rejected else 0
+    scores_path, n_scored, attrs = None, 0, {}
     with duckdb_session() as con:
         part.create_views(con)
         con.execute(f"CREATE TEMP TABLE crmml_ids AS {_customers_sql(part, table, index, next_day)}")
@@ -300,17 +372,33 @@ def _score_one(log, index, count, table, next_day, score_partition, scores, reje
             if foreign:
                 raise ValueError(f"score_partition returned customers that are not in partition {index}, e.g. "
                                  f"{[row[0] for row in foreign]}.")
-            scores.write(result, index)
-            counts["scored"] += len(result)
+            attrs, n_scored = dict(result.attrs), len(result)
+            scores_path = stem.with_suffix(".parquet")
+            pq.write_table(_arrow_scores(result), scores_path)
         cases = " ".join(f"WHEN {rule} THEN '{reason}'" for reason, rule in _CUSTOMER_REASONS.items())
         rejected = con.sql(
             f"SELECT 'customer' AS kind, CASE {cases} END AS reason, i.key AS customer_id FROM crmml_ids AS i "
             "ANTI JOIN crmml_scored AS s ON CAST(s.customer_id AS VARCHAR) = i.key ORDER BY i.key"
         ).df()
-    counts["seen"] += n_ids
-    for reason, n in rejected["reason"].value_counts().items():
-        counts["reasons"][reason] += int(n)
     rejected.reindex(columns=REJECTED_COLUMNS).to_csv(rejections, mode="a", header=False, index=False)
+    reasons = {reason: int(n) for reason, n in rejected["reason"].value_counts().items()}
+    return {"index": index, "scores": scores_path, "rejections": rejections, "scored": n_scored, "seen": n_ids,
+            "rows": rows, "reasons": reasons, "attrs": attrs}
+
+
+def _append_part(part: dict, scores: _ScoreWriter, rejections: Path, counts: dict) -> None:
+    """Append one partition's files (from :func:`_score_to_files`) to the output's, then remove them."""
+    if part["scores"] is not None:
+        scores.write(pq.read_table(part["scores"]), part["index"])
+        part["scores"].unlink()
+    with open(rejections, "ab") as whole, open(part["rejections"], "rb") as piece:
+        shutil.copyfileobj(piece, whole)
+    part["rejections"].unlink()
+    counts["scored"] += part["scored"]
+    counts["seen"] += part["seen"]
+    counts["rows"] += part["rows"]
+    for reason, n in part["reasons"].items():
+        counts["reasons"][reason] += n
 
 
 def _customers_sql(part: Transactions, table: _CustomerTable | None, index: int, next_day: str) -> str:
@@ -485,9 +573,20 @@ def _signup_day(duckdb_type: str | None) -> str | None:
                               column="signup_date")
 
 
+def _arrow_scores(frame: pd.DataFrame) -> pa.Table:
+    """A callback's scores as an Arrow table: no index, no pandas metadata, categories as their values."""
+    frame = frame.copy(deep=False)
+    frame.attrs = {}  # pandas attrs are not stored: they may not be serialisable
+    table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
+    return pa.table({
+        name: column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
+        for name, column in zip(table.column_names, table.columns, strict=True)
+    })
+
+
 class _ScoreWriter:
-    """Appends each partition's scores to one Parquet or CSV file, in the first partition's columns
-    and (Parquet) types; categories are written as their values."""
+    """Appends each partition's scores (:func:`_arrow_scores` tables) to one Parquet or CSV file, in
+    the first partition's columns and (Parquet) types."""
 
     def __init__(self, path: Path, kind: str):
         self.path, self.kind, self.columns = path, kind, None
@@ -497,23 +596,17 @@ class _ScoreWriter:
     def started(self) -> bool:
         return self.columns is not None
 
-    def write(self, frame: pd.DataFrame, index: int) -> None:
+    def write(self, table: pa.Table, index: int) -> None:
         first = self.columns is None
         if first:
-            self.columns = list(frame.columns)
-        elif sorted(map(str, frame.columns)) != sorted(map(str, self.columns)):
-            raise ValueError(f"score_partition returned columns {list(frame.columns)} for partition {index}, "
+            self.columns = list(table.column_names)
+        elif sorted(table.column_names) != sorted(self.columns):
+            raise ValueError(f"score_partition returned columns {table.column_names} for partition {index}, "
                              f"but {self.columns} before.")
-        frame = frame[self.columns]
+        table = table.select(self.columns)
         if self.kind == "csv":
-            frame.to_csv(self.path, mode="w" if first else "a", header=first, index=False)
+            table.to_pandas().to_csv(self.path, mode="w" if first else "a", header=first, index=False)
             return
-        frame.attrs = {}  # (a copy's) pandas attrs are not stored: they may not be serialisable
-        table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
-        table = pa.table({
-            name: column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
-            for name, column in zip(table.column_names, table.columns, strict=True)
-        })
         if first:
             self._writer = pq.ParquetWriter(self.path, table.schema)
         try:

@@ -68,8 +68,14 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_data_arguments(score)
     score.add_argument("--output", required=True, help="scores file (.parquet or .csv), written atomically")
     score.add_argument("--tracking-uri", default=None, help=f"MLflow tracking URI (default {DEFAULT_TRACKING_URI})")
-    score.add_argument("--customers-per-partition", type=int, default=250_000,
-                       help="customers scored at a time (memory; default 250000)")
+    score.add_argument("--customers-per-partition", type=_positive, default=250_000,
+                       help="customers scored at a time by one job (memory; default 250000); the partitions "
+                            "number ceil(customers / this), at most 256 and at most one per 50 customers")
+    score.add_argument("--jobs", type=_positive, default=None,
+                       help="partitions scored at once, each in its own process with an equal share of DuckDB's "
+                            "threads and memory limit (default: the usable cores); the output is the same for "
+                            "every value. Only as many jobs as partitions run: lower --customers-per-partition "
+                            "to use more cores on a small log")
     score.add_argument("--engine", default="local", choices=["local", "spark"],
                        help="local: DuckDB out of core (default); spark: a Spark session (pip install 'crmml[spark]')")
     score.add_argument("--spark-master", default=None,
@@ -251,6 +257,13 @@ def _days(text: str) -> int:
     return int(value)
 
 
+def _positive(text: str) -> int:
+    """A positive whole number."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number; got {text!r}")
+    return int(text)
+
+
 def _tracking_uri(args: argparse.Namespace) -> str:
     import os
 
@@ -289,6 +302,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_score(args: argparse.Namespace) -> int:
+    from crmml.batch_pool import default_jobs
     from crmml.jobs import score_job
     from crmml.progress import progress_display
 
@@ -299,6 +313,7 @@ def _run_score(args: argparse.Namespace) -> int:
             model=args.model, transactions=args.transactions, customers=args.customers, as_of=args.as_of,
             output=args.output, tracking_uri=_tracking_uri(args), time_format=args.time_format,
             customers_per_partition=args.customers_per_partition, progress=progress.advance,
+            jobs=args.jobs or default_jobs(),
         )
     print(f"model {result.model_version}")
     print(result.report)
@@ -309,6 +324,8 @@ def _run_score(args: argparse.Namespace) -> int:
 
 
 def _run_score_on_spark(args: argparse.Namespace) -> int:
+    if args.jobs is not None:
+        raise ValueError("--jobs is for the local engine; with --engine spark, --spark-master sets the parallelism.")
     try:
         from crmml.spark.jobs import score_job_spark
     except ImportError as error:  # the optional extra is not installed: one line, exit code 2

@@ -17,7 +17,8 @@ import pandas as pd
 from crmml.data.summary import as_day
 from crmml.data.transactions import read_transactions
 
-__all__ = ["ScoreResult", "TrainResult", "demo_data", "demo_report", "read_customer_table", "score_job", "train_job"]
+__all__ = ["ScorePartition", "ScoreResult", "TrainResult", "demo_data", "demo_report", "read_customer_table",
+           "score_job", "train_job"]
 
 DEMO_AS_OF = "1998-06-30"
 
@@ -102,26 +103,35 @@ def _input_example(log, table, scorer) -> pd.DataFrame:
     return rows
 
 
+class ScorePartition:
+    """The scoring callable of :func:`score_job`: ``scorer.score`` of one partition at ``as_of``.
+
+    A module-level class, so that it pickles (with the scorer) into the worker processes of
+    ``crmml score --jobs N`` (:func:`crmml.batch.score_in_partitions` with ``jobs > 1``).
+    """
+
+    def __init__(self, scorer, as_of):
+        self.scorer, self.as_of = scorer, as_of
+
+    def __call__(self, log, table) -> pd.DataFrame:
+        return self.scorer.score(log, as_of=self.as_of, customers=table)
+
+
 def score_job(*, model, transactions, as_of, output, customers=None, tracking_uri=None, time_format=None,
-              customers_per_partition=250_000, progress=None) -> ScoreResult:
-    """Score every customer with the model at ``model`` (a URI or a bundle folder)."""
+              customers_per_partition=250_000, progress=None, jobs=1) -> ScoreResult:
+    """Score every customer with the model at ``model`` (a URI or a bundle folder), ``jobs``
+    partitions at a time (see :func:`crmml.batch.score_in_partitions`)."""
     from crmml.batch import score_in_partitions
     from crmml.registry import load_scorer
 
     scorer = load_scorer(model, tracking_uri=tracking_uri)
     as_of_day = as_day(as_of, "as_of")
-    missing: set[str] = set()
-
-    def score_partition(log, table):
-        scores = scorer.score(log, as_of=as_of_day, customers=table)
-        missing.update(scores.attrs.get("missing_attributes", []))
-        return scores
-
     report = score_in_partitions(
-        transactions, as_of=as_of_day, score_partition=score_partition, output=output, customers=customers,
-        customers_per_partition=customers_per_partition, progress=progress,
-        read_kwargs={"time_format": time_format} if time_format else None,
+        transactions, as_of=as_of_day, score_partition=ScorePartition(scorer, as_of_day), output=output,
+        customers=customers, customers_per_partition=customers_per_partition, progress=progress,
+        read_kwargs={"time_format": time_format} if time_format else None, jobs=jobs,
     )
+    missing = {name for attrs in report.partition_attrs for name in attrs.get("missing_attributes", [])}
     return ScoreResult(report, scorer.model_version, sorted(missing))
 
 

@@ -1,0 +1,251 @@
+"""The machinery behind :func:`crmml.batch.score_in_partitions`: its work folder and its worker processes.
+
+Work folder
+    A hidden folder next to the output (``.<output name>.XXXXXXXX/``) holds the partial scores, the
+    customer-table copy and an owner file naming the process that made it. A run that is killed
+    cannot remove it; the next run for the same output removes every such folder whose owner file
+    is older than the run and whose owner process is gone (:func:`remove_stale_work_folders`).
+    Folders without an owner file (not made by this code) are never touched.
+
+Worker processes
+    With ``jobs > 1`` the partitions are scored by a :class:`concurrent.futures.ProcessPoolExecutor`
+    of ``jobs`` processes started with ``spawn`` (no DuckDB connection or thread state is
+    inherited), started before the customers are counted so that their imports overlap it. Each
+    worker receives the scoring callable once, through its initializer (it must be picklable),
+    and then one small task per partition. DuckDB's threads and memory limit are split evenly
+    between the workers (:func:`worker_resources`); the scoring itself (pandas, scikit-learn)
+    takes memory per worker, so peak memory grows with ``jobs`` x the partition size.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import pickle
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from pathlib import Path
+
+from crmml.data.transactions import duckdb_session
+
+__all__ = ["OWNER_FILE", "PartitionRunner", "check_picklable", "default_jobs", "partition_count", "partition_runner",
+           "remove_stale_work_folders", "work_folder", "worker_resources"]
+
+#: The file in a work folder that names its owner process: ``<pid> <start time>``.
+OWNER_FILE = "crmml-owner.txt"
+_THREADS_VARIABLE, _MEMORY_VARIABLE = "CRMML_DUCKDB_THREADS", "CRMML_DUCKDB_MEMORY_LIMIT"
+_UNITS = {"": 1, "B": 1, "BYTES": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def default_jobs() -> int:
+    """The cores this process may run on (``len(os.sched_getaffinity(0))`` where available)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Work folder
+# --------------------------------------------------------------------------------------------------
+
+
+def _work_prefix(output: Path) -> str:
+    return f".{output.name}."
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux ``/proc``), or '' when unknown:
+    with the pid, it tells a live owner from a later process that reuses its pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[-1].split()[19]  # field 22; the name in parentheses may hold spaces
+
+
+def _owner_is_gone(pid: int, started: str) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    except OSError:
+        return False
+    now = _start_time(pid)
+    return bool(started and now and now != started)  # the pid was reused by a later process
+
+
+def remove_stale_work_folders(output: Path, *, before: float) -> list[Path]:
+    """Remove the work folders a killed run for ``output`` left behind; return them.
+
+    A folder is removed when its name starts with ``.<output name>.``, it holds an owner file
+    written before ``before`` (a :func:`time.time` value) and the process named there is gone.
+    """
+    removed = []
+    for folder in output.parent.glob(f"{_glob_escape(_work_prefix(output))}*"):
+        owner = folder / OWNER_FILE
+        try:
+            if not folder.is_dir() or folder.is_symlink() or owner.stat().st_mtime >= before:
+                continue
+            pid_text, _, started = owner.read_text().strip().partition(" ")
+            pid = int(pid_text)
+        except (OSError, ValueError):  # no owner file (not ours), or unreadable: leave it
+            continue
+        if _owner_is_gone(pid, started.strip()):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+@contextmanager
+def work_folder(output: Path) -> Iterator[Path]:
+    """A fresh work folder next to ``output`` with an owner file, removed on exit; stale folders of
+    earlier killed runs for the same output are removed first."""
+    started = time.time()
+    remove_stale_work_folders(output, before=started)
+    with tempfile.TemporaryDirectory(prefix=_work_prefix(output), dir=output.parent) as folder:
+        folder = Path(folder)
+        (folder / OWNER_FILE).write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
+        yield folder
+
+
+# --------------------------------------------------------------------------------------------------
+# Worker processes
+# --------------------------------------------------------------------------------------------------
+
+
+def _bytes(size: str) -> int:
+    """Bytes of a DuckDB size as DuckDB shows it (``'18.8 GiB'``, ``'512.0 MiB'``)."""
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", size)
+    if match is None or match[2].upper() not in _UNITS:
+        raise ValueError(f"Unexpected DuckDB memory size {size!r}.")
+    return int(float(match[1]) * _UNITS[match[2].upper()])
+
+
+def worker_resources(jobs: int) -> dict[str, str]:
+    """Environment for each of ``jobs`` workers: DuckDB threads and memory limit split evenly.
+
+    The totals are what one :func:`~crmml.data.transactions.duckdb_session` gets in this process
+    (``CRMML_DUCKDB_THREADS`` / ``CRMML_DUCKDB_MEMORY_LIMIT``, else DuckDB's thread count and 25 %
+    of the memory); each worker gets ``max(1, threads // jobs)`` threads and ``limit / jobs``.
+    """
+    with duckdb_session() as con:
+        limit, threads = con.sql("SELECT current_setting('memory_limit'), current_setting('threads')").fetchall()[0]
+    per_worker = max(1, _bytes(limit) // jobs)
+    return {_THREADS_VARIABLE: str(max(1, int(threads) // jobs)), _MEMORY_VARIABLE: f"{per_worker}B"}
+
+
+_WORKER: dict = {}
+
+
+def _start_worker(environment: dict[str, str], callback: Callable) -> None:
+    os.environ.update(environment)
+    _WORKER["callback"] = callback
+
+
+def _warm_up() -> int:
+    return os.getpid()
+
+
+def _run_in_worker(function: Callable, index: int, arguments: tuple):
+    return function(index, _WORKER["callback"], *arguments)
+
+
+def check_picklable(value, what: str) -> None:
+    """Raise a TypeError naming ``what`` when ``value`` cannot be sent to a worker process."""
+    try:
+        pickle.dumps(value)
+    except Exception as exc:  # pickle raises PicklingError, AttributeError, TypeError, ...
+        raise TypeError(
+            f"{what} must be picklable to run with jobs > 1 (a module-level function or an object of a "
+            f"module-level class, not a lambda or a nested function): {exc}"
+        ) from exc
+
+
+class PartitionRunner:
+    """Runs ``function(index, callback, *arguments)`` for every partition, here or in workers.
+
+    Use :func:`partition_runner` to make one. With ``jobs > 1`` its worker processes are started
+    (and import what ``callback`` needs) as soon as it is made, while the caller is still counting
+    customers; ``callback`` is pickled to each worker once, through the pool's initializer.
+    """
+
+    def __init__(self, callback: Callable, pool: ProcessPoolExecutor | None):
+        self.callback, self.pool = callback, pool
+
+    def run(self, function: Callable, arguments: tuple, count: int,
+            progress: Callable[[int, int], object] | None = None) -> Iterator:
+        """The results for ``index`` in ``0 .. count - 1``, yielded in index order.
+
+        Without workers (``jobs == 1``) or with one partition the calls run here, one after the
+        other. Otherwise the workers run them and results are yielded as soon as every earlier one
+        is in. ``progress(done, count)`` is called as partitions finish (in any order). On an
+        error the pending partitions are cancelled, the running ones finish, and it is raised.
+        """
+        if self.pool is None or count == 1:
+            for index in range(count):
+                result = function(index, self.callback, *arguments)
+                if progress is not None:
+                    progress(index + 1, count)
+                yield result
+            return
+        try:
+            futures = {self.pool.submit(_run_in_worker, function, index, arguments): index for index in range(count)}
+            finished: dict[int, object] = {}
+            pending, next_index, n_done = set(futures), 0, 0
+            while next_index < count:
+                if next_index not in finished:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in sorted(done, key=futures.get):
+                        finished[futures[future]] = future.result()  # a worker's error is raised here
+                        n_done += 1
+                        if progress is not None:
+                            progress(n_done, count)
+                    continue
+                yield finished.pop(next_index)
+                next_index += 1
+        except BaseException:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+@contextmanager
+def partition_runner(callback: Callable, jobs: int) -> Iterator[PartitionRunner]:
+    """A :class:`PartitionRunner` with ``jobs`` worker processes (none for ``jobs == 1``), shut
+    down on exit (after the running partitions finish)."""
+    if jobs == 1:
+        yield PartitionRunner(callback, None)
+        return
+    check_picklable(callback, "score_partition")
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                             initargs=(worker_resources(jobs), callback)) as pool:
+        for _ in range(jobs):  # start the workers now: they import while the caller counts
+            pool.submit(_warm_up)
+        try:
+            yield PartitionRunner(callback, pool)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def partition_count(customers: int, per_partition: int, *, most: int, fewest_customers: int) -> int:
+    """``ceil(customers / per_partition)`` partitions, at least 1, at most ``most`` and at most one per
+    ``fewest_customers`` customers (see :func:`crmml.batch.score_in_partitions`)."""
+    wanted = math.ceil(customers / per_partition)
+    return max(1, min(wanted, most, math.ceil(customers / fewest_customers)))
