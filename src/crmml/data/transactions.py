@@ -57,7 +57,7 @@ import pyarrow.compute as pc
 
 from crmml.errors import DataValidationError, InvalidTimezoneError
 
-__all__ = ["DEFAULT_TIMEZONE", "TransactionReport", "Transactions", "check_timezone", "duckdb_session",
+__all__ = ["DEFAULT_TIMEZONE", "LogColumns", "TransactionReport", "Transactions", "check_timezone", "duckdb_session",
            "read_transactions"]
 
 #: The time zone that defines purchase days when none is given.
@@ -357,6 +357,71 @@ class Transactions:
         if self._own_temp_directory is not None:
             self._own_temp_directory.cleanup()
             self._own_temp_directory = None
+
+
+@dataclass(frozen=True)
+class LogColumns:
+    """Which columns of a transaction log are what, and its time zone: the mapping options of
+    :func:`read_transactions` as one value (the ``columns:`` section of a training config, the
+    ``--customer-col`` ... ``--timezone`` options of the command line).
+
+    Attributes
+    ----------
+    customer, time : str
+        The customer id and timestamp columns (default ``customer_id``, ``timestamp``).
+    amount : str or None
+        The amount column (default ``amount``); None for a log without amounts.
+    order : str or None
+        The order id column, for netting refunds by order (default None: none).
+    timezone : str
+        IANA time zone of purchase days and as-of dates (default ``"UTC"``).
+    """
+
+    customer: str = "customer_id"
+    time: str = "timestamp"
+    amount: str | None = "amount"
+    order: str | None = None
+    timezone: str = DEFAULT_TIMEZONE
+
+    def __post_init__(self) -> None:
+        for role in ("customer", "time", "amount", "order"):
+            value = getattr(self, role)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                if role in ("amount", "order") and value == "":
+                    object.__setattr__(self, role, None)  # '' means "no such column"
+                    continue
+                raise ValueError(f"columns.{role} must be a column name; got {value!r}.")
+        check_timezone(self.timezone)
+
+    @classmethod
+    def from_dict(cls, values: Mapping | None) -> LogColumns:
+        """From a mapping with any of the keys ``customer``, ``time``, ``amount``, ``order``, ``timezone``."""
+        values = dict(values or {})
+        known = [f for f in cls.__dataclass_fields__]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"Unknown key(s) {unknown} in config section 'columns'; known keys: {known}.")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    def merged(self, changes: Mapping | None) -> LogColumns:
+        """A copy with the entries of ``changes`` that are not None (``""`` removes amount or order)."""
+        given = {name: value for name, value in (changes or {}).items() if value is not None}
+        return replace(self, **given) if given else self
+
+    def read_kwargs(self) -> dict:
+        """The keyword arguments of :func:`read_transactions` for this mapping."""
+        return {"customer_col": self.customer, "time_col": self.time, "amount_col": self.amount,
+                "order_col": self.order, "timezone": self.timezone}
+
+    def describe(self) -> str:
+        """One line: which column is used as what, e.g. for a command's output."""
+        parts = [f"customer id = {self.customer!r}", f"timestamp = {self.time!r} (time zone {self.timezone})",
+                 f"amount = {self.amount!r}" if self.amount is not None else "no amount",
+                 f"order id = {self.order!r}" if self.order is not None else "no order id"]
+        return "columns: " + ", ".join(parts)
 
 
 def read_transactions(

@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -40,7 +41,7 @@ _SCORED = "scored"
 
 
 def score_job_spark(*, model, transactions, as_of, output, customers=None, tracking_uri=None, time_format=None,
-                    master: str | None = None, session: SparkSession | None = None) -> ScoreResult:
+                    master: str | None = None, session: SparkSession | None = None, columns=None) -> ScoreResult:
     """Score every customer of a log with Spark (see the module docstring).
 
     Parameters
@@ -60,6 +61,10 @@ def score_job_spark(*, model, transactions, as_of, output, customers=None, track
         Spark master; default: the active or ``spark-submit`` session, else ``local[2]``.
     session : SparkSession, optional
         A session to use instead (``master`` is then ignored).
+    columns : mapping, optional
+        Overrides of the model's training columns and time zone (keys of
+        :class:`~crmml.data.transactions.LogColumns`). Netting refunds by order id (``order``) is
+        not available on Spark yet: it is an error.
 
     Returns
     -------
@@ -77,12 +82,17 @@ def score_job_spark(*, model, transactions, as_of, output, customers=None, track
         raise FileNotFoundError(f"The output directory {str(output.parent)!r} does not exist.")
     as_of_day = as_day(as_of, "as_of")
     scorer = load_model(model, tracking_uri=tracking_uri)
+    log_columns = scorer.config.columns.merged(columns)
+    if log_columns.order is not None:
+        raise ValueError(f"Netting refunds by order id (order column {log_columns.order!r}) is not available with "
+                         "the Spark engine yet; score with the local engine, or drop the order column.")
     started_here = session is None and SparkSession.getActiveSession() is None
     with warnings.catch_warnings():  # PySpark's notice about pandas 3: nothing a user can act on
         warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
         spark = session or spark_session(master)
         try:
-            return _score(spark, scorer, transactions, as_of_day, output, customers, time_format)
+            result = _score(spark, scorer, transactions, as_of_day, output, customers, time_format, log_columns)
+            return replace(result, columns=log_columns)
         except AnalysisException as exc:  # unreadable input, as Spark says it
             raise DataValidationError(f"Spark could not read the input: {first_line(exc)}") from exc
         finally:
@@ -90,9 +100,10 @@ def score_job_spark(*, model, transactions, as_of, output, customers=None, track
                 spark.stop()
 
 
-def _score(spark, scorer, transactions, as_of_day, output: Path, customers, time_format) -> ScoreResult:
+def _score(spark, scorer, transactions, as_of_day, output: Path, customers, time_format, columns) -> ScoreResult:
     log = validate_transactions(read_spark_table(spark, transactions, "transactions"), time_format=time_format,
-                                on_invalid="reject", persist=True)
+                                on_invalid="reject", persist=True, customer_col=columns.customer,
+                                time_col=columns.time, amount_col=columns.amount, timezone=columns.timezone)
     try:
         return _score_log(spark, scorer, log, transactions, as_of_day, output, customers)
     finally:
