@@ -213,3 +213,48 @@ def test_train_and_score_a_shop_log_with_its_own_columns_and_time_zone(shop, cap
     written = pd.read_parquet(scores)
     buyers = rfm_summary(shop["local"], as_of=SHOP_AS_OF, order_col="order_id").index
     assert set(buyers) <= set(written["customer_id"])
+
+
+# --------------------------------------------------------------------------------------------------
+# The registry's URI: one default, named in every error, never created by a read
+# --------------------------------------------------------------------------------------------------
+
+
+def test_one_default_tracking_uri():
+    from crmml import cli, defaults, registry
+    from crmml.service.settings import ServiceSettings
+
+    assert cli.DEFAULT_TRACKING_URI is defaults.DEFAULT_TRACKING_URI is registry.DEFAULT_TRACKING_URI
+    assert ServiceSettings.model_fields["tracking_uri"].default == defaults.DEFAULT_TRACKING_URI
+
+
+def test_scoring_from_another_folder_names_the_registry_and_creates_no_database(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("mlflow")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    log = elsewhere / "log.csv"
+    pd.DataFrame({"customer_id": [1], "timestamp": ["2024-01-01"], "amount": [1.0]}).to_csv(log, index=False)
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    argv = ["score", "--model", "models:/crmml-scorer@champion", "--transactions", str(log), "--as-of",
+            "2024-01-31", "--output", str(elsewhere / "scores.parquet")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "sqlite:///mlflow.db" in err and str(elsewhere / "mlflow.db") in err and "--tracking-uri" in err
+    assert not (elsewhere / "mlflow.db").exists()
+    assert main(["report", "--model", "models:/crmml-scorer/1", "--output", str(elsewhere / "r.html")]) == 2
+    assert "sqlite:///mlflow.db" in capsys.readouterr().err
+    assert not (elsewhere / "mlflow.db").exists()
+
+
+def test_a_model_missing_from_an_existing_registry_names_the_registry(tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow import MlflowClient
+
+    from crmml.registry import ModelNotFoundError, load_scorer
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments()  # creates the (empty) registry
+    with pytest.raises(ModelNotFoundError, match=f"from the registry at {uri}: .*crmml-scorer"):
+        load_scorer("models:/crmml-scorer@champion", tracking_uri=uri)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from crmml.defaults import DEFAULT_TRACKING_URI, tracking_uri_or_default
 from crmml.errors import CrmmlError, first_line
 
 EXIT_USAGE = 2
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # crmml.registry's default, without importing MLflow here
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -287,9 +287,7 @@ def _days(text: str) -> int:
 
 
 def _tracking_uri(args: argparse.Namespace) -> str:
-    import os
-
-    return args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    return tracking_uri_or_default(args.tracking_uri)
 
 
 def _run_train(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from crmml.defaults import DEFAULT_EXPERIMENT, DEFAULT_MODEL_NAME, DEFAULT_TRACKING_URI
 from crmml.errors import CrmmlError, first_line
 from crmml.scorer import BUNDLE_FILE, Scorer
 
@@ -45,6 +46,7 @@ __all__ = [
     "GateDecision",
     "ModelNotFoundError",
     "ModelTarget",
+    "RegistryError",
     "TrainingRecord",
     "library_versions",
     "load_scorer",
@@ -53,9 +55,6 @@ __all__ = [
     "resolve_model_uri",
 ]
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-DEFAULT_EXPERIMENT = "crmml"
-DEFAULT_MODEL_NAME = "crmml-scorer"
 #: Metrics the challenger must match or beat (all higher is better): the selection rules' metrics.
 GATE_METRICS = ("churn_roc_auc", "value_normalized_gini")
 _LIBRARIES = ("crmml", "numpy", "scipy", "pandas", "scikit-learn", "duckdb", "pyarrow", "joblib", "mlflow")
@@ -65,7 +64,11 @@ _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ve
 
 
 class ModelNotFoundError(CrmmlError, LookupError):
-    """The model URI names nothing that can be loaded."""
+    """The model URI names nothing that can be loaded (the message names the tracking URI asked)."""
+
+
+class RegistryError(CrmmlError, RuntimeError):
+    """The MLflow tracking server or registry refused a request (the message names its URI)."""
 
 
 @dataclass(frozen=True)
@@ -141,42 +144,48 @@ def log_and_register(
     """
     import mlflow
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     if promote not in ("auto", "always", "never"):
         raise ValueError(f"promote must be 'auto', 'always' or 'never'; got {promote!r}.")
     _quiet_mlflow()
-    mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri)
-    experiment_id = _experiment_id(client, experiment)
-    summary = scorer.summary()
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"train as of {summary['as_of']}") as run:
-        run_id = run.info.run_id
-        mlflow.log_params(_params(scorer))
-        mlflow.set_tags({"crmml.model_id": scorer.model_id_, "crmml.as_of": summary["as_of"],
-                         "crmml.data_hash": scorer.fingerprint_["content_hash"]})
-        _log_backtest(scorer)
-        mlflow.log_dict(scorer.fingerprint_, "data_fingerprint.json")
-        mlflow.log_dict(library_versions(), "library_versions.json")
-        for name, table in scorer.tables_.items():
-            mlflow.log_text(table.to_csv(), f"tables/{name}.csv")
-
-        version_number = _register(client, scorer, model_name, run_id, input_example)
+    try:
+        mlflow.set_tracking_uri(tracking_uri)
+        client = MlflowClient(tracking_uri)
+        experiment_id = _experiment_id(client, experiment)
         summary = scorer.summary()
-        mlflow.log_dict(summary, "scorer.json")
-        _log_report(scorer, transactions, customers)
-        client.set_registered_model_alias(model_name, "challenger", version_number)
-        gate = _gate(client, scorer, model_name, version_number, promote, transactions, customers)
-        mlflow.log_dict(asdict(gate), "gate.json")
-        mlflow.set_tag("crmml.gate", "promoted" if gate.promoted else "challenger")
-        for metric, number in (gate.champion or {}).items():
-            mlflow.log_metric(f"gate.champion.{metric}", number)
-        aliases = ["challenger"]
-        if gate.promoted:
-            client.set_registered_model_alias(model_name, "champion", version_number)
-            aliases.append("champion")
-        client.set_model_version_tag(model_name, version_number, "crmml.gate", gate.reason[:_MAX_TAG_CHARS])
-    return TrainingRecord(run_id, experiment_id, model_name, version_number,
-                          f"models:/{model_name}/{version_number}", tuple(aliases), gate)
+        run_name = run_name or f"train as of {summary['as_of']}"
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+            run_id = run.info.run_id
+            mlflow.log_params(_params(scorer))
+            mlflow.set_tags({"crmml.model_id": scorer.model_id_, "crmml.as_of": summary["as_of"],
+                             "crmml.data_hash": scorer.fingerprint_["content_hash"]})
+            _log_backtest(scorer)
+            mlflow.log_dict(scorer.fingerprint_, "data_fingerprint.json")
+            mlflow.log_dict(library_versions(), "library_versions.json")
+            for name, table in scorer.tables_.items():
+                mlflow.log_text(table.to_csv(), f"tables/{name}.csv")
+
+            version_number = _register(client, scorer, model_name, run_id, input_example)
+            summary = scorer.summary()
+            mlflow.log_dict(summary, "scorer.json")
+            _log_report(scorer, transactions, customers)
+            client.set_registered_model_alias(model_name, "challenger", version_number)
+            gate = _gate(client, scorer, model_name, version_number, promote, transactions, customers)
+            mlflow.log_dict(asdict(gate), "gate.json")
+            mlflow.set_tag("crmml.gate", "promoted" if gate.promoted else "challenger")
+            for metric, number in (gate.champion or {}).items():
+                mlflow.log_metric(f"gate.champion.{metric}", number)
+            aliases = ["challenger"]
+            if gate.promoted:
+                client.set_registered_model_alias(model_name, "champion", version_number)
+                aliases.append("champion")
+            client.set_model_version_tag(model_name, version_number, "crmml.gate", gate.reason[:_MAX_TAG_CHARS])
+        return TrainingRecord(run_id, experiment_id, model_name, version_number,
+                              f"models:/{model_name}/{version_number}", tuple(aliases), gate)
+    except MlflowException as exc:  # a refused request: name the server it came from
+        raise RegistryError(f"MLflow at {tracking_uri} refused the training run's registration: "
+                            f"{first_line(exc)}") from exc
 
 
 def _experiment_id(client, name: str) -> str:
@@ -349,17 +358,54 @@ def load_scorer(uri: str, *, tracking_uri: str | None = None) -> Scorer:
     Raises
     ------
     ModelNotFoundError
-        When the URI names no model, version, alias or bundle, or the registry cannot be asked.
+        When the URI names no model, version, alias or bundle, or the registry cannot be asked (the
+        message names the tracking URI). Reading never creates a registry: a ``sqlite:`` tracking URI
+        must name an existing file.
     """
     if _MODELS_URI.match(uri) is None:
         return load_target(resolve_model_uri(uri), tracking_uri=tracking_uri)
     from mlflow.exceptions import MlflowException
 
+    tracking_uri = registry_to_read(tracking_uri)
     try:
         target = resolve_model_uri(uri, tracking_uri=tracking_uri)
-    except MlflowException as exc:
-        raise ModelNotFoundError(f"Cannot load {uri}: {first_line(exc)}") from exc
+    except (MlflowException, RegistryError) as exc:
+        raise ModelNotFoundError(f"Cannot load {uri} from the registry at {tracking_uri}: {first_line(exc)}") from exc
     return load_target(target, tracking_uri=tracking_uri)
+
+
+def registry_to_read(tracking_uri: str | None = None) -> str:
+    """The tracking URI to read a model from (``tracking_uri``, else MLflow's current one), checked.
+
+    MLflow creates an empty SQLite database when asked about one that does not exist, and then
+    reports the model as not found; reading here never creates one: a ``sqlite:`` URI must name an
+    existing file. A relative SQLite path (``sqlite:///mlflow.db``, the default) is relative to the
+    working directory.
+
+    Raises
+    ------
+    ModelNotFoundError
+        When a ``sqlite:`` URI names no file, naming the URI and the absolute path looked at.
+    """
+    import mlflow
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    path = _sqlite_path(uri)
+    if path is not None and not path.is_file():
+        raise ModelNotFoundError(
+            f"No MLflow registry at {uri}: {path.absolute()} does not exist (a relative sqlite path is relative to "
+            "the working directory). Pass --tracking-uri (or set MLFLOW_TRACKING_URI) to the registry the model "
+            "was registered in."
+        )
+    return uri
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///<path>`` URI (None for other URIs and in-memory databases)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path)
 
 
 def load_target(target: ModelTarget, *, tracking_uri: str | None = None) -> Scorer:
@@ -376,7 +422,7 @@ def load_target(target: ModelTarget, *, tracking_uri: str | None = None) -> Scor
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    tracking_uri = tracking_uri or mlflow.get_tracking_uri()
+    tracking_uri = registry_to_read(tracking_uri)
     try:
         mlflow.set_tracking_uri(tracking_uri)
         with tempfile.TemporaryDirectory(prefix="crmml-model-") as folder:
@@ -410,7 +456,10 @@ def resolve_model_uri(uri: str, *, tracking_uri: str | None = None) -> ModelTarg
     Raises
     ------
     ModelNotFoundError
-        When the URI names no model, version, alias or path.
+        When the URI names no model, version, alias or path, or a ``sqlite:`` tracking URI names no
+        file (see :func:`registry_to_read`); the message names the tracking URI.
+    RegistryError
+        When the registry answers with another error (naming the tracking URI).
     Exception
         Whatever the MLflow client raises when the registry cannot be reached (left to the caller,
         who may keep serving the model it has).
@@ -423,19 +472,19 @@ def resolve_model_uri(uri: str, *, tracking_uri: str | None = None) -> ModelTarg
         if not Path(uri).exists():
             raise ModelNotFoundError(f"No model at {uri}: the path does not exist.")
         return ModelTarget(None, None, None, uri)
-    import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     _quiet_mlflow()
-    client = MlflowClient(tracking_uri or mlflow.get_tracking_uri())
+    tracking_uri = registry_to_read(tracking_uri)
+    client = MlflowClient(tracking_uri)
     name, alias, number = match["name"], match["alias"], match["version"]
     try:
         found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise ModelNotFoundError(f"Cannot load {uri}: {first_line(exc)}") from exc
-        raise
+            raise ModelNotFoundError(f"Cannot load {uri} from the registry at {tracking_uri}: {first_line(exc)}") from exc
+        raise RegistryError(f"The registry at {tracking_uri} could not say what {uri} names: {first_line(exc)}") from exc
     return ModelTarget(name, str(found.version), alias, f"models:/{name}/{found.version}")
 
 
