@@ -258,3 +258,35 @@ def test_a_model_missing_from_an_existing_registry_names_the_registry(tmp_path):
     MlflowClient(uri).search_experiments()  # creates the (empty) registry
     with pytest.raises(ModelNotFoundError, match=f"from the registry at {uri}: .*crmml-scorer"):
         load_scorer("models:/crmml-scorer@champion", tracking_uri=uri)
+
+
+# --------------------------------------------------------------------------------------------------
+# Progress in a job log
+# --------------------------------------------------------------------------------------------------
+
+
+def test_progress_prints_one_line_per_step_with_elapsed_time_when_not_on_a_terminal(capsys):
+    from crmml.progress import progress_display
+
+    with progress_display() as progress:  # under pytest neither stdout nor stderr is a terminal
+        progress.step("read the data")
+        progress.advance(1, 2)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].endswith("s] read the data") and lines[1].endswith("scored part 1 of 2")
+    assert float(lines[0].strip("[").split(" s]")[0]) >= 0
+    with progress_display(enabled=False) as progress:
+        progress.step("quiet")
+    assert capsys.readouterr().out == ""
+
+
+def test_progress_lines_count_from_the_start():
+    import io
+
+    from crmml.progress import Progress
+
+    ticks = iter([100.0, 101.5, 163.25])
+    stream = io.StringIO()
+    progress = Progress(lines=stream, clock=lambda: next(ticks))
+    progress.step("read the data")
+    progress.step("fit the models")
+    assert stream.getvalue().splitlines() == ["[      1.5 s] read the data", "[     63.2 s] fit the models"]
