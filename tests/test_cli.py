@@ -213,6 +213,34 @@ def test_train_and_score_a_shop_log_with_its_own_columns_and_time_zone(shop, cap
     written = pd.read_parquet(scores)
     buyers = rfm_summary(shop["local"], as_of=SHOP_AS_OF, order_col="order_id").index
     assert set(buyers) <= set(written["customer_id"])
+    _check_the_training_run(shop["tracking"])
+
+
+def _check_the_training_run(tracking):
+    """The run and the version say what they are; the data is a dataset input; metric names are the report's."""
+    from mlflow import MlflowClient
+
+    from crmml.registry import metric_name, registry_to_read
+
+    client = MlflowClient(registry_to_read(tracking))
+    version = client.get_model_version("crmml-scorer", "1")
+    run = client.get_run(version.run_id)
+    for description in (version.description, run.data.tags["mlflow.note.content"]):
+        assert description.startswith("crmml scorer trained as of 2025-06-30 on ") and "orders.csv" in description
+        assert "time zone Europe/Berlin" in description and "next 90 days" in description
+    [dataset] = run.inputs.dataset_inputs
+    assert dataset.dataset.name == "transactions" and "orders.csv" in dataset.dataset.source
+    assert {tag.key: tag.value for tag in dataset.tags}["mlflow.data.context"] == "training"
+    names = client.download_artifacts(run.info.run_id, "backtest/metric_names.json")
+    import json
+
+    mapping = json.loads(Path(names).read_text())
+    baselines = {entry["scorer"] for entry in mapping.values()} - {"crmml"}
+    assert "BG/NBD P(no purchase)" in baselines
+    for name, entry in mapping.items():
+        scorer = None if entry["scorer"] == "crmml" else entry["scorer"]
+        assert name == metric_name(scorer, entry["metric"]) and name in run.data.metrics
+    assert "baseline.BG/NBD P_no purchase_.churn_roc_auc" in run.data.metrics
 
 
 # --------------------------------------------------------------------------------------------------

@@ -66,7 +66,9 @@ def _build_parser() -> argparse.ArgumentParser:
     score.add_argument("--model", required=True,
                        help="models:/crmml-scorer@champion, models:/<name>/<version> or a local bundle folder")
     _add_data_arguments(score)
-    score.add_argument("--output", required=True, help="scores file (.parquet or .csv), written atomically")
+    score.add_argument("--output", required=True,
+                       help="scores file (.parquet or .csv), written atomically; with --engine spark also a lake "
+                            "path (a URI such as s3a://bucket/scores, or a folder) that Spark writes as a Parquet dataset")
     score.add_argument("--tracking-uri", default=None, help=f"MLflow tracking URI (default {DEFAULT_TRACKING_URI})")
     score.add_argument("--customers-per-partition", type=int, default=250_000,
                        help="customers scored at a time (memory; default 250000)")

@@ -4,6 +4,13 @@
 
 - params (the config, flattened), the backtest metrics of the shipped model and of every baseline,
   the plots, the tier, channel and referral tables, the data fingerprint and library versions;
+  metric names are ``backtest.<metric>`` for the shipped model and ``baseline.<scorer>.<metric>``
+  for a baseline, ``<scorer>`` as the report's backtest table names it (``BG/NBD P(no purchase)``)
+  with each character MLflow refuses in a metric name (all but letters, digits, ``_ - . /``,
+  spaces) replaced by ``_`` (:func:`metric_name`); ``backtest/metric_names.json`` maps each back;
+- the training data as an MLflow dataset input (``mlflow.log_input``, context ``training``: its
+  source, the data fingerprint's content hash as digest, rows and customers as tags), and a
+  description of the run and of the model version (what was trained on what, and what shipped);
 - the model report (:mod:`crmml.report`): ``report/report.html`` and its figures as
   ``report/figures/*.png``;
 - the model as an MLflow **pyfunc** (:class:`crmml.mlflow_model.ScorerModel`) with signature and
@@ -52,6 +59,7 @@ __all__ = [
     "load_scorer",
     "load_target",
     "log_and_register",
+    "metric_name",
     "resolve_model_uri",
 ]
 
@@ -155,9 +163,11 @@ def log_and_register(
         experiment_id = _experiment_id(client, experiment)
         summary = scorer.summary()
         run_name = run_name or f"train as of {summary['as_of']}"
-        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+                              description=_description(scorer)) as run:
             run_id = run.info.run_id
             mlflow.log_params(_params(scorer))
+            _log_training_data(scorer)
             mlflow.set_tags({"crmml.model_id": scorer.model_id_, "crmml.as_of": summary["as_of"],
                              "crmml.data_hash": scorer.fingerprint_["content_hash"]})
             _log_backtest(scorer)
@@ -208,9 +218,16 @@ def _params(scorer: Scorer) -> dict[str, str]:
     return {k: str(v)[:6000] for k, v in flat.items()}
 
 
-def _metric_name(text: str) -> str:
-    """MLflow metric names allow letters, digits, ``_ - . /`` and spaces."""
-    return re.sub(r"[^A-Za-z0-9_\-./ ]", "", text.replace("+", " plus ").replace("-E[X]", "minus E[X]")).strip()
+def metric_name(scorer: str | None, metric: str) -> str:
+    """The MLflow metric name of one training-backtest number (see the module docstring).
+
+    ``scorer`` is None for the shipped model (``backtest.<metric>``), else a baseline's name as the
+    report's backtest table shows it (``baseline.<scorer>.<metric>``); characters MLflow refuses in
+    metric names (anything but letters, digits, ``_ - . /`` and spaces) become ``_``.
+    """
+    if scorer is None:
+        return f"backtest.{metric}"
+    return "baseline." + re.sub(r"[^A-Za-z0-9_\-./ ]", "_", scorer) + f".{metric}"
 
 
 def _log_backtest(scorer: Scorer) -> None:
@@ -219,10 +236,15 @@ def _log_backtest(scorer: Scorer) -> None:
     if scorer.backtest_ is None:
         mlflow.set_tag("crmml.backtest", f"skipped: {scorer.backtest_skipped_}")
         return
-    metrics = {f"backtest.{k}": v for k, v in scorer.backtest_["metrics"].items()}
+    metrics = {metric_name(None, k): v for k, v in scorer.backtest_["metrics"].items()}
+    names = {name: {"scorer": "crmml", "metric": k} for k in scorer.backtest_["metrics"]
+             for name in [metric_name(None, k)]}
     for baseline, values in scorer.backtest_["baselines"].items():
-        metrics.update({_metric_name(f"baseline.{baseline}.{k}"): v for k, v in values.items()})
+        for k, v in values.items():
+            metrics[metric_name(baseline, k)] = v
+            names[metric_name(baseline, k)] = {"scorer": baseline, "metric": k}
     mlflow.log_metrics(metrics)
+    mlflow.log_dict(names, "backtest/metric_names.json")
     result = scorer.backtest_.get("result")
     if result is not None:
         from crmml.backtest import write_plots
@@ -231,6 +253,40 @@ def _log_backtest(scorer: Scorer) -> None:
         with tempfile.TemporaryDirectory(prefix="crmml-plots-") as folder:
             write_plots(result, folder)
             mlflow.log_artifacts(folder, "plots")
+
+
+def _description(scorer: Scorer) -> str:
+    """What a training run and its model version are: data, date, horizons and the shipped models."""
+    data, cfg, choices = scorer.fingerprint_, scorer.config.model, scorer.model_.summary()
+    return (
+        f"crmml scorer trained as of {scorer.as_of_.date()} on {data['rows_valid']:,} rows and "
+        f"{data['customers']:,} customers of {data['source']} (data hash {data['content_hash']}, "
+        f"{data['first_timestamp']} to {data['last_timestamp']}, time zone {scorer.config.columns.timezone}). "
+        f"Churn: P(no purchase in the next {cfg.churn_window_days} days), shipped {choices['churn']['shipped']}. "
+        f"Value: spend over the next {cfg.value_horizon_days} days discounted at "
+        f"{100 * scorer.config.annual_discount_rate:g} %/yr, shipped {choices['value']['shipped']}."
+    )
+
+
+def _log_training_data(scorer: Scorer) -> None:
+    """The training log as an MLflow dataset input: its source, content hash and counts (no rows copied)."""
+    import mlflow
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    data = scorer.fingerprint_
+    path = Path(data["source"])
+    if path.exists():
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are the local file
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            source = resolve_dataset_source(str(path.absolute()))
+    else:  # a DataFrame, or a glob
+        source = CodeDatasetSource({"crmml.source": data["source"]})
+    dataset = MetaDataset(source, name="transactions", digest=data["content_hash"])
+    tags = {key: str(data[key]) for key in ("rows_valid", "rows_rejected", "customers", "first_timestamp",
+                                            "last_timestamp") if key in data}
+    mlflow.log_input(dataset, context="training", tags=tags)
 
 
 def _log_report(scorer: Scorer, transactions, customers) -> None:
@@ -265,7 +321,7 @@ def _register(client, scorer: Scorer, model_name: str, run_id: str, input_exampl
         client.create_registered_model(model_name, description="crmml customer scorer: value, tier, at-risk flags")
     logged = mlflow.initialize_logged_model(name=_MODEL_ARTIFACT)
     created = client.create_model_version(model_name, source=f"models:/{logged.model_id}", run_id=run_id,
-                                          model_id=logged.model_id)
+                                          model_id=logged.model_id, description=_description(scorer))
     previous = scorer.model_version
     scorer.model_version = f"{model_name}/{created.version}"
     try:
