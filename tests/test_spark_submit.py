@@ -132,7 +132,7 @@ def test_submit_scores_on_a_standalone_cluster_into_a_lake_path(standalone_clust
                "--conf", "spark.sql.shuffle.partitions=4", "--conf", "spark.ui.enabled=false",
                "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1",
                "--", "score", "--model", str(FIXTURE), "--transactions", str(FIXTURE / "transactions.csv"),
-               "--customers", str(FIXTURE / "customers.csv"), "--as-of", "2025-06-30", "--output", lake.as_uri()]
+               "--customers", str(FIXTURE / "customers.csv"), "--as-of", "2025-06-30", "--output", f"file://{lake}"]
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=SUBMIT_SECONDS, env=env, check=False)
     assert done.returncode == 0, done.stderr[-4000:]
