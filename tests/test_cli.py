@@ -147,3 +147,217 @@ def test_cli_score_with_jobs_writes_the_same_files_as_one_job(tmp_path, capsys):
         written[jobs] = (output.read_bytes(), (output.parent / "scores.rejected.csv").read_bytes())
     assert written["1"] == written["2"]
     assert len(pd.read_csv(tmp_path / "1" / "scores.csv")) == 600
+
+# --------------------------------------------------------------------------------------------------
+# A shop's own column names, time zone and order ids, on every data command
+# --------------------------------------------------------------------------------------------------
+
+SHOP_AS_OF = "2025-06-30"
+SHOP_CONFIG = (Path(__file__).resolve().parents[1] / "models" / "small.yaml").read_text() + """
+columns:
+  customer: user
+  time: order_ts
+  amount: revenue
+  order: order_no
+  timezone: Europe/Berlin
+"""
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    """A Berlin shop's export: its own column names, local times with their UTC offset (written as
+    text), order numbers and refunds dated 1-10 days after their order; and the same log naive in
+    local time with canonical names (what the mapping must amount to)."""
+    from crmml.data.simulate import simulate_customer_base
+
+    folder = tmp_path_factory.mktemp("shop")
+    sim = simulate_customer_base(300, start="2023-01-01", end="2025-06-30", acquisition_end="2025-05-31", seed=8)
+    local = sim.transactions[["customer_id", "timestamp", "amount"]].reset_index(drop=True)
+    local["order_id"] = [f"B-{i:06d}" for i in range(len(local))]
+    refunds = local.sample(120, random_state=3)
+    refunds = refunds.assign(amount=-refunds["amount"].round(2),
+                             timestamp=refunds["timestamp"] + pd.to_timedelta(np.arange(120) % 10 + 1, unit="D"))
+    local = pd.concat([local, refunds], ignore_index=True)
+    export = pd.DataFrame({
+        "user": local["customer_id"],
+        "order_ts": local["timestamp"].dt.tz_localize("Europe/Berlin", ambiguous=True, nonexistent="shift_forward")
+        .map(lambda t: t.isoformat()),
+        "revenue": local["amount"],
+        "order_no": local["order_id"],
+    })
+    path = folder / "orders.csv"
+    export.to_csv(path, index=False)
+    (folder / "shop.yaml").write_text(SHOP_CONFIG)
+    return {"folder": folder, "orders": path, "local": local, "tracking": f"sqlite:///{folder / 'mlflow.db'}"}
+
+
+SHOP_FLAGS = ["--customer-col", "user", "--time-col", "order_ts", "--amount-col", "revenue", "--order-col",
+              "order_no", "--timezone", "Europe/Berlin"]
+
+
+def test_cli_summary_maps_columns_time_zone_and_order_ids(shop, capsys):
+    output = shop["folder"] / "summary.parquet"
+    argv = ["summary", "--transactions", str(shop["orders"]), "--output", str(output), "--as-of", SHOP_AS_OF]
+    assert main([*argv, *SHOP_FLAGS]) == 0
+    printed = capsys.readouterr().out
+    assert ("columns: customer id = 'user', timestamp = 'order_ts' (time zone Europe/Berlin), amount = 'revenue', "
+            "order id = 'order_no'") in printed
+    expected = rfm_summary(shop["local"].assign(timestamp=shop["local"]["timestamp"].dt.floor("s")),
+                           as_of=SHOP_AS_OF, order_col="order_id")
+    written = pd.read_parquet(output)
+    pd.testing.assert_frame_equal(written, expected, check_index_type=False)
+    assert "refund_rows_netted_by_order=" in printed and "refund_rows_netted_by_order=0" not in printed
+
+
+def test_every_data_command_takes_the_column_options():
+    from crmml.cli import _build_parser
+
+    parser = _build_parser()
+    common = ["--transactions", "x.csv", *SHOP_FLAGS]
+    for argv in (["train", *common, "--as-of", SHOP_AS_OF],
+                 ["score", *common, "--as-of", SHOP_AS_OF, "--model", "m", "--output", "s.parquet"],
+                 ["report", *common, "--model", "m", "--output", "r.html"],
+                 ["backtest", *common, "--cutoff", "2025-01-01", "--churn-window", "90D", "--value-horizon", "365D"],
+                 ["summary", *common, "--output", "s.csv"]):
+        args = parser.parse_args(argv)
+        assert (args.customer_col, args.time_col, args.amount_col, args.order_col, args.timezone) == (
+            "user", "order_ts", "revenue", "order_no", "Europe/Berlin"), argv[0]
+    assert parser.parse_args(["backtest", "--cdnow", "--churn-window", "90D"]).churn_window == 90
+
+
+def test_an_unknown_time_zone_or_config_key_exits_2_with_one_line(shop, tmp_path, capsys):
+    argv = ["summary", "--transactions", str(shop["orders"]), "--output", str(tmp_path / "s.csv"), *SHOP_FLAGS]
+    assert main([*argv, "--timezone", "Europe/Berlni"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Unknown time zone 'Europe/Berlni'" in err
+    config = tmp_path / "bad.yaml"
+    config.write_text("columns:\n  customer_column: user\n")
+    assert main(["train", "--transactions", str(shop["orders"]), "--as-of", SHOP_AS_OF, "--config", str(config),
+                 "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "customer_column" in err and "known keys" in err
+    assert not (tmp_path / "m.db").exists()
+
+
+@pytest.mark.slow
+def test_train_and_score_a_shop_log_with_its_own_columns_and_time_zone(shop, capsys):
+    """End to end: train reads the mapping from the config's columns: section, score from the model."""
+    pytest.importorskip("mlflow")
+    folder = shop["folder"]
+    assert main(["train", "--transactions", str(shop["orders"]), "--as-of", SHOP_AS_OF, "--config",
+                 str(folder / "shop.yaml"), "--tracking-uri", shop["tracking"], "--promote", "always"]) == 0
+    printed = capsys.readouterr().out
+    assert "timestamp = 'order_ts' (time zone Europe/Berlin)" in printed and "order id = 'order_no'" in printed
+    scores = folder / "scores.parquet"
+    assert main(["score", "--model", "models:/crmml-scorer@champion", "--transactions", str(shop["orders"]),
+                 "--as-of", SHOP_AS_OF, "--output", str(scores), "--tracking-uri", shop["tracking"]]) == 0
+    printed = capsys.readouterr().out
+    assert "columns: customer id = 'user'" in printed and "(time zone Europe/Berlin)" in printed
+    written = pd.read_parquet(scores)
+    buyers = rfm_summary(shop["local"], as_of=SHOP_AS_OF, order_col="order_id").index
+    assert set(buyers) <= set(written["customer_id"])
+    _check_the_training_run(shop["tracking"])
+
+
+def _check_the_training_run(tracking):
+    """The run and the version say what they are; the data is a dataset input; metric names are the report's."""
+    from mlflow import MlflowClient
+
+    from crmml.registry import metric_name, registry_to_read
+
+    client = MlflowClient(registry_to_read(tracking))
+    version = client.get_model_version("crmml-scorer", "1")
+    run = client.get_run(version.run_id)
+    for description in (version.description, run.data.tags["mlflow.note.content"]):
+        assert description.startswith("crmml scorer trained as of 2025-06-30 on ") and "orders.csv" in description
+        assert "time zone Europe/Berlin" in description and "next 90 days" in description
+    [dataset] = run.inputs.dataset_inputs
+    assert dataset.dataset.name == "transactions" and "orders.csv" in dataset.dataset.source
+    assert {tag.key: tag.value for tag in dataset.tags}["mlflow.data.context"] == "training"
+    names = client.download_artifacts(run.info.run_id, "backtest/metric_names.json")
+    import json
+
+    mapping = json.loads(Path(names).read_text())
+    baselines = {entry["scorer"] for entry in mapping.values()} - {"crmml"}
+    assert "BG/NBD P(no purchase)" in baselines
+    for name, entry in mapping.items():
+        scorer = None if entry["scorer"] == "crmml" else entry["scorer"]
+        assert name == metric_name(scorer, entry["metric"]) and name in run.data.metrics
+    assert "baseline.BG/NBD P_no purchase_.churn_roc_auc" in run.data.metrics
+
+
+# --------------------------------------------------------------------------------------------------
+# The registry's URI: one default, named in every error, never created by a read
+# --------------------------------------------------------------------------------------------------
+
+
+def test_one_default_tracking_uri():
+    from crmml import cli, defaults, registry
+    from crmml.service.settings import ServiceSettings
+
+    assert cli.DEFAULT_TRACKING_URI is defaults.DEFAULT_TRACKING_URI is registry.DEFAULT_TRACKING_URI
+    assert ServiceSettings.model_fields["tracking_uri"].default == defaults.DEFAULT_TRACKING_URI
+
+
+def test_scoring_from_another_folder_names_the_registry_and_creates_no_database(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("mlflow")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    log = elsewhere / "log.csv"
+    pd.DataFrame({"customer_id": [1], "timestamp": ["2024-01-01"], "amount": [1.0]}).to_csv(log, index=False)
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    argv = ["score", "--model", "models:/crmml-scorer@champion", "--transactions", str(log), "--as-of",
+            "2024-01-31", "--output", str(elsewhere / "scores.parquet")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "sqlite:///mlflow.db" in err and str(elsewhere / "mlflow.db") in err and "--tracking-uri" in err
+    assert not (elsewhere / "mlflow.db").exists()
+    assert main(["report", "--model", "models:/crmml-scorer/1", "--output", str(elsewhere / "r.html")]) == 2
+    assert "sqlite:///mlflow.db" in capsys.readouterr().err
+    assert not (elsewhere / "mlflow.db").exists()
+
+
+def test_a_model_missing_from_an_existing_registry_names_the_registry(tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow import MlflowClient
+
+    from crmml.registry import ModelNotFoundError, load_scorer
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments()  # creates the (empty) registry
+    with pytest.raises(ModelNotFoundError, match=f"from the registry at {uri}: .*crmml-scorer"):
+        load_scorer("models:/crmml-scorer@champion", tracking_uri=uri)
+
+
+# --------------------------------------------------------------------------------------------------
+# Progress in a job log
+# --------------------------------------------------------------------------------------------------
+
+
+def test_progress_prints_one_line_per_step_with_elapsed_time_when_not_on_a_terminal(capsys):
+    from crmml.progress import progress_display
+
+    with progress_display() as progress:  # under pytest neither stdout nor stderr is a terminal
+        progress.step("read the data")
+        progress.advance(1, 2)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].endswith("s] read the data") and lines[1].endswith("scored part 1 of 2")
+    assert float(lines[0].strip("[").split(" s]")[0]) >= 0
+    with progress_display(enabled=False) as progress:
+        progress.step("quiet")
+    assert capsys.readouterr().out == ""
+
+
+def test_progress_lines_count_from_the_start():
+    import io
+
+    from crmml.progress import Progress
+
+    ticks = iter([100.0, 101.5, 163.25])
+    stream = io.StringIO()
+    progress = Progress(lines=stream, clock=lambda: next(ticks))
+    progress.step("read the data")
+    progress.step("fit the models")
+    assert stream.getvalue().splitlines() == ["[      1.5 s] read the data", "[     63.2 s] fit the models"]

@@ -642,3 +642,95 @@ def test_argument_errors(cdnow):
         rfm_summary(cdnow, as_of="1996-12-31")
     with pytest.raises(ValueError, match="must be before holdout_end"):
         calibration_holdout(cdnow, calibration_end="1998-06-30", holdout_end="1998-01-01")
+
+
+# --------------------------------------------------------------------------------------------------
+# Refunds netted by order id
+# --------------------------------------------------------------------------------------------------
+
+
+def _log_with_late_refunds(seed: int = 3, n_customers: int = 400, as_of: str = "2024-06-30"):
+    """A simulated shop log with order ids, and refunds dated 1-10 days after their orders.
+
+    Returns the log (order ids as text; a few refunds name an unknown order), the same log with each
+    refund of a known order dated on or before ``as_of`` moved to its order's time (the oracle of
+    netting by order), and the numbers of such refunds and of refunds of unknown orders.
+    """
+    from crmml.data.simulate import simulate_customer_base
+
+    sim = simulate_customer_base(n_customers, start="2023-01-01", end="2024-06-30", acquisition_end="2024-03-31",
+                                 seed=seed)
+    log = sim.transactions[["customer_id", "timestamp", "amount"]].reset_index(drop=True)
+    log["order_id"] = [f"o{i}" for i in range(len(log))]
+    rng = np.random.default_rng(seed)
+    refunded = log.sample(300, random_state=seed).copy()
+    full = rng.random(len(refunded)) < 0.3  # 30 % refunded in full, the rest in part
+    refunded["amount"] = -np.where(full, refunded["amount"], (refunded["amount"] * 0.4).round(2))
+    moved = refunded.copy()
+    refunded["timestamp"] = refunded["timestamp"] + pd.to_timedelta(rng.integers(1, 11, len(refunded)), unit="D")
+    unknown = refunded.sample(20, random_state=1).index
+    refunded.loc[unknown, "order_id"] = "no-such-order"
+    kept = unknown.union(refunded.index[refunded["timestamp"] >= pd.Timestamp(as_of) + pd.Timedelta(days=1)])
+    moved.loc[kept, "timestamp"] = refunded.loc[kept, "timestamp"]  # after as_of: not netted
+    with_refunds = pd.concat([log, refunded], ignore_index=True)
+    oracle = pd.concat([log, moved], ignore_index=True)
+    return with_refunds, oracle, len(refunded) - len(kept), len(unknown)
+
+
+def test_refunds_dated_after_their_order_are_netted_by_order_id():
+    log, oracle, n_matched, n_unknown = _log_with_late_refunds()
+    as_of = "2024-06-30"
+    same_period, plain = rfm_summary(log, as_of=as_of, return_report=True)
+    assert plain.unmatched_refund_rows >= n_matched  # before: refunds on other days are not netted
+    by_order, report = rfm_summary(log, as_of=as_of, order_col="order_id", return_report=True)
+    expected, expected_report = rfm_summary(oracle, as_of=as_of, return_report=True)
+    # Netting a refund in its order's period is the same as the refund having happened then ...
+    pd.testing.assert_frame_equal(by_order, expected, check_exact=True)
+    assert report.refund_rows_netted_by_order == n_matched
+    assert report.unmatched_refund_rows == expected_report.unmatched_refund_rows
+    assert report.unmatched_refund_rows >= n_unknown - 2  # unknown orders stay unmatched (a few share a day)
+    assert report.reconciles
+    # ... and it changes the summaries: fully refunded orders are no occasions, partial ones spend less.
+    assert by_order["frequency"].sum() < same_period["frequency"].sum()
+    assert plain.refund_rows_netted_by_order == 0
+
+
+def test_refund_by_order_keeps_its_own_side_of_the_cutoff():
+    frame = pd.DataFrame({
+        "customer_id": [1, 1, 1, 1, 2, 2, 2, 3, 3],
+        "timestamp": pd.to_datetime(["2024-01-01", "2024-01-05", "2024-01-08", "2024-03-01", "2024-01-02",
+                                     "2024-01-04", "2024-02-01", "2024-01-01", "2024-01-03"]),
+        "amount": [10.0, 20.0, -5.0, 30.0, 10.0, -10.0, 5.0, 10.0, -3.0],
+        "order": ["a", "b", "a", "c", "x", "x", "y", "p", "unknown"],
+    })
+    summary, report = rfm_summary(frame, as_of="2024-03-31", order_col="order", return_report=True)
+    assert summary["frequency"].tolist() == [2.0, 0.0, 0.0]  # order x refunded in full: no occasion
+    assert summary.loc[1, "monetary_value"] == 25.0  # repeat orders b and c; a nets to 5
+    assert summary.loc[2, "first_purchase"] == pd.Timestamp("2024-02-01")
+    assert (report.refund_rows_netted, report.rows_in_fully_refunded_periods, report.unmatched_refund_rows,
+            report.refund_rows_netted_by_order) == (1, 2, 1, 2)
+    # The refund of order a (8 January) is after a 6 January cutoff: not netted into the calibration.
+    split, report = calibration_holdout(frame, calibration_end="2024-01-06", holdout_end="2024-03-31",
+                                        order_col="order", return_report=True)
+    assert split.loc[1, "monetary_value_cal"] == 20.0
+    assert report.refund_rows_netted_by_order == 1 and report.unmatched_refund_rows == 2 and report.reconciles
+    # A refund after as_of is a row after as_of, whatever its order.
+    _, report = rfm_summary(frame, as_of="2024-01-06", order_col="order", return_report=True)
+    assert report.rows_after_as_of == 3 and report.refund_rows_netted_by_order == 1 and report.reconciles
+
+
+def test_order_netting_does_not_depend_on_row_order_or_batch_size(monkeypatch):
+    log, _, _, _ = _log_with_late_refunds(seed=4, n_customers=200)
+    expected = rfm_summary(log, as_of="2024-06-30", freq="W", order_col="order_id")
+    shuffled = log.sample(frac=1.0, random_state=2).reset_index(drop=True)
+    monkeypatch.setattr(summary_module, "_BATCH_ROWS", 64)
+    pd.testing.assert_frame_equal(rfm_summary(shuffled, as_of="2024-06-30", freq="W", order_col="order_id"),
+                                  expected, check_exact=True)
+
+
+def test_order_col_needs_amounts_and_must_exist():
+    frame = pd.DataFrame({"customer_id": [1], "timestamp": ["2024-01-01"], "amount": [1.0]})
+    with pytest.raises(DataValidationError, match="'order_id' \\(order id\\) is missing"):
+        rfm_summary(frame, order_col="order_id")
+    with pytest.raises(ValueError, match="order_col needs amount_col"):
+        rfm_summary(frame.assign(order_id="a"), order_col="order_id", amount_col=None)

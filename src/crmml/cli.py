@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from crmml.defaults import DEFAULT_TRACKING_URI, tracking_uri_or_default
 from crmml.errors import CrmmlError, first_line
 
 EXIT_USAGE = 2
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # crmml.registry's default, without importing MLflow here
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,7 +66,9 @@ def _build_parser() -> argparse.ArgumentParser:
     score.add_argument("--model", required=True,
                        help="models:/crmml-scorer@champion, models:/<name>/<version> or a local bundle folder")
     _add_data_arguments(score)
-    score.add_argument("--output", required=True, help="scores file (.parquet or .csv), written atomically")
+    score.add_argument("--output", required=True,
+                       help="scores file (.parquet or .csv), written atomically; with --engine spark also a lake "
+                            "path (a URI such as s3a://bucket/scores, or a folder) that Spark writes as a Parquet dataset")
     score.add_argument("--tracking-uri", default=None, help=f"MLflow tracking URI (default {DEFAULT_TRACKING_URI})")
     score.add_argument("--customers-per-partition", type=_positive, default=250_000,
                        help="customers scored at a time by one job (memory; default 250000); the partitions "
@@ -93,6 +95,7 @@ def _build_parser() -> argparse.ArgumentParser:
     report.add_argument("--as-of", default=None,
                         help="the report's date, with --transactions (default: the model's as-of date)")
     report.add_argument("--time-format", default=None, help="strptime format of the time column, e.g. %%Y%%m%%d")
+    _add_log_column_arguments(report, "the model's training columns")
     report.add_argument("--top", type=int, default=20, help="rows of the win-back list to show (default 20)")
     report.add_argument("--output", required=True, help="the HTML file to write (atomically)")
     report.add_argument("--tracking-uri", default=None, help=f"MLflow tracking URI (default {DEFAULT_TRACKING_URI})")
@@ -104,10 +107,8 @@ def _build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--as-of", default=None, help="observation end date (default: last transaction)")
     summary.add_argument("--freq", default="D", choices=["D", "W", "M"], help="purchase period (default D)")
     summary.add_argument("--freq-multiplier", type=float, default=1, help="periods per time unit (7: days to weeks)")
-    summary.add_argument("--customer-col", default="customer_id")
-    summary.add_argument("--time-col", default="timestamp")
-    summary.add_argument("--amount-col", default="amount", help="'' for a log without amounts")
     summary.add_argument("--time-format", default=None, help="strptime format of the time column, e.g. %%Y%%m%%d")
+    _add_log_column_arguments(summary)
     summary.set_defaults(handler=_run_summary)
 
     backtest = commands.add_parser(
@@ -119,8 +120,10 @@ def _build_parser() -> argparse.ArgumentParser:
     source.add_argument("--transactions", help="CSV/Parquet file, glob or directory")
     backtest.add_argument("--cutoff", action="append", default=[], help="a past as-of date (repeatable)")
     backtest.add_argument("--customers", default=None, help="customer table (CSV/Parquet, one row per customer)")
-    backtest.add_argument("--churn-window", type=int, default=None, help="days (default 90; CDNOW 273)")
-    backtest.add_argument("--value-horizon", type=int, default=None, help="days (default 365; CDNOW 273)")
+    backtest.add_argument("--churn-window", type=_days, default=None, help="e.g. 90D (default 90D; CDNOW 273D)")
+    backtest.add_argument("--value-horizon", type=_days, default=None, help="e.g. 365D (default 365D; CDNOW 273D)")
+    backtest.add_argument("--time-format", default=None, help="strptime format of the time column, e.g. %%Y%%m%%d")
+    _add_log_column_arguments(backtest)
     backtest.add_argument("--transaction-model", default="pareto_nbd", choices=["pareto_nbd", "bg_nbd", "mbg_nbd"])
     backtest.add_argument("--plots", default=None, help="directory for the PNG plots and decile tables")
     backtest.add_argument("--output", default=None, help="write the metrics table here (.csv)")
@@ -176,17 +179,17 @@ def _run_summary(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix not in {".csv", ".parquet"}:
         raise ValueError(f"--output must end in .csv or .parquet; got {output.name!r}.")
+    columns = _log_columns(args)
     summary, report = rfm_summary(
         args.transactions,
         as_of=args.as_of,
         freq=args.freq,
         freq_multiplier=args.freq_multiplier,
-        customer_col=args.customer_col,
-        time_col=args.time_col,
-        amount_col=args.amount_col or None,
         time_format=args.time_format,
         return_report=True,
+        **columns.read_kwargs(),
     )
+    print(columns.describe())
     temporary = output.with_name(f".{output.name}.partial")
     if output.suffix == ".csv":
         summary.to_csv(temporary)
@@ -210,15 +213,19 @@ def _run_backtest(args: argparse.Namespace) -> int:
         transaction_model=args.transaction_model,
     )
     if args.cdnow:
-        if args.cutoff or args.customers:
-            raise ValueError("--cdnow fixes the data and the cutoff; drop --cutoff and --customers.")
+        if args.cutoff or args.customers or args.time_format or any(v is not None for v in _column_flags(args).values()):
+            raise ValueError("--cdnow fixes the data and the cutoff; drop --cutoff, --customers and the column options.")
         result = cdnow_backtest(config, plots=args.plots)
         print("CDNOW protocol: 23,570 customers, cutoff 1997-09-30, holdout 1997-10-01 to 1998-06-30\n")
     else:
         if not args.cutoff:
             raise ValueError("--transactions needs at least one --cutoff DATE.")
         customers = read_customer_table(args.customers)
-        result = backtest(args.transactions, cutoffs=args.cutoff, config=config, customers=customers)
+        columns = _log_columns(args)
+        print(columns.describe())
+        read_kwargs = {"time_format": args.time_format} if args.time_format else {}
+        result = backtest(args.transactions, cutoffs=args.cutoff, config=config, customers=customers,
+                          **read_kwargs, **columns.read_kwargs())
         if args.plots:
             write_plots(result, args.plots)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 4):
@@ -247,6 +254,36 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--customers", default=None, help="customer table (CSV/Parquet, one row per customer)")
     parser.add_argument("--as-of", required=True, help="the as-of date (YYYY-MM-DD); later rows are not read")
     parser.add_argument("--time-format", default=None, help="strptime format of the time column, e.g. %%Y%%m%%d")
+    _add_log_column_arguments(parser, "the config's columns: section" if parser.prog.endswith("train")
+                              else "the model's training columns")
+
+
+def _add_log_column_arguments(parser: argparse.ArgumentParser, fallback: str | None = None) -> None:
+    """The transaction log's column names and time zone (crmml.data.transactions.LogColumns)."""
+    before = f"{fallback}, else " if fallback else ""
+    group = parser.add_argument_group(
+        "transaction log columns", f"which column is what (default: {before}customer_id, timestamp, amount, UTC)")
+    group.add_argument("--customer-col", default=None, help="customer id column")
+    group.add_argument("--time-col", default=None, help="timestamp column")
+    group.add_argument("--amount-col", default=None, help="amount column ('' for a log without amounts)")
+    group.add_argument("--order-col", default=None,
+                       help="order id column: a refund is netted against its order (default: none)")
+    group.add_argument("--timezone", default=None,
+                       help="IANA time zone whose calendar defines purchase days and --as-of, e.g. Europe/Berlin "
+                            "(default UTC); timestamps with an offset are converted to it")
+
+
+def _column_flags(args: argparse.Namespace) -> dict:
+    """The column options given on the command line (None where not given)."""
+    return {"customer": args.customer_col, "time": args.time_col, "amount": args.amount_col,
+            "order": args.order_col, "timezone": args.timezone}
+
+
+def _log_columns(args: argparse.Namespace, base=None):
+    """The log's columns: ``base`` (a config's or a model's; default the defaults) with the options given."""
+    from crmml.data.transactions import LogColumns
+
+    return (base or LogColumns()).merged(_column_flags(args))
 
 
 def _days(text: str) -> int:
@@ -265,9 +302,7 @@ def _positive(text: str) -> int:
 
 
 def _tracking_uri(args: argparse.Namespace) -> str:
-    import os
-
-    return args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    return tracking_uri_or_default(args.tracking_uri)
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -280,8 +315,10 @@ def _run_train(args: argparse.Namespace) -> int:
             churn_window_days=args.churn_window, value_horizon_days=args.value_horizon,
             tracking_uri=_tracking_uri(args), experiment=args.experiment, model_name=args.model_name,
             promote=args.promote, bundle=args.bundle, time_format=args.time_format, progress=progress.step,
+            columns=_column_flags(args),
         )
     scorer, record = result.scorer, result.record
+    print(scorer.config.columns.describe())
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 4):
         print(f"trained on {scorer.fingerprint_['rows_valid']:,} rows, {scorer.n_customers_:,} customers, "
               f"as of {scorer.as_of_.date()}; data hash {scorer.fingerprint_['content_hash']}")
@@ -313,9 +350,10 @@ def _run_score(args: argparse.Namespace) -> int:
             model=args.model, transactions=args.transactions, customers=args.customers, as_of=args.as_of,
             output=args.output, tracking_uri=_tracking_uri(args), time_format=args.time_format,
             customers_per_partition=args.customers_per_partition, progress=progress.advance,
-            jobs=args.jobs or default_jobs(),
+            jobs=args.jobs or default_jobs(), columns=_column_flags(args),
         )
     print(f"model {result.model_version}")
+    print(result.columns.describe())
     print(result.report)
     if result.missing_attributes:
         print(f"note: scored without the attributes {result.missing_attributes} the model was trained with "
@@ -333,9 +371,10 @@ def _run_score_on_spark(args: argparse.Namespace) -> int:
     result = score_job_spark(
         model=args.model, transactions=args.transactions, customers=args.customers, as_of=args.as_of,
         output=args.output, tracking_uri=_tracking_uri(args), time_format=args.time_format,
-        master=args.spark_master,
+        master=args.spark_master, columns=_column_flags(args),
     )
     print(f"model {result.model_version} (engine spark)")
+    print(result.columns.describe())
     print(result.report)
     return 0
 
@@ -352,8 +391,15 @@ def _run_report(args: argparse.Namespace) -> int:
         raise ValueError("--as-of, --customers and --time-format describe the report's data: they need --transactions.")
     if not output.parent.is_dir():
         raise NotADirectoryError(f"--output: no folder {output.parent}")
+    columns_given = any(v is not None for v in _column_flags(args).values())
+    if args.transactions is None and columns_given:
+        raise ValueError("The column options describe the report's data: they need --transactions.")
     scorer = load_scorer(args.model, tracking_uri=_tracking_uri(args))
     read_kwargs = {"time_format": args.time_format} if args.time_format else {}
+    if args.transactions is not None:
+        columns = _log_columns(args, scorer.config.columns)
+        read_kwargs.update(columns.read_kwargs())
+        print(columns.describe())
     report = build_report(scorer, transactions=args.transactions, as_of=args.as_of,
                           customers=read_customer_table(args.customers), top=args.top, **read_kwargs)
     report.write_html(output)

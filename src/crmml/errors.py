@@ -32,6 +32,10 @@ class DataValidationError(CrmmlError, ValueError):
         self.rows = list(rows) if rows is not None else []
 
 
+class InvalidTimezoneError(CrmmlError, ValueError):
+    """A time zone setting that is not an IANA time zone name."""
+
+
 class ConvergenceError(CrmmlError, RuntimeError):
     """The maximum-likelihood optimiser found no point where the likelihood is finite.
 

@@ -9,13 +9,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
 from crmml.data.summary import as_day
-from crmml.data.transactions import read_transactions
+from crmml.data.transactions import LogColumns, read_transactions
 
 __all__ = ["ScorePartition", "ScoreResult", "TrainResult", "demo_data", "demo_report", "read_customer_table",
            "score_job", "train_job"]
@@ -43,6 +43,7 @@ class ScoreResult:
     report: object  #: crmml.batch.BatchReport
     model_version: str
     missing_attributes: list[str]
+    columns: LogColumns = LogColumns()  #: the log's columns and time zone as read
 
 
 def read_customer_table(path: str | Path | None) -> pd.DataFrame | None:
@@ -61,8 +62,13 @@ def read_customer_table(path: str | Path | None) -> pd.DataFrame | None:
 
 def train_job(*, transactions, as_of, customers=None, config=None, churn_window_days=None,
               value_horizon_days=None, tracking_uri, experiment="crmml", model_name="crmml-scorer",
-              promote="auto", bundle=None, time_format=None, progress=None) -> TrainResult:
-    """Fit, log, register and gate (see the module docstring)."""
+              promote="auto", bundle=None, time_format=None, progress=None, columns=None) -> TrainResult:
+    """Fit, log, register and gate (see the module docstring).
+
+    ``columns`` (a mapping with keys of :class:`~crmml.data.transactions.LogColumns`; None values
+    ignored) overrides the config's ``columns:`` section; the model records the mapping it was
+    trained with, and ``crmml score`` / ``crmml report`` default to it.
+    """
     from crmml.registry import log_and_register
     from crmml.scorer import Scorer, ScorerConfig, load_config
 
@@ -72,8 +78,10 @@ def train_job(*, transactions, as_of, customers=None, config=None, churn_window_
                                    ("value_horizon_days", value_horizon_days)) if v is not None}
     if overrides:
         settings = settings.with_model(**overrides)
+    settings = replace(settings, columns=settings.columns.merged(columns))
     step("read the data")
-    log = read_transactions(transactions, time_format=time_format, on_invalid="reject")
+    log = read_transactions(transactions, time_format=time_format, on_invalid="reject",
+                            **settings.columns.read_kwargs())
     table = read_customer_table(customers)
     as_of_day = as_day(as_of, "as_of")
     scorer = Scorer(settings).fit(log, as_of=as_of_day, customers=table, progress=step)
@@ -88,7 +96,8 @@ def train_job(*, transactions, as_of, customers=None, config=None, churn_window_
 
 def _input_example(log, table, scorer) -> pd.DataFrame:
     """Three rows of the training data in the pyfunc's input format (attributes included)."""
-    rows = log.relation.limit(3).to_arrow_table().to_pandas()
+    canonical = ["customer_id", "timestamp", *(["amount"] if log.has_amount else [])]
+    rows = log.relation.select(*canonical).limit(3).to_arrow_table().to_pandas()
     log.close()
     rows["timestamp"] = rows["timestamp"].dt.strftime("%Y-%m-%d %H:%M:%S")
     if table is not None and scorer.attribute_columns_:
@@ -118,21 +127,27 @@ class ScorePartition:
 
 
 def score_job(*, model, transactions, as_of, output, customers=None, tracking_uri=None, time_format=None,
-              customers_per_partition=250_000, progress=None, jobs=1) -> ScoreResult:
+              customers_per_partition=250_000, progress=None, jobs=1, columns=None) -> ScoreResult:
     """Score every customer with the model at ``model`` (a URI or a bundle folder), ``jobs``
-    partitions at a time (see :func:`crmml.batch.score_in_partitions`)."""
+    partitions at a time (see :func:`crmml.batch.score_in_partitions`).
+
+    The log is read with the model's training columns (``ScorerConfig.columns``), overridden by
+    ``columns`` (a mapping with keys of :class:`~crmml.data.transactions.LogColumns`).
+    """
     from crmml.batch import score_in_partitions
     from crmml.registry import load_scorer
 
     scorer = load_scorer(model, tracking_uri=tracking_uri)
+    log_columns = scorer.config.columns.merged(columns)
     as_of_day = as_day(as_of, "as_of")
     report = score_in_partitions(
         transactions, as_of=as_of_day, score_partition=ScorePartition(scorer, as_of_day), output=output,
         customers=customers, customers_per_partition=customers_per_partition, progress=progress,
-        read_kwargs={"time_format": time_format} if time_format else None, jobs=jobs,
+        read_kwargs={**({"time_format": time_format} if time_format else {}), **log_columns.read_kwargs()},
+        jobs=jobs,
     )
     missing = {name for attrs in report.partition_attrs for name in attrs.get("missing_attributes", [])}
-    return ScoreResult(report, scorer.model_version, sorted(missing))
+    return ScoreResult(report, scorer.model_version, sorted(missing), log_columns)
 
 
 def demo_data(workdir: str | Path) -> dict:

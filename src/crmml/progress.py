@@ -1,28 +1,48 @@
-"""Progress for the command line: a rich progress display on a terminal, nothing in CI or logs.
+"""Progress for the command line: a rich progress display on a terminal, plain lines in a job log.
 
 Library functions take a plain callback (``progress(step)`` or ``progress(done, total)``); the CLI
-builds one here. The display is shown only when standard error is a terminal and ``CI`` is not set,
-and it is transient: logs and captured output stay clean.
+builds one here. On a terminal (standard error a TTY and ``CI`` not set) the display is a transient
+rich progress bar, so the output that stays is clean. Otherwise, when standard output is not a
+terminal (a job log, CI, ``| tee``), every step is one line on standard output with the time elapsed
+since the command started, e.g. ``[   12.3 s] fit the churn and value models``, so a long
+``crmml train`` shows where it is.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TextIO
 
 __all__ = ["Progress", "progress_display"]
 
 
 class Progress:
-    """Callbacks for the library: :meth:`step` names the running step, :meth:`advance` counts parts."""
+    """Callbacks for the library: :meth:`step` names the running step, :meth:`advance` counts parts.
 
-    def __init__(self, display=None):
+    Parameters
+    ----------
+    display : rich.progress.Progress, optional
+        Draw on this display.
+    lines : text stream, optional
+        Without a display: write one line per step (and per part done) here, with the elapsed time.
+    clock : callable
+        Seconds, monotonic (``time.monotonic``); the elapsed time counts from construction.
+    """
+
+    def __init__(self, display=None, lines: TextIO | None = None, clock=time.monotonic):
         self._display = display
         self._task = None
+        self._lines = lines
+        self._clock = clock
+        self._start = clock()
 
     def step(self, description: str) -> None:
+        if self._lines is not None:
+            self._line(description)
         if self._display is None:
             return
         if self._task is None:
@@ -31,11 +51,16 @@ class Progress:
             self._display.update(self._task, description=description, total=None, completed=0)
 
     def advance(self, done: int, total: int) -> None:
+        if self._lines is not None:
+            self._line(f"scored part {done} of {total}")
         if self._display is None:
             return
         if self._task is None:
             self._task = self._display.add_task("scoring", total=total)
         self._display.update(self._task, total=total, completed=done)
+
+    def _line(self, text: str) -> None:
+        print(f"[{self._clock() - self._start:9.1f} s] {text}", file=self._lines, flush=True)
 
 
 def _wanted() -> bool:
@@ -44,9 +69,16 @@ def _wanted() -> bool:
 
 @contextmanager
 def progress_display(enabled: bool | None = None) -> Iterator[Progress]:
-    """A :class:`Progress` that draws on standard error when ``enabled`` (default: on a terminal, not in CI)."""
-    if not (_wanted() if enabled is None else enabled):
-        yield Progress()
+    """A :class:`Progress` for a command.
+
+    ``enabled=None`` (default) chooses: a rich display on standard error on a terminal (not in CI),
+    else plain lines on standard output when it is not a terminal, else nothing. ``True`` forces
+    the display, ``False`` turns everything off.
+    """
+    wanted = _wanted() if enabled is None else enabled
+    if not wanted:
+        plain = enabled is None and not sys.stdout.isatty()
+        yield Progress(lines=sys.stdout if plain else None)
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn, TimeElapsedColumn

@@ -4,6 +4,13 @@
 
 - params (the config, flattened), the backtest metrics of the shipped model and of every baseline,
   the plots, the tier, channel and referral tables, the data fingerprint and library versions;
+  metric names are ``backtest.<metric>`` for the shipped model and ``baseline.<scorer>.<metric>``
+  for a baseline, ``<scorer>`` as the report's backtest table names it (``BG/NBD P(no purchase)``)
+  with each character MLflow refuses in a metric name (all but letters, digits, ``_ - . /``,
+  spaces) replaced by ``_`` (:func:`metric_name`); ``backtest/metric_names.json`` maps each back;
+- the training data as an MLflow dataset input (``mlflow.log_input``, context ``training``: its
+  source, the data fingerprint's content hash as digest, rows and customers as tags), and a
+  description of the run and of the model version (what was trained on what, and what shipped);
 - the model report (:mod:`crmml.report`): ``report/report.html`` and its figures as
   ``report/figures/*.png``;
 - the model as an MLflow **pyfunc** (:class:`crmml.mlflow_model.ScorerModel`) with signature and
@@ -34,6 +41,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from crmml.defaults import DEFAULT_EXPERIMENT, DEFAULT_MODEL_NAME, DEFAULT_TRACKING_URI
 from crmml.errors import CrmmlError, first_line
 from crmml.scorer import BUNDLE_FILE, Scorer
 
@@ -45,17 +53,16 @@ __all__ = [
     "GateDecision",
     "ModelNotFoundError",
     "ModelTarget",
+    "RegistryError",
     "TrainingRecord",
     "library_versions",
     "load_scorer",
     "load_target",
     "log_and_register",
+    "metric_name",
     "resolve_model_uri",
 ]
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-DEFAULT_EXPERIMENT = "crmml"
-DEFAULT_MODEL_NAME = "crmml-scorer"
 #: Metrics the challenger must match or beat (all higher is better): the selection rules' metrics.
 GATE_METRICS = ("churn_roc_auc", "value_normalized_gini")
 _LIBRARIES = ("crmml", "numpy", "scipy", "pandas", "scikit-learn", "duckdb", "pyarrow", "joblib", "mlflow")
@@ -65,7 +72,11 @@ _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ve
 
 
 class ModelNotFoundError(CrmmlError, LookupError):
-    """The model URI names nothing that can be loaded."""
+    """The model URI names nothing that can be loaded (the message names the tracking URI asked)."""
+
+
+class RegistryError(CrmmlError, RuntimeError):
+    """The MLflow tracking server or registry refused a request (the message names its URI)."""
 
 
 @dataclass(frozen=True)
@@ -141,42 +152,50 @@ def log_and_register(
     """
     import mlflow
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     if promote not in ("auto", "always", "never"):
         raise ValueError(f"promote must be 'auto', 'always' or 'never'; got {promote!r}.")
     _quiet_mlflow()
-    mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri)
-    experiment_id = _experiment_id(client, experiment)
-    summary = scorer.summary()
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"train as of {summary['as_of']}") as run:
-        run_id = run.info.run_id
-        mlflow.log_params(_params(scorer))
-        mlflow.set_tags({"crmml.model_id": scorer.model_id_, "crmml.as_of": summary["as_of"],
-                         "crmml.data_hash": scorer.fingerprint_["content_hash"]})
-        _log_backtest(scorer)
-        mlflow.log_dict(scorer.fingerprint_, "data_fingerprint.json")
-        mlflow.log_dict(library_versions(), "library_versions.json")
-        for name, table in scorer.tables_.items():
-            mlflow.log_text(table.to_csv(), f"tables/{name}.csv")
-
-        version_number = _register(client, scorer, model_name, run_id, input_example)
+    try:
+        mlflow.set_tracking_uri(tracking_uri)
+        client = MlflowClient(tracking_uri)
+        experiment_id = _experiment_id(client, experiment)
         summary = scorer.summary()
-        mlflow.log_dict(summary, "scorer.json")
-        _log_report(scorer, transactions, customers)
-        client.set_registered_model_alias(model_name, "challenger", version_number)
-        gate = _gate(client, scorer, model_name, version_number, promote, transactions, customers)
-        mlflow.log_dict(asdict(gate), "gate.json")
-        mlflow.set_tag("crmml.gate", "promoted" if gate.promoted else "challenger")
-        for metric, number in (gate.champion or {}).items():
-            mlflow.log_metric(f"gate.champion.{metric}", number)
-        aliases = ["challenger"]
-        if gate.promoted:
-            client.set_registered_model_alias(model_name, "champion", version_number)
-            aliases.append("champion")
-        client.set_model_version_tag(model_name, version_number, "crmml.gate", gate.reason[:_MAX_TAG_CHARS])
-    return TrainingRecord(run_id, experiment_id, model_name, version_number,
-                          f"models:/{model_name}/{version_number}", tuple(aliases), gate)
+        run_name = run_name or f"train as of {summary['as_of']}"
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+                              description=_description(scorer)) as run:
+            run_id = run.info.run_id
+            mlflow.log_params(_params(scorer))
+            _log_training_data(scorer)
+            mlflow.set_tags({"crmml.model_id": scorer.model_id_, "crmml.as_of": summary["as_of"],
+                             "crmml.data_hash": scorer.fingerprint_["content_hash"]})
+            _log_backtest(scorer)
+            mlflow.log_dict(scorer.fingerprint_, "data_fingerprint.json")
+            mlflow.log_dict(library_versions(), "library_versions.json")
+            for name, table in scorer.tables_.items():
+                mlflow.log_text(table.to_csv(), f"tables/{name}.csv")
+
+            version_number = _register(client, scorer, model_name, run_id, input_example)
+            summary = scorer.summary()
+            mlflow.log_dict(summary, "scorer.json")
+            _log_report(scorer, transactions, customers)
+            client.set_registered_model_alias(model_name, "challenger", version_number)
+            gate = _gate(client, scorer, model_name, version_number, promote, transactions, customers)
+            mlflow.log_dict(asdict(gate), "gate.json")
+            mlflow.set_tag("crmml.gate", "promoted" if gate.promoted else "challenger")
+            for metric, number in (gate.champion or {}).items():
+                mlflow.log_metric(f"gate.champion.{metric}", number)
+            aliases = ["challenger"]
+            if gate.promoted:
+                client.set_registered_model_alias(model_name, "champion", version_number)
+                aliases.append("champion")
+            client.set_model_version_tag(model_name, version_number, "crmml.gate", gate.reason[:_MAX_TAG_CHARS])
+        return TrainingRecord(run_id, experiment_id, model_name, version_number,
+                              f"models:/{model_name}/{version_number}", tuple(aliases), gate)
+    except MlflowException as exc:  # a refused request: name the server it came from
+        raise RegistryError(f"MLflow at {tracking_uri} refused the training run's registration: "
+                            f"{first_line(exc)}") from exc
 
 
 def _experiment_id(client, name: str) -> str:
@@ -201,9 +220,16 @@ def _params(scorer: Scorer) -> dict[str, str]:
     return {k: str(v)[:6000] for k, v in flat.items()}
 
 
-def _metric_name(text: str) -> str:
-    """MLflow metric names allow letters, digits, ``_ - . /`` and spaces."""
-    return re.sub(r"[^A-Za-z0-9_\-./ ]", "", text.replace("+", " plus ").replace("-E[X]", "minus E[X]")).strip()
+def metric_name(scorer: str | None, metric: str) -> str:
+    """The MLflow metric name of one training-backtest number (see the module docstring).
+
+    ``scorer`` is None for the shipped model (``backtest.<metric>``), else a baseline's name as the
+    report's backtest table shows it (``baseline.<scorer>.<metric>``); characters MLflow refuses in
+    metric names (anything but letters, digits, ``_ - . /`` and spaces) become ``_``.
+    """
+    if scorer is None:
+        return f"backtest.{metric}"
+    return "baseline." + re.sub(r"[^A-Za-z0-9_\-./ ]", "_", scorer) + f".{metric}"
 
 
 def _log_backtest(scorer: Scorer) -> None:
@@ -212,10 +238,15 @@ def _log_backtest(scorer: Scorer) -> None:
     if scorer.backtest_ is None:
         mlflow.set_tag("crmml.backtest", f"skipped: {scorer.backtest_skipped_}")
         return
-    metrics = {f"backtest.{k}": v for k, v in scorer.backtest_["metrics"].items()}
+    metrics = {metric_name(None, k): v for k, v in scorer.backtest_["metrics"].items()}
+    names = {name: {"scorer": "crmml", "metric": k} for k in scorer.backtest_["metrics"]
+             for name in [metric_name(None, k)]}
     for baseline, values in scorer.backtest_["baselines"].items():
-        metrics.update({_metric_name(f"baseline.{baseline}.{k}"): v for k, v in values.items()})
+        for k, v in values.items():
+            metrics[metric_name(baseline, k)] = v
+            names[metric_name(baseline, k)] = {"scorer": baseline, "metric": k}
     mlflow.log_metrics(metrics)
+    mlflow.log_dict(names, "backtest/metric_names.json")
     result = scorer.backtest_.get("result")
     if result is not None:
         from crmml.backtest import write_plots
@@ -224,6 +255,40 @@ def _log_backtest(scorer: Scorer) -> None:
         with tempfile.TemporaryDirectory(prefix="crmml-plots-") as folder:
             write_plots(result, folder)
             mlflow.log_artifacts(folder, "plots")
+
+
+def _description(scorer: Scorer) -> str:
+    """What a training run and its model version are: data, date, horizons and the shipped models."""
+    data, cfg, choices = scorer.fingerprint_, scorer.config.model, scorer.model_.summary()
+    return (
+        f"crmml scorer trained as of {scorer.as_of_.date()} on {data['rows_valid']:,} rows and "
+        f"{data['customers']:,} customers of {data['source']} (data hash {data['content_hash']}, "
+        f"{data['first_timestamp']} to {data['last_timestamp']}, time zone {scorer.config.columns.timezone}). "
+        f"Churn: P(no purchase in the next {cfg.churn_window_days} days), shipped {choices['churn']['shipped']}. "
+        f"Value: spend over the next {cfg.value_horizon_days} days discounted at "
+        f"{100 * scorer.config.annual_discount_rate:g} %/yr, shipped {choices['value']['shipped']}."
+    )
+
+
+def _log_training_data(scorer: Scorer) -> None:
+    """The training log as an MLflow dataset input: its source, content hash and counts (no rows copied)."""
+    import mlflow
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    data = scorer.fingerprint_
+    path = Path(data["source"])
+    if path.exists():
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are the local file
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            source = resolve_dataset_source(str(path.absolute()))
+    else:  # a DataFrame, or a glob
+        source = CodeDatasetSource({"crmml.source": data["source"]})
+    dataset = MetaDataset(source, name="transactions", digest=data["content_hash"])
+    tags = {key: str(data[key]) for key in ("rows_valid", "rows_rejected", "customers", "first_timestamp",
+                                            "last_timestamp") if key in data}
+    mlflow.log_input(dataset, context="training", tags=tags)
 
 
 def _log_report(scorer: Scorer, transactions, customers) -> None:
@@ -258,7 +323,7 @@ def _register(client, scorer: Scorer, model_name: str, run_id: str, input_exampl
         client.create_registered_model(model_name, description="crmml customer scorer: value, tier, at-risk flags")
     logged = mlflow.initialize_logged_model(name=_MODEL_ARTIFACT)
     created = client.create_model_version(model_name, source=f"models:/{logged.model_id}", run_id=run_id,
-                                          model_id=logged.model_id)
+                                          model_id=logged.model_id, description=_description(scorer))
     previous = scorer.model_version
     scorer.model_version = f"{model_name}/{created.version}"
     try:
@@ -351,17 +416,54 @@ def load_scorer(uri: str, *, tracking_uri: str | None = None) -> Scorer:
     Raises
     ------
     ModelNotFoundError
-        When the URI names no model, version, alias or bundle, or the registry cannot be asked.
+        When the URI names no model, version, alias or bundle, or the registry cannot be asked (the
+        message names the tracking URI). Reading never creates a registry: a ``sqlite:`` tracking URI
+        must name an existing file.
     """
     if _MODELS_URI.match(uri) is None:
         return load_target(resolve_model_uri(uri), tracking_uri=tracking_uri)
     from mlflow.exceptions import MlflowException
 
+    tracking_uri = registry_to_read(tracking_uri)
     try:
         target = resolve_model_uri(uri, tracking_uri=tracking_uri)
-    except MlflowException as exc:
-        raise ModelNotFoundError(f"Cannot load {uri}: {first_line(exc)}") from exc
+    except (MlflowException, RegistryError) as exc:
+        raise ModelNotFoundError(f"Cannot load {uri} from the registry at {tracking_uri}: {first_line(exc)}") from exc
     return load_target(target, tracking_uri=tracking_uri)
+
+
+def registry_to_read(tracking_uri: str | None = None) -> str:
+    """The tracking URI to read a model from (``tracking_uri``, else MLflow's current one), checked.
+
+    MLflow creates an empty SQLite database when asked about one that does not exist, and then
+    reports the model as not found; reading here never creates one: a ``sqlite:`` URI must name an
+    existing file. A relative SQLite path (``sqlite:///mlflow.db``, the default) is relative to the
+    working directory.
+
+    Raises
+    ------
+    ModelNotFoundError
+        When a ``sqlite:`` URI names no file, naming the URI and the absolute path looked at.
+    """
+    import mlflow
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    path = _sqlite_path(uri)
+    if path is not None and not path.is_file():
+        raise ModelNotFoundError(
+            f"No MLflow registry at {uri}: {path.absolute()} does not exist (a relative sqlite path is relative to "
+            "the working directory). Pass --tracking-uri (or set MLFLOW_TRACKING_URI) to the registry the model "
+            "was registered in."
+        )
+    return uri
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///<path>`` URI (None for other URIs and in-memory databases)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path)
 
 
 def load_target(target: ModelTarget, *, tracking_uri: str | None = None) -> Scorer:
@@ -378,7 +480,7 @@ def load_target(target: ModelTarget, *, tracking_uri: str | None = None) -> Scor
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    tracking_uri = tracking_uri or mlflow.get_tracking_uri()
+    tracking_uri = registry_to_read(tracking_uri)
     try:
         mlflow.set_tracking_uri(tracking_uri)
         with tempfile.TemporaryDirectory(prefix="crmml-model-") as folder:
@@ -412,7 +514,10 @@ def resolve_model_uri(uri: str, *, tracking_uri: str | None = None) -> ModelTarg
     Raises
     ------
     ModelNotFoundError
-        When the URI names no model, version, alias or path.
+        When the URI names no model, version, alias or path, or a ``sqlite:`` tracking URI names no
+        file (see :func:`registry_to_read`); the message names the tracking URI.
+    RegistryError
+        When the registry answers with another error (naming the tracking URI).
     Exception
         Whatever the MLflow client raises when the registry cannot be reached (left to the caller,
         who may keep serving the model it has).
@@ -425,19 +530,19 @@ def resolve_model_uri(uri: str, *, tracking_uri: str | None = None) -> ModelTarg
         if not Path(uri).exists():
             raise ModelNotFoundError(f"No model at {uri}: the path does not exist.")
         return ModelTarget(None, None, None, uri)
-    import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     _quiet_mlflow()
-    client = MlflowClient(tracking_uri or mlflow.get_tracking_uri())
+    tracking_uri = registry_to_read(tracking_uri)
+    client = MlflowClient(tracking_uri)
     name, alias, number = match["name"], match["alias"], match["version"]
     try:
         found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise ModelNotFoundError(f"Cannot load {uri}: {first_line(exc)}") from exc
-        raise
+            raise ModelNotFoundError(f"Cannot load {uri} from the registry at {tracking_uri}: {first_line(exc)}") from exc
+        raise RegistryError(f"The registry at {tracking_uri} could not say what {uri} names: {first_line(exc)}") from exc
     return ModelTarget(name, str(found.version), alias, f"models:/{name}/{found.version}")
 
 

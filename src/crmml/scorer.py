@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,7 @@ from crmml.customer_rows import CustomerRows, _positions, customer_rows
 from crmml.customer_table import COST_COLUMN, TableArrays, check_ids, checked_costs, table_arrays, table_columns
 from crmml.data.fingerprint import data_fingerprint
 from crmml.data.summary import as_day
-from crmml.data.transactions import as_transactions
+from crmml.data.transactions import LogColumns, as_transactions
 from crmml.errors import DataValidationError
 from crmml.features import MODEL_COLUMNS, feature_columns
 from crmml.flags import _FLAG_TEXTS, FLAGS, FlagConfig, FlagRule, flag_codes
@@ -98,6 +98,9 @@ class ScorerConfig:
         The backtest's cutoff date; default ``as_of`` minus the longer label window.
     baseline_models : tuple of str
         BTYD models fitted as baselines in the backtest.
+    columns : LogColumns
+        The transaction log's column names and time zone (the ``columns:`` section), used by the
+        command line to read the data; :meth:`to_dict` lists it only when it is not the default.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -106,6 +109,7 @@ class ScorerConfig:
     annual_discount_rate: float = 0.10
     backtest_cutoff: str | None = None
     baseline_models: tuple[str, ...] = tuple(TRANSACTION_MODELS)
+    columns: LogColumns = LogColumns()  # a class default: bundles pickled before it existed load with it
 
     def __post_init__(self) -> None:
         if not 0 <= self.annual_discount_rate < np.inf:
@@ -123,6 +127,7 @@ class ScorerConfig:
             "annual_discount_rate": self.annual_discount_rate,
             "backtest_cutoff": self.backtest_cutoff,
             "baseline_models": list(self.baseline_models),
+            **({"columns": self.columns.to_dict()} if self.columns != LogColumns() else {}),
         }
 
     @classmethod
@@ -144,13 +149,17 @@ class ScorerConfig:
             values[name] = kind.from_dict(section) if hasattr(kind, "from_dict") else kind(**section)
         if values.get("backtest_cutoff") is not None:
             values["backtest_cutoff"] = str(values["backtest_cutoff"])
+        if "columns" in values:
+            section = values["columns"] or {}
+            if not isinstance(section, dict):
+                raise ValueError(f"Config section 'columns' must be a mapping; got {section!r}.")
+            values["columns"] = LogColumns.from_dict(section)
         return cls(**values)
 
     def with_model(self, **changes) -> ScorerConfig:
         """A copy with some :class:`ModelConfig` fields changed (the CLI's overrides)."""
         model = ModelConfig.from_dict({**self.model.to_dict(), **changes})
-        return ScorerConfig(model, self.tiers, self.flags, self.annual_discount_rate, self.backtest_cutoff,
-                            self.baseline_models)
+        return replace(self, model=model)
 
 
 def load_config(path: str | Path) -> ScorerConfig:

@@ -14,13 +14,14 @@ error (naming its position), never a silent drop: the service rejects the reques
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from crmml.data.transactions import TransactionReport
+from crmml.data.transactions import DEFAULT_TIMEZONE, ZONE_SUFFIX_PATTERN, TransactionReport, check_timezone
 from crmml.errors import DataValidationError
 
 __all__ = ["InMemoryTransactions"]
@@ -60,6 +61,8 @@ class InMemoryTransactions:
         customer_id: Sequence,
         timestamp: Sequence,
         amount: Sequence | None = None,
+        *,
+        timezone: str = DEFAULT_TIMEZONE,
     ) -> InMemoryTransactions:
         """Check and sort rows given column by column.
 
@@ -68,17 +71,22 @@ class InMemoryTransactions:
         customer_id : sequence of int or str
             One id per row; all integers, or all text.
         timestamp : sequence of datetime-like
-            Naive timestamps are UTC; aware ones are converted to UTC (as the file reader does).
+            Naive timestamps are local times in ``timezone``; aware ones (and text with a UTC offset
+            or zone name) are converted to it, as :func:`~crmml.data.read_transactions` does.
         amount : sequence of float, optional
             Net amounts (negative for refunds); must be finite.
+        timezone : str
+            IANA time zone defining purchase days (default ``"UTC"``).
 
         Raises
         ------
         DataValidationError
             Naming the column and the first offending row positions (0-based).
+        InvalidTimezoneError
+            When ``timezone`` is not an IANA time zone name.
         """
         ids = _ids(customer_id)
-        micros = _micros(timestamp, len(ids))
+        micros = _micros(timestamp, len(ids), check_timezone(timezone))
         columns = [ids, pa.array(micros, type=pa.timestamp("us"))]
         names = ["customer_id", "timestamp"]
         if amount is not None:
@@ -126,8 +134,9 @@ def _ids(values: Sequence) -> pa.Array:
     )
 
 
-def _micros(values: Sequence, n: int) -> np.ndarray:
-    if isinstance(values, np.ndarray) and np.issubdtype(values.dtype, np.datetime64):  # naive UTC already
+def _micros(values: Sequence, n: int, timezone: str = DEFAULT_TIMEZONE) -> np.ndarray:
+    """Microseconds since 1970 of each value's local wall-clock time in ``timezone`` (the reader's rule)."""
+    if isinstance(values, np.ndarray) and np.issubdtype(values.dtype, np.datetime64):  # naive: local already
         if len(values) != n:
             raise ValueError("customer_id, timestamp and amount must have the same length.")
         _check_rows(np.isnat(values), "timestamp", "is missing")
@@ -140,7 +149,27 @@ def _micros(values: Sequence, n: int) -> np.ndarray:
     if len(stamps) != n:
         raise ValueError("customer_id, timestamp and amount must have the same length.")
     _check_rows(stamps.isna().to_numpy(), "timestamp", "is missing")
-    return stamps.dt.tz_localize(None).to_numpy().astype("datetime64[us]").view(np.int64)
+    wall = stamps.dt.tz_localize(None)  # naive values as written; aware ones in UTC
+    if timezone != "UTC":
+        aware = _is_aware(values)
+        if aware.any():
+            local = stamps.dt.tz_convert(timezone).dt.tz_localize(None)
+            wall = wall.where(~aware, local)
+    return wall.to_numpy().astype("datetime64[us]").view(np.int64)
+
+
+def _is_aware(values: Sequence) -> np.ndarray:
+    """Per value: whether it carries a time zone (an aware datetime, or text ending in an offset or zone)."""
+    if isinstance(getattr(values, "dtype", None), pd.DatetimeTZDtype):
+        return np.ones(len(values), dtype=bool)
+    return np.fromiter(
+        (_ZONE_SUFFIX.search(v.strip()) is not None if isinstance(v, str) else getattr(v, "tzinfo", None) is not None
+         for v in values),
+        dtype=bool, count=len(values),
+    )
+
+
+_ZONE_SUFFIX = re.compile(ZONE_SUFFIX_PATTERN)
 
 
 def _check_rows(bad: np.ndarray, column: str, problem: str) -> None:

@@ -29,6 +29,16 @@ lifetimes) but a purchase refunded in full (net <= 0) does not. Periods holding 
 (refunds of purchases made in earlier periods) are not occasions and change nothing. Every such row
 is counted in the :class:`SummaryReport`.
 
+Refunds by order: when the log has order ids (``read_transactions(..., order_col=...)``), a refund
+whose order id names a purchase row of the same customer dated no later than the refund is netted in
+its order's period instead of its own (its ``net_timestamp``, see :mod:`crmml.data.transactions`):
+it reduces that period's net amount, and an order refunded in full leaves no occasion unless the
+period holds other purchases. Each row still falls on the calibration, holdout or after-as-of side
+by its own date, so a refund dated after ``as_of`` (or after the calibration end) is never netted
+into the periods before it: that would use data from after the cutoff. Refunds whose order id is
+blank or unknown follow the same-period rule above. :attr:`SummaryReport.refund_rows_netted_by_order`
+counts the refunds netted by order.
+
 As-of date
 ----------
 Rows dated after the as-of date are excluded and counted; the as-of day itself is included.
@@ -98,6 +108,7 @@ _COUNTS = (
     "refund_rows_netted",
     "rows_in_fully_refunded_periods",
     "unmatched_refund_rows",
+    "refund_rows_netted_by_order",
     "rows_of_holdout_only_customers",
     "rows_after_as_of",
     "customers_seen",
@@ -142,6 +153,11 @@ class SummaryReport:
         The divisor applied to frequency, recency and T.
     calibration_end : pandas.Timestamp or None
         Last calibration day for :func:`calibration_holdout`, otherwise None.
+    refund_rows_netted_by_order : int
+        Refund rows netted in their order's period by order id (see the module docstring): a
+        breakdown of the refund rows counted in ``refund_rows_netted``,
+        ``rows_in_fully_refunded_periods`` and ``rows_of_holdout_only_customers``, not a part of
+        ``rows_in`` of its own. Always 0 for a log without order ids.
     """
 
     rows_in: int
@@ -158,6 +174,7 @@ class SummaryReport:
     freq: str
     freq_multiplier: float
     calibration_end: pd.Timestamp | None = None
+    refund_rows_netted_by_order: int = 0
 
     @property
     def parts(self) -> dict[str, int]:
@@ -599,6 +616,10 @@ class _Rows:
     whole: np.ndarray | None = None  # rounded amounts (see _split_amounts); None without amounts
     frac: np.ndarray | None = None
     is_refund: np.ndarray | None = None  # None when the batch has no refund
+    # Refunds netted by order: the time whose period each row nets into, and which rows were moved
+    # there; both None when no row of the batch is.
+    net_micros: np.ndarray | None = None
+    by_order: np.ndarray | None = None
 
     @classmethod
     def from_batch(cls, batch: pa.RecordBatch, has_amount: bool) -> _Rows:
@@ -608,9 +629,42 @@ class _Rows:
             return cls(ids, micros)
         amount = batch.column(2).to_numpy()
         is_refund = amount < 0
-        rows = cls(ids, micros, *_split_amounts(amount), is_refund if is_refund.any() else None)
+        net_micros = by_order = None
+        if "net_timestamp" in batch.schema.names:
+            net_micros = batch.column("net_timestamp").cast(pa.timestamp("us")).to_numpy().view(np.int64)
+            by_order = net_micros != micros
+            if not by_order.any():
+                net_micros = by_order = None
+        rows = cls(ids, micros, *_split_amounts(amount), is_refund if is_refund.any() else None, net_micros,
+                   by_order)
         rows.check_sums_are_exact()
         return rows
+
+    @property
+    def period_micros(self) -> np.ndarray:
+        """The time whose period each row's amount nets into (its own, or its order's)."""
+        return self.micros if self.net_micros is None else self.net_micros
+
+    def grouped(self, cut: _Cut) -> _Rows:
+        """The rows reordered so that each (customer, period, segment) is contiguous.
+
+        Rows come sorted by customer and net time; a refund netted by order keeps its own segment
+        (by its own date), so it can sit among its period's rows of another segment. A stable sort
+        on the group key keeps each group's rows in time order.
+        """
+        if self.net_micros is None:
+            return self
+        segment = cut.segments(self.micros)
+        key = cut.periods(self.net_micros) * 3 + (0 if segment is None else segment)
+        order = np.lexsort((key, np.cumsum(self.new_customer())))
+        if np.array_equal(order, np.arange(len(order))):
+            return self
+
+        def take(values):
+            return None if values is None else values[order]
+
+        return _Rows(self.ids.take(pa.array(order)), self.micros[order], take(self.whole), take(self.frac),
+                     take(self.is_refund), self.net_micros[order], self.by_order[order])
 
     def check_sums_are_exact(self) -> None:
         """Amounts are only summed within a customer: check that no int64 sum can overflow."""
@@ -655,12 +709,13 @@ class _Periods:
     first_purchase: np.ndarray  # microseconds; meaningless in periods holding only refunds
     last_purchase: np.ndarray
     n_customers: int
+    n_by_order: np.ndarray | None = None  # refund rows netted here by order; None when there are none
 
     @classmethod
     def from_rows(cls, rows: _Rows, cut: _Cut) -> _Periods:
         n = len(rows.micros)
         new_customer = rows.new_customer()
-        period, segment = cut.periods(rows.micros), cut.segments(rows.micros)
+        period, segment = cut.periods(rows.period_micros), cut.segments(rows.micros)
         key = period if segment is None else period * 3 + segment
         new_period = new_customer.copy()
         new_period[1:] |= key[1:] != key[:-1]
@@ -677,9 +732,10 @@ class _Periods:
             last_purchase = np.maximum.reduceat(np.where(rows.is_refund, always, rows.micros), starts)
         customer = np.cumsum(new_customer)[starts] - 1
         n_customers = int(customer[-1]) + 1 if n else 0
+        n_by_order = None if rows.by_order is None else np.add.reduceat(rows.by_order, starts, dtype=np.int64)
         return cls(
             customer, starts, period[starts], None if segment is None else segment[starts], n_rows,
-            n_refund_rows, whole, frac, first_purchase, last_purchase, n_customers,
+            n_refund_rows, whole, frac, first_purchase, last_purchase, n_customers, n_by_order,
         )
 
     def in_segment(self, segment: int) -> np.ndarray:
@@ -839,6 +895,9 @@ def _report_counts(periods: _Periods, occasion: np.ndarray, calibration: _Occasi
         "refund_rows_netted": n_refund_rows[occasion & returned].sum(),
         "rows_in_fully_refunded_periods": periods.n_rows[fully_refunded].sum(),
         "unmatched_refund_rows": periods.n_rows[refund_only].sum(),
+        "refund_rows_netted_by_order": (
+            0 if periods.n_by_order is None else periods.n_by_order[periods.in_window() & ~refund_only].sum()
+        ),
         "rows_of_holdout_only_customers": periods.n_rows[occasion & ~returned].sum(),
         "rows_after_as_of": periods.n_rows[periods.in_segment(_AFTER_AS_OF)].sum(),
         "customers_seen": periods.n_customers,
@@ -888,21 +947,31 @@ def _reduced_batches(
     pa.default_memory_pool().release_unused()
     with duckdb_session() as con:
         log.create_views(con)
-        for batch in _customer_batches(con, log.has_amount):
+        for batch in _customer_batches(con, log.has_amount, getattr(log, "has_order", False)):
             yield reduce(*_periods_of(batch, log.has_amount, cut))
 
 
 def _periods_of(batch: pa.RecordBatch, has_amount: bool, cut: _Cut) -> tuple[_Rows, _Periods, np.ndarray]:
     """A batch's rows, its periods and which periods are purchase occasions."""
-    rows = _Rows.from_batch(batch, has_amount)
+    rows = _Rows.from_batch(batch, has_amount).grouped(cut)
     periods = _Periods.from_rows(rows, cut)
     return rows, periods, periods.is_occasion()
 
 
-def _customer_batches(con: duckdb.DuckDBPyConnection, has_amount: bool) -> Iterator[pa.RecordBatch]:
-    """The valid rows sorted by customer and time, in Arrow batches that never split a customer."""
+def _customer_batches(
+    con: duckdb.DuckDBPyConnection, has_amount: bool, has_order: bool = False
+) -> Iterator[pa.RecordBatch]:
+    """The valid rows sorted by customer and time, in Arrow batches that never split a customer.
+
+    With order ids the rows carry ``net_timestamp`` and are sorted by it (then by time), so that a
+    refund netted by order sits with its order's period.
+    """
     amount = ", amount" if has_amount else ""
-    sql = f"SELECT customer_id, timestamp{amount} FROM crmml_transactions ORDER BY customer_id, timestamp"
+    if has_amount and has_order:
+        sql = ("SELECT customer_id, timestamp, amount, net_timestamp FROM crmml_transactions "
+               "ORDER BY customer_id, net_timestamp, timestamp")
+    else:
+        sql = f"SELECT customer_id, timestamp{amount} FROM crmml_transactions ORDER BY customer_id, timestamp"
     pending, n_pending = [], 0
     for batch in con.sql(sql).to_arrow_reader(_BATCH_ROWS):
         pending.append(batch)
@@ -947,6 +1016,7 @@ def _report(
         refund_rows_netted=counts["refund_rows_netted"],
         rows_in_fully_refunded_periods=counts["rows_in_fully_refunded_periods"],
         unmatched_refund_rows=counts["unmatched_refund_rows"],
+        refund_rows_netted_by_order=counts["refund_rows_netted_by_order"],
         rows_of_holdout_only_customers=counts["rows_of_holdout_only_customers"],
         rows_after_as_of=counts["rows_after_as_of"],
         rows_rejected=log.report.rows_rejected,

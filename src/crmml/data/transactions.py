@@ -15,9 +15,18 @@ Canonical types
     digits, an optional ``-``, no leading zeros) and stays VARCHAR otherwise: ``"00042"`` stays
     text.
 ``timestamp``
-    TIMESTAMP without time zone. Values that carry a time zone or a UTC offset are converted to UTC.
+    TIMESTAMP without time zone: the local wall-clock time in the log's time zone (``timezone``,
+    default ``"UTC"``), which defines purchase days and as-of dates everywhere downstream. Values
+    that carry a time zone or a UTC offset (time-zone-aware columns, text such as
+    ``2024-07-01T00:30:00+02:00`` or ``...Z``, ``%z`` formats) are converted to that zone; naive
+    values are taken as already local.
 ``amount``
     DOUBLE; absent when ``amount_col=None``.
+``order_id``
+    VARCHAR (NULL when blank); present only with ``order_col``. With it the canonical log also has
+    ``net_timestamp``: for a refund whose order id names an earlier purchase row of the same
+    customer, that order's (first row's) time, for every other row its own ``timestamp``. It is the
+    time whose period the row's amount nets into (see :mod:`crmml.data.summary`).
 
 DuckDB resources
 ----------------
@@ -33,6 +42,7 @@ import glob as globlib
 import numbers
 import os
 import tempfile
+import zoneinfo
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -45,9 +55,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crmml.errors import DataValidationError
+from crmml.errors import DataValidationError, InvalidTimezoneError
 
-__all__ = ["TransactionReport", "Transactions", "read_transactions", "duckdb_session"]
+__all__ = ["DEFAULT_TIMEZONE", "LogColumns", "TransactionReport", "Transactions", "check_timezone", "duckdb_session",
+           "read_transactions"]
+
+#: The time zone that defines purchase days when none is given.
+DEFAULT_TIMEZONE = "UTC"
+
+#: A regular expression (DuckDB and Java syntax) true for timestamp text that ends in a UTC offset
+#: or a zone name after its time of day: ``+02``, ``+0200``, ``+02:00``, ``Z``, `` UTC``,
+#: `` Europe/Berlin``. Such text is converted to the log's time zone; other text is local already.
+ZONE_SUFFIX_PATTERN = r"[0-9]:[0-9]{2}(:[0-9]{2}([.,][0-9]*)?)?\s*([zZ]|[+-][0-9]{1,2}(:?[0-9]{2})?|[A-Za-z][A-Za-z0-9_/+-]*)$"
 
 # Why a row can be rejected, in the order the checks are applied (a row gets the first that holds).
 # Each maps to (role of the column at fault, what the message says about the offending values).
@@ -66,7 +85,7 @@ WITHOUT_CUSTOMER_SQL = "(customer_id IS NULL OR coalesce(reason IN ({}), false))
     ", ".join(f"'{reason}'" for reason, (role, _) in REJECTION_REASONS.items() if role == "customer")
 )
 
-_ROLE_NAMES = {"customer": "customer id", "time": "timestamp", "amount": "amount"}
+_ROLE_NAMES = {"customer": "customer id", "time": "timestamp", "amount": "amount", "order": "order id"}
 _N_EXAMPLES = 5
 _INTEGER_TYPES = frozenset(
     "TINYINT SMALLINT INTEGER BIGINT HUGEINT UTINYINT USMALLINT UINTEGER UBIGINT UHUGEINT".split()
@@ -161,6 +180,16 @@ class Transactions:
     def has_amount(self) -> bool:
         """Whether the log has an ``amount`` column."""
         return self._plan.columns.amount is not None
+
+    @property
+    def has_order(self) -> bool:
+        """Whether the log has order ids (``order_id`` and ``net_timestamp`` columns)."""
+        return self._plan.columns.order is not None
+
+    @property
+    def timezone(self) -> str:
+        """The IANA time zone whose local wall-clock time the canonical timestamps hold."""
+        return self._plan.timezone
 
     @property
     def source_description(self) -> str:
@@ -330,6 +359,71 @@ class Transactions:
             self._own_temp_directory = None
 
 
+@dataclass(frozen=True)
+class LogColumns:
+    """Which columns of a transaction log are what, and its time zone: the mapping options of
+    :func:`read_transactions` as one value (the ``columns:`` section of a training config, the
+    ``--customer-col`` ... ``--timezone`` options of the command line).
+
+    Attributes
+    ----------
+    customer, time : str
+        The customer id and timestamp columns (default ``customer_id``, ``timestamp``).
+    amount : str or None
+        The amount column (default ``amount``); None for a log without amounts.
+    order : str or None
+        The order id column, for netting refunds by order (default None: none).
+    timezone : str
+        IANA time zone of purchase days and as-of dates (default ``"UTC"``).
+    """
+
+    customer: str = "customer_id"
+    time: str = "timestamp"
+    amount: str | None = "amount"
+    order: str | None = None
+    timezone: str = DEFAULT_TIMEZONE
+
+    def __post_init__(self) -> None:
+        for role in ("customer", "time", "amount", "order"):
+            value = getattr(self, role)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                if role in ("amount", "order") and value == "":
+                    object.__setattr__(self, role, None)  # '' means "no such column"
+                    continue
+                raise ValueError(f"columns.{role} must be a column name; got {value!r}.")
+        check_timezone(self.timezone)
+
+    @classmethod
+    def from_dict(cls, values: Mapping | None) -> LogColumns:
+        """From a mapping with any of the keys ``customer``, ``time``, ``amount``, ``order``, ``timezone``."""
+        values = dict(values or {})
+        known = [f for f in cls.__dataclass_fields__]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"Unknown key(s) {unknown} in config section 'columns'; known keys: {known}.")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    def merged(self, changes: Mapping | None) -> LogColumns:
+        """A copy with the entries of ``changes`` that are not None (``""`` removes amount or order)."""
+        given = {name: value for name, value in (changes or {}).items() if value is not None}
+        return replace(self, **given) if given else self
+
+    def read_kwargs(self) -> dict:
+        """The keyword arguments of :func:`read_transactions` for this mapping."""
+        return {"customer_col": self.customer, "time_col": self.time, "amount_col": self.amount,
+                "order_col": self.order, "timezone": self.timezone}
+
+    def describe(self) -> str:
+        """One line: which column is used as what, e.g. for a command's output."""
+        parts = [f"customer id = {self.customer!r}", f"timestamp = {self.time!r} (time zone {self.timezone})",
+                 f"amount = {self.amount!r}" if self.amount is not None else "no amount",
+                 f"order id = {self.order!r}" if self.order is not None else "no order id"]
+        return "columns: " + ", ".join(parts)
+
+
 def read_transactions(
     source: pd.DataFrame | str | Path,
     *,
@@ -338,6 +432,8 @@ def read_transactions(
     amount_col: str | None = "amount",
     time_format: str | None = None,
     on_invalid: Literal["raise", "reject"] = "raise",
+    order_col: str | None = None,
+    timezone: str = DEFAULT_TIMEZONE,
 ) -> Transactions:
     """Read and validate a transaction log.
 
@@ -359,6 +455,14 @@ def read_transactions(
         ``"raise"`` (default) raises on the first kind of invalid row found. ``"reject"`` excludes
         invalid rows, counts them in :attr:`Transactions.report` and keeps them available through
         :meth:`Transactions.rejected_rows`. Missing columns and empty input always raise.
+    order_col : str, optional
+        Name of an order id column. With it a refund (negative amount) whose order id names an
+        earlier purchase row of the same customer is netted against that order, in the order's
+        period (see :mod:`crmml.data.summary`); a blank order id matches nothing.
+    timezone : str
+        An IANA time zone name (``"Europe/Berlin"``), default ``"UTC"``: the zone whose calendar
+        defines purchase days and as-of dates. Time-zone-aware values are converted to its local
+        wall-clock time; naive values are taken as local already.
 
     Returns
     -------
@@ -373,10 +477,13 @@ def read_transactions(
         a missing customer id, a missing or unparseable timestamp, or a missing, non-numeric or
         non-finite amount. The message names the column and the first offending rows (index
         labels for a DataFrame, file and 1-based data row for files) with their raw values.
+    InvalidTimezoneError
+        When ``timezone`` is not an IANA time zone name.
     """
     if on_invalid not in ("raise", "reject"):
         raise ValueError(f"on_invalid must be 'raise' or 'reject'. Got {on_invalid!r} instead.")
-    columns = _ColumnNames(customer_col, time_col, amount_col)
+    timezone = check_timezone(timezone)
+    columns = _ColumnNames(customer_col, time_col, amount_col, order_col)
     with duckdb_session() as con:
         _check_time_format(con, time_format)
         source_obj = _resolve_source(source, columns, con)
@@ -385,7 +492,7 @@ def read_transactions(
             raw_types = _column_types(con, raw)
         except duckdb.Error as exc:
             raise DataValidationError(f"Could not read {source_obj.description}: {exc}") from exc
-        plan = _ParsePlan.from_types(columns, raw_types, time_format, source_obj.kind == "csv")
+        plan = _ParsePlan.from_types(columns, raw_types, time_format, source_obj.kind == "csv", timezone)
         counts = _count_by_reason(con, plan.checked_sql(raw), plan, source_obj)
         plan = plan.with_integer_ids(counts.ids_are_plain_integers)
         invalid = {reason: n for reason, n in counts.by_reason.items() if reason is not None}
@@ -398,6 +505,25 @@ def read_transactions(
         rejected_by_reason=invalid,
     )
     return Transactions(source_obj, plan, report, counts.first_timestamp, counts.last_timestamp)
+
+
+def check_timezone(name) -> str:
+    """``name`` if it is an IANA time zone name (``"UTC"``, ``"Europe/Berlin"``), else an error.
+
+    Raises
+    ------
+    InvalidTimezoneError
+        Naming the value, when it is not a time zone the system's tz database knows.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidTimezoneError(f"timezone must be an IANA time zone name such as 'Europe/Berlin'. Got {name!r}.")
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise InvalidTimezoneError(
+            f"Unknown time zone {name!r}: expected an IANA time zone name such as 'UTC' or 'Europe/Berlin'."
+        ) from exc
+    return name
 
 
 def partition_number_sql(key: str, count: int) -> str:
@@ -435,16 +561,19 @@ def as_transactions(transactions, **read_kwargs) -> Transactions:
 
 @dataclass(frozen=True)
 class _ColumnNames:
-    """The user's names for the customer, time and (optional) amount columns."""
+    """The user's names for the customer, time and the optional amount and order id columns."""
 
     customer: str
     time: str
     amount: str | None
+    order: str | None = None
 
     def by_role(self) -> dict[str, str]:
         names = {"customer": self.customer, "time": self.time}
         if self.amount is not None:
             names["amount"] = self.amount
+        if self.order is not None:
+            names["order"] = self.order
         return names
 
 
@@ -459,11 +588,15 @@ class _ParsePlan:
     time_format: str | None
     ids_from_untyped_text: bool
     ids_as_integers: bool = False
+    timezone: str = DEFAULT_TIMEZONE
 
     @classmethod
     def from_types(
-        cls, columns: _ColumnNames, raw_types: dict[str, str], time_format: str | None, untyped: bool
+        cls, columns: _ColumnNames, raw_types: dict[str, str], time_format: str | None, untyped: bool,
+        timezone: str = DEFAULT_TIMEZONE,
     ) -> _ParsePlan:
+        if columns.order is not None and columns.amount is None:
+            raise ValueError("order_col needs amount_col: refunds are the rows with a negative amount.")
         return cls(
             columns=columns,
             customer_kind=_customer_kind(raw_types["raw_customer"], columns.customer),
@@ -471,6 +604,7 @@ class _ParsePlan:
             amount_kind=_amount_kind(raw_types.get("raw_amount"), columns.amount),
             time_format=time_format,
             ids_from_untyped_text=untyped,
+            timezone=timezone,
         )
 
     def with_integer_ids(self, ids_are_plain_integers: bool) -> _ParsePlan:
@@ -483,12 +617,28 @@ class _ParsePlan:
         parsed = f"SELECT *, {self._customer_sql()} AS customer_id, {self._time_sql()} AS timestamp"
         if self.amount_kind is not None:
             parsed += f", {self._amount_sql()} AS amount"
+        if self.columns.order is not None:
+            parsed += ", NULLIF(trim(CAST(raw_order AS VARCHAR)), '') AS order_id"
         return f"SELECT *, {self._reason_sql()} AS reason FROM ({parsed} FROM ({raw}))"
 
     def canonical_sql(self) -> str:
         """SQL over the view ``crmml_checked`` selecting the canonical log."""
         amount = ", amount" if self.amount_kind is not None else ""
-        return f"SELECT customer_id, timestamp{amount} FROM crmml_checked WHERE reason IS NULL"
+        valid = f"SELECT customer_id, timestamp{amount} FROM crmml_checked WHERE reason IS NULL"
+        if self.columns.order is None:
+            return valid
+        # A refund nets into its order's period: the order's first purchase row of the same
+        # customer, when it is not later than the refund (the rule stated in crmml.data.summary).
+        ordered = (
+            "SELECT customer_id, timestamp, amount, order_id, min(CASE WHEN amount >= 0 THEN timestamp END) "
+            "OVER (PARTITION BY customer_id, order_id) AS order_timestamp "
+            "FROM crmml_checked WHERE reason IS NULL"
+        )
+        return (
+            "SELECT customer_id, timestamp, amount, order_id, CASE WHEN amount < 0 AND order_id IS NOT NULL "
+            "AND order_timestamp <= timestamp THEN order_timestamp ELSE timestamp END AS net_timestamp "
+            f"FROM ({ordered})"
+        )
 
     def _customer_sql(self) -> str:
         if self.ids_as_integers:
@@ -498,15 +648,24 @@ class _ParsePlan:
         return "raw_customer"
 
     def _time_sql(self) -> str:
+        """Local wall-clock time in ``timezone``: aware values converted, naive ones as they are.
+
+        Sessions run in UTC (see :func:`duckdb_session`), so text without an offset cast to
+        TIMESTAMPTZ is read as UTC and ``timezone('UTC', ...)`` gives it back as written.
+        """
+        zone = _sql_string(self.timezone)
         if self.time_kind == "naive":
             return "CAST(raw_time AS TIMESTAMP)"
         if self.time_kind == "zoned":
-            return "timezone('UTC', raw_time)"
+            return f"timezone({zone}, raw_time)"
         text = "trim(raw_time)" if self.time_kind == "text" else "CAST(raw_time AS VARCHAR)"
         if self.time_format is None:
-            return f"timezone('UTC', TRY_CAST({text} AS TIMESTAMPTZ))"
+            if self.timezone == "UTC":
+                return f"timezone('UTC', TRY_CAST({text} AS TIMESTAMPTZ))"
+            aware = f"regexp_matches({text}, {_sql_string(ZONE_SUFFIX_PATTERN)})"
+            return f"timezone(CASE WHEN {aware} THEN {zone} ELSE 'UTC' END, TRY_CAST({text} AS TIMESTAMPTZ))"
         parsed = f"try_strptime({text}, {_sql_string(self.time_format)})"
-        return f"timezone('UTC', {parsed})" if _format_has_zone(self.time_format) else parsed
+        return f"timezone({zone}, {parsed})" if _format_has_zone(self.time_format) else parsed
 
     def _amount_sql(self) -> str:
         if self.amount_kind == "number":

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from crmml.defaults import DEFAULT_TRACKING_URI
+
 __all__ = ["ServiceSettings"]
 
 
@@ -39,7 +41,7 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CRMML_", extra="ignore", protected_namespaces=())
 
     model_uri: str = Field(min_length=1)
-    tracking_uri: str = "sqlite:///mlflow.db"
+    tracking_uri: str = DEFAULT_TRACKING_URI
     api_key: SecretStr | None = None
     max_customers_per_request: int = Field(1000, ge=1)
     max_transactions_per_customer: int = Field(10_000, ge=1)

@@ -7,6 +7,11 @@ customers not scored, with their reason), both moved into place only when everyt
 and a :class:`crmml.batch.BatchReport` whose counts reconcile (rows in = used + after as-of +
 rejected; customers in = scored + rejected). Spark writes part files into a hidden directory next to
 the output; they are then concatenated into the one file (streamed, never all in memory).
+
+A *lake path* as output, a URI (``s3a://bucket/scores/2025-06-30``, ``hdfs://...``,
+``file:///...``) or a local path without a ``.parquet``/``.csv`` suffix, is written by Spark itself
+as a Parquet dataset (part files and ``_SUCCESS``, replacing what was there; nothing passes through
+the driver), and the rejections as a CSV dataset with a header at ``<output>.rejected``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -40,7 +46,7 @@ _SCORED = "scored"
 
 
 def score_job_spark(*, model, transactions, as_of, output, customers=None, tracking_uri=None, time_format=None,
-                    master: str | None = None, session: SparkSession | None = None) -> ScoreResult:
+                    master: str | None = None, session: SparkSession | None = None, columns=None) -> ScoreResult:
     """Score every customer of a log with Spark (see the module docstring).
 
     Parameters
@@ -51,7 +57,8 @@ def score_job_spark(*, model, transactions, as_of, output, customers=None, track
         Parquet or CSV data: a file, a directory or a glob (any path Spark reads).
     as_of : date-like
     output : str or pathlib.Path
-        A local ``.parquet`` or ``.csv`` file, replaced if it exists.
+        A local ``.parquet`` or ``.csv`` file, replaced if it exists, or a lake path (a URI, or a
+        local path without those suffixes) that Spark writes as a Parquet dataset.
     customers : str or pathlib.Path, optional
         A CSV or Parquet customer table.
     tracking_uri, time_format
@@ -60,6 +67,10 @@ def score_job_spark(*, model, transactions, as_of, output, customers=None, track
         Spark master; default: the active or ``spark-submit`` session, else ``local[2]``.
     session : SparkSession, optional
         A session to use instead (``master`` is then ignored).
+    columns : mapping, optional
+        Overrides of the model's training columns and time zone (keys of
+        :class:`~crmml.data.transactions.LogColumns`). Netting refunds by order id (``order``) is
+        not available on Spark yet: it is an error.
 
     Returns
     -------
@@ -70,19 +81,27 @@ def score_job_spark(*, model, transactions, as_of, output, customers=None, track
     DataValidationError, FileNotFoundError, ValueError
         On bad input; nothing is written then.
     """
-    output = Path(output)
-    if output.suffix.lower() not in _SUFFIXES or output.is_dir():
-        raise ValueError(f"output must be a .parquet or .csv file. Got {str(output)!r} instead.")
-    if not output.parent.is_dir():
-        raise FileNotFoundError(f"The output directory {str(output.parent)!r} does not exist.")
+    if is_lake_path(output):
+        output = str(output).rstrip("/")
+    else:
+        output = Path(output)
+        if output.suffix.lower() not in _SUFFIXES or output.is_dir():
+            raise ValueError(f"output must be a .parquet or .csv file or a lake path. Got {str(output)!r} instead.")
+        if not output.parent.is_dir():
+            raise FileNotFoundError(f"The output directory {str(output.parent)!r} does not exist.")
     as_of_day = as_day(as_of, "as_of")
     scorer = load_model(model, tracking_uri=tracking_uri)
+    log_columns = scorer.config.columns.merged(columns)
+    if log_columns.order is not None:
+        raise ValueError(f"Netting refunds by order id (order column {log_columns.order!r}) is not available with "
+                         "the Spark engine yet; score with the local engine, or drop the order column.")
     started_here = session is None and SparkSession.getActiveSession() is None
     with warnings.catch_warnings():  # PySpark's notice about pandas 3: nothing a user can act on
         warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
         spark = session or spark_session(master)
         try:
-            return _score(spark, scorer, transactions, as_of_day, output, customers, time_format)
+            result = _score(spark, scorer, transactions, as_of_day, output, customers, time_format, log_columns)
+            return replace(result, columns=log_columns)
         except AnalysisException as exc:  # unreadable input, as Spark says it
             raise DataValidationError(f"Spark could not read the input: {first_line(exc)}") from exc
         finally:
@@ -90,21 +109,39 @@ def score_job_spark(*, model, transactions, as_of, output, customers=None, track
                 spark.stop()
 
 
-def _score(spark, scorer, transactions, as_of_day, output: Path, customers, time_format) -> ScoreResult:
+def _score(spark, scorer, transactions, as_of_day, output: Path, customers, time_format, columns) -> ScoreResult:
     log = validate_transactions(read_spark_table(spark, transactions, "transactions"), time_format=time_format,
-                                on_invalid="reject", persist=True)
+                                on_invalid="reject", persist=True, customer_col=columns.customer,
+                                time_col=columns.time, amount_col=columns.amount, timezone=columns.timezone)
     try:
         return _score_log(spark, scorer, log, transactions, as_of_day, output, customers)
     finally:
         log.unpersist()
 
 
-def _score_log(spark, scorer, log: SparkTransactions, transactions, as_of_day, output: Path,
-               customers) -> ScoreResult:
+def is_lake_path(output) -> bool:
+    """Whether ``output`` is written as a Parquet dataset by Spark: a URI (``scheme://``) or a local
+    path that does not end in ``.parquet`` or ``.csv``."""
+    text = str(output)
+    return "://" in text or not text.lower().endswith(_SUFFIXES)
+
+
+def _score_log(spark, scorer, log: SparkTransactions, transactions, as_of_day, output, customers) -> ScoreResult:
     if as_of_day < log.first_timestamp.normalize():
         raise DataValidationError(f"as_of {as_of_day.date()} is before the first valid transaction "
                                   f"({log.first_timestamp.date()}) of {transactions}; there is nothing to score.")
     table = None if customers is None else read_spark_table(spark, customers, "customer table")
+    if isinstance(output, str):  # a lake path: Spark writes the datasets where they go
+        rejected_path = f"{output}.rejected"
+        scores = score(log, scorer, as_of=as_of_day, customers=table)
+        scores.write.mode("overwrite").parquet(output)
+        written = spark.read.parquet(output)
+        report, customer_rejections = _reconcile(log, table, written, as_of_day, len(written.inputFiles()),
+                                                 output, rejected_path)
+        _rejections(log, customer_rejections).coalesce(1).write.mode("overwrite").option("header", "true").csv(
+            rejected_path)
+        missing = list(scorer.attribute_features_) if table is None else []
+        return ScoreResult(report, scorer.model_version, missing)
     rejected_path = output.with_name(f"{output.stem}.rejected.csv")
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as work:
         work = Path(work)
@@ -210,12 +247,17 @@ def _reconcile(log: SparkTransactions, table: DataFrame | None, written: DataFra
 # --------------------------------------------------------------------------------------------------
 
 
-def _write_rejections(log: SparkTransactions, customers: DataFrame, folder: Path) -> None:
+def _rejections(log: SparkTransactions, customers: DataFrame) -> DataFrame:
+    """The rows and the customers not scored, in the rejections file's columns."""
     rows = log.rejected.select(F.lit("row").alias("kind"), "reason", "customer_id", "timestamp", "amount", "file",
                                F.lit(None).cast("string").alias("row"))
     people = customers.select(F.lit("customer").alias("kind"), "reason", "customer_id",
                               *[F.lit(None).cast("string").alias(c) for c in ("timestamp", "amount", "file", "row")])
-    rows.unionByName(people).select(*REJECTED_COLUMNS).coalesce(1).write.option("header", "false").csv(str(folder))
+    return rows.unionByName(people).select(*REJECTED_COLUMNS)
+
+
+def _write_rejections(log: SparkTransactions, customers: DataFrame, folder: Path) -> None:
+    _rejections(log, customers).coalesce(1).write.option("header", "false").csv(str(folder))
 
 
 def _parts(folder: Path, suffix: str) -> list[Path]:

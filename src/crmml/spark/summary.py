@@ -53,7 +53,7 @@ def rfm_summary(
     pyspark.sql.DataFrame or (pyspark.sql.DataFrame, SummaryReport)
         One row per customer (unordered): ``customer_id``, doubles ``frequency``, ``recency``,
         ``T`` and (with amounts) ``monetary_value``, and ``first_purchase`` / ``last_purchase``
-        (``timestamp_ntz``, UTC), as :func:`crmml.data.rfm_summary` defines them.
+        (``timestamp_ntz``, local time in the log's time zone), as :func:`crmml.data.rfm_summary` defines them.
 
     Raises
     ------

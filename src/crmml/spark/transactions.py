@@ -9,8 +9,10 @@ they are counted (:class:`~crmml.data.transactions.TransactionReport`) and kept 
 an error naming the column.
 
 Canonical columns: ``customer_id`` (long for whole-number ids, string for text ids),
-``micros`` (long, microseconds since 1970-01-01 UTC: time-zone-aware values in UTC, naive values
-read as UTC) and ``amount`` (double, when the log has amounts).
+``micros`` (long, microseconds since 1970-01-01 of the local wall-clock time in the log's
+``timezone``, default UTC: time-zone-aware values and text with an offset or zone converted to it,
+naive values taken as local, whatever the Spark session's time zone; the rule of
+:func:`crmml.data.read_transactions`) and ``amount`` (double, when the log has amounts).
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from crmml.data.summary import MAX_ABS_AMOUNT
-from crmml.data.transactions import REJECTION_REASONS, TransactionReport
+from crmml.data.transactions import (
+    DEFAULT_TIMEZONE,
+    REJECTION_REASONS,
+    ZONE_SUFFIX_PATTERN,
+    TransactionReport,
+    check_timezone,
+)
 from crmml.errors import DataValidationError
 
 __all__ = ["SparkTransactions", "validate_transactions"]
@@ -82,6 +90,7 @@ def validate_transactions(
     time_format: str | None = None,
     on_invalid: str = "raise",
     persist: bool = False,
+    timezone: str = DEFAULT_TIMEZONE,
 ) -> SparkTransactions:
     """Check a Spark DataFrame of transactions (see the module docstring).
 
@@ -99,6 +108,8 @@ def validate_transactions(
     persist : bool
         Cache the checked rows (memory, then local disk) for the several passes of a job; free them
         with :meth:`SparkTransactions.unpersist`.
+    timezone : str
+        IANA time zone whose calendar defines purchase days (default ``"UTC"``).
 
     Returns
     -------
@@ -112,6 +123,7 @@ def validate_transactions(
     """
     if on_invalid not in ("raise", "reject"):
         raise ValueError(f"on_invalid must be 'raise' or 'reject'. Got {on_invalid!r} instead.")
+    timezone = check_timezone(timezone)
     if not isinstance(frame, DataFrame):
         raise TypeError(f"frame must be a pyspark.sql.DataFrame. Got {type(frame).__name__} instead.")
     names = {"customer": customer_col, "time": time_col, "amount": amount_col}
@@ -124,7 +136,7 @@ def validate_transactions(
             )
     raw_customer, raw_time = F.col(_quoted(customer_col)), F.col(_quoted(time_col))
     customer_id, missing_customer = _customer(raw_customer, types[customer_col], customer_col)
-    micros, missing_time = _micros(raw_time, types[time_col], time_col, time_format)
+    micros, missing_time = _micros(raw_time, types[time_col], time_col, time_format, timezone)
     checks = [("missing_customer_id", missing_customer), ("invalid_customer_id", customer_id.isNull()),
               ("missing_timestamp", missing_time), ("unparseable_timestamp", micros.isNull())]
     columns = [customer_id.alias("customer_id"), micros.alias("micros")]
@@ -210,11 +222,19 @@ def _customer(raw: Column, kind: T.DataType, name: str) -> tuple[Column, Column]
                               "whole numbers.", column=name)
 
 
-def _micros(raw: Column, kind: T.DataType, name: str, time_format: str | None) -> tuple[Column, Column]:
-    """Microseconds since 1970-01-01 UTC (null when unparseable) and whether the raw value is missing."""
+def _micros(raw: Column, kind: T.DataType, name: str, time_format: str | None,
+            timezone: str = DEFAULT_TIMEZONE) -> tuple[Column, Column]:
+    """Microseconds since 1970-01-01 of the local wall-clock time in ``timezone`` (null when
+    unparseable) and whether the raw value is missing.
+
+    ``from_utc_timestamp(instant, zone)`` shifts an instant's microseconds by the zone's offset, so
+    its ``unix_micros`` are the wall-clock time in that zone, whatever the session's time zone.
+    """
     if isinstance(kind, T.TimestampType):  # an instant
-        return F.unix_micros(raw), raw.isNull()
-    if isinstance(kind, T.TimestampNTZType):  # naive: read as UTC, whatever the session's time zone
+        if timezone == "UTC":
+            return F.unix_micros(raw), raw.isNull()
+        return F.unix_micros(F.from_utc_timestamp(raw, F.lit(timezone))), raw.isNull()
+    if isinstance(kind, T.TimestampNTZType):  # naive: local already, whatever the session's time zone
         stamp = F.from_utc_timestamp(raw.cast("timestamp"), F.current_timezone())
         return F.unix_micros(stamp), raw.isNull()
     if isinstance(kind, T.DateType):
@@ -223,9 +243,13 @@ def _micros(raw: Column, kind: T.DataType, name: str, time_format: str | None) -
         text = F.trim(raw)
         if time_format is None:
             parsed = F.try_to_timestamp(text)
+            aware = text.rlike(ZONE_SUFFIX_PATTERN)
         else:
             parsed = F.try_to_timestamp(text, F.lit(_spark_pattern(time_format, name)))
-        return F.unix_micros(parsed), raw.isNull() | (text == "")
+            aware = F.lit("%z" in time_format)
+        # naive text was read in the session's zone: shifting it back by that zone gives it as written
+        zone = F.when(aware, F.lit(timezone)).otherwise(F.current_timezone())
+        return F.unix_micros(F.from_utc_timestamp(parsed, zone)), raw.isNull() | (text == "")
     raise DataValidationError(f"Column {name!r} has type {kind.simpleString()}; timestamps must be timestamps, "
                               "dates or text.", column=name)
 
