@@ -1,0 +1,129 @@
+"""The service under hostile input (issue 21): extreme values, a poisoned batch, slow bodies."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import httpx
+import pytest
+from service_support import AS_OF, ServerThread
+
+from crmml.service import ServiceSettings, create_app
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient
+
+
+def _settings(model, **changes) -> ServiceSettings:
+    values = {"model_uri": "models:/crmml-scorer@champion", "tracking_uri": model.tracking_uri, **changes}
+    return ServiceSettings(**values)
+
+
+@pytest.fixture(scope="module")
+def client(service_model):
+    with TestClient(create_app(_settings(service_model))) as test_client:
+        yield test_client
+
+
+def _one(**transaction):
+    return {"customer_id": 1, "transactions": [{"timestamp": "2025-01-01", "amount": 10.0, **transaction}]}
+
+
+_HUGE = "1" + "0" * 400  # a JSON integer no float holds
+
+
+@pytest.mark.parametrize(("as_of", "customer", "loc"), [
+    ("9999-12-31", _one(), ["body", "as_of"]),
+    (AS_OF, _one(timestamp="0001-01-01T00:00:00+01:00"), ["body", "customers", 0, "transactions", 0, "timestamp"]),
+    ("9999-12-30", _one(timestamp="9999-12-31T23:00:00-05:00"),
+     ["body", "as_of"]),
+    (AS_OF, _one(timestamp="1899-12-31T23:30:00-01:00"), None),  # 1900-01-01T00:30 UTC: in range
+    (AS_OF, _one(timestamp="1900-01-01T00:30:00+01:00"), ["body", "customers", 0, "transactions", 0, "timestamp"]),
+    (AS_OF, _one(timestamp=1700000000), ["body", "customers", 0, "transactions", 0, "timestamp"]),
+    (AS_OF, _one(amount=True), ["body", "customers", 0, "transactions", 0, "amount"]),
+    (AS_OF, _one(amount="10"), ["body", "customers", 0, "transactions", 0, "amount"]),
+    (AS_OF, {"customer_id": 1, "summary": {"frequency": 1, "recency_days": 3, "age_days": 5, "monetary_value": False}},
+     ["body", "customers", 0, "summary", "monetary_value"]),
+    (AS_OF, {"customer_id": 1, "summary": {"frequency": "1", "recency_days": 3, "age_days": 5}},
+     ["body", "customers", 0, "summary", "frequency"]),
+    (AS_OF, {**_one(), "attributes": {"cost_to_serve": True}}, ["body", "customers", 0, "attributes", "cost_to_serve"]),
+    (AS_OF, {**_one(), "attributes": {"signup_date": "0001-01-01"}},
+     ["body", "customers", 0, "attributes", "signup_date"]),
+    (AS_OF, {**_one(), "attributes": {"region": 1e300}}, ["body", "customers", 0, "attributes", "region"]),
+])
+def test_extreme_values_are_a_422_naming_the_field(client, as_of, customer, loc):
+    response = client.post("/v1/score", json={"as_of": as_of, "customers": [customer]})
+    if loc is None:
+        assert response.status_code == 200, response.text
+        return
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == loc
+
+
+@pytest.mark.parametrize("where", ["cost_to_serve", "amount", "n_referrals", "other"])
+def test_a_number_no_float_holds_is_a_422(client, where):
+    """F3: ``cost_to_serve`` of 1 followed by 400 zeros (a JSON integer) overflowed in the scorer."""
+    if where == "amount":
+        customer = json.dumps(_one()).replace("10.0", _HUGE)
+        loc = ["body", "customers", 0, "transactions", 0, "amount"]
+    else:
+        customer = json.dumps({**_one(), "attributes": {where: 0}}).replace(': 0}', f": {_HUGE}}}")
+        loc = ["body", "customers", 0, "attributes", where]
+    body = f'{{"as_of": "{AS_OF}", "customers": [{customer}]}}'.encode()
+    response = client.post("/v1/score", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == loc
+
+
+def test_a_poisoned_request_fails_alone_and_its_neighbours_are_answered(service_model, monkeypatch):
+    """F4: a request that makes the scorer raise (here an injected OverflowError, as the issue's
+    out-of-range dates did) used to fail every request of its micro-batch with 500 and a dropped
+    connection. Now the batch is rescored request by request: only the poisoned one gets 500, on
+    a connection that stays open, and every good one is answered 200."""
+    import crmml.service.batching as batching
+
+    real = batching.score_requests
+    mixed = []  # batches that held the poisoned request and others
+
+    def poisoned(scorer, requests, settings):
+        if any(c.customer_id == "poison" for r in requests for c in r.customers):
+            if len(requests) > 1:
+                mixed.append(len(requests))
+            raise OverflowError("date value out of range")
+        return real(scorer, requests, settings)
+
+    monkeypatch.setattr(batching, "score_requests", poisoned)
+    ids = service_model.transactions["customer_id"].unique()[:24]
+    good = [{"as_of": AS_OF, "customers": service_model.request_customers([i])} for i in ids]
+    bad = {"as_of": AS_OF, "customers": [{"customer_id": "poison", "transactions": []}]}
+    statuses: dict = {}
+    poison_statuses: list = []
+    stop = threading.Event()
+    app = create_app(_settings(service_model))
+
+    def call(url, k):
+        with httpx.Client(base_url=url, timeout=60) as http:
+            statuses[k] = [http.post("/v1/score", json=good[k]).status_code for _ in range(3)]
+
+    def poison(url):
+        with httpx.Client(base_url=url, timeout=60) as http:
+            while not stop.is_set():
+                poison_statuses.append(http.post("/v1/score", json=bad).status_code)
+            # the same connection still answers after its own 500s
+            poison_statuses.append(http.post("/v1/score", json=good[0]).status_code)
+
+    with ServerThread(app) as server:
+        poisoner = threading.Thread(target=poison, args=(server.url,))
+        poisoner.start()
+        threads = [threading.Thread(target=call, args=(server.url, k)) for k in range(len(good))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        stop.set()
+        poisoner.join()
+    assert sorted(statuses) == list(range(len(good)))
+    assert all(codes == [200, 200, 200] for codes in statuses.values()), statuses
+    assert set(poison_statuses[:-1]) == {500} and poison_statuses[-1] == 200
+    assert mixed, "the poisoned request was never batched with others"
