@@ -127,3 +127,53 @@ def test_a_poisoned_request_fails_alone_and_its_neighbours_are_answered(service_
     assert all(codes == [200, 200, 200] for codes in statuses.values()), statuses
     assert set(poison_statuses[:-1]) == {500} and poison_statuses[-1] == 200
     assert mixed, "the poisoned request was never batched with others"
+
+
+def _slow_sender(port: int, stop: threading.Event, answers: list) -> None:
+    """A client that sends its headers, then its 100-byte body one byte every 0.2 s (bounded)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{")
+        sock.settimeout(0.2)
+        received = b""
+        for _ in range(60):  # 12 s at most
+            try:
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                if not stop.is_set():
+                    try:
+                        sock.sendall(b" ")
+                    except OSError:
+                        break
+                continue
+            if not chunk:
+                break
+            received += chunk
+        answers.append(received)
+
+
+def test_slow_bodies_do_not_lock_out_other_clients(service_model):
+    """F6: slow senders used to count as in flight from their first byte, so that max_in_flight of
+    them locked every other client out (503) with no time-out. Now a request counts once its body
+    is in, and a body that does not arrive within CRMML_BODY_TIMEOUT_SECONDS gets 408."""
+    app = create_app(_settings(service_model, max_in_flight=2, body_timeout_seconds=1.5))
+    stop, answers = threading.Event(), []
+    body = {"as_of": AS_OF, "customers": [_one()]}
+    with ServerThread(app) as server:
+        slow = [threading.Thread(target=_slow_sender, args=(server.port, stop, answers)) for _ in range(6)]
+        for thread in slow:
+            thread.start()
+        threading.Event().wait(0.5)  # every slow sender is mid-body
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            statuses = [http.post("/v1/score", json=body).status_code for _ in range(3)]
+            assert http.get("/health/ready").status_code == 200
+        for thread in slow:
+            thread.join(timeout=30)
+        stop.set()
+    assert statuses == [200, 200, 200]
+    assert len(answers) == 6
+    for answer in answers:
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"did not arrive within 1.5 s" in answer

@@ -80,7 +80,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     for router in (score.router, model.router, health.router):
         app.include_router(router)
     app.add_middleware(GuardMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
-                       max_in_flight=settings.max_in_flight)
+                       max_in_flight=settings.max_in_flight, body_timeout=settings.body_timeout_seconds)
     app.openapi = functools.partial(_openapi, app)
     return app
 

@@ -62,7 +62,9 @@ def run_server(*, model=None, tracking_uri=None, host="127.0.0.1", port=8000, wo
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         uvicorn.run("crmml.service.app:create_app", factory=True, host=host, port=port, workers=n_workers,
-                    access_log=access_log, timeout_graceful_shutdown=10, log_level="info")
+                    access_log=access_log, timeout_graceful_shutdown=10, log_level="info",
+                    timeout_keep_alive=settings.keep_alive_seconds,
+                    h11_max_incomplete_event_size=64 * 1024)  # (request line and headers: 64 KiB at most)
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)

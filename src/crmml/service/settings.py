@@ -34,6 +34,13 @@ class ServiceSettings(BaseSettings):
         Poll the registry for a moved alias every so many seconds (0: only on ``POST /v1/admin/reload``).
     load_retry_seconds : float
         When the registry cannot be reached at start-up, retry the first load this often.
+    body_timeout_seconds : float
+        A request body must arrive whole within this many seconds of its headers (HTTP 408 and the
+        connection closed otherwise); a request counts against ``max_in_flight`` only once its
+        body is in, so slow senders cannot fill the worker.
+    keep_alive_seconds : int
+        An idle keep-alive connection is closed after this many seconds (uvicorn's
+        ``timeout_keep_alive``).
     """
 
     model_config = SettingsConfigDict(env_prefix="CRMML_", extra="ignore", protected_namespaces=())
@@ -49,3 +56,5 @@ class ServiceSettings(BaseSettings):
     batch_max_customers: int = Field(500, ge=1)
     reload_interval_seconds: float = Field(0.0, ge=0)
     load_retry_seconds: float = Field(5.0, gt=0)
+    body_timeout_seconds: float = Field(10.0, gt=0)
+    keep_alive_seconds: int = Field(5, ge=1)
