@@ -177,3 +177,35 @@ def test_slow_bodies_do_not_lock_out_other_clients(service_model):
     for answer in answers:
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
         assert b"did not arrive within 1.5 s" in answer
+
+
+@pytest.mark.parametrize("corruption", ["truncated", "random", "empty"])
+def test_a_corrupt_bundle_is_one_line_naming_the_file_and_exit_2(service_model, tmp_path, corruption):
+    """F2: a truncated, random or empty scorer.joblib gave UnpicklingError/IndexError/EOFError
+    tracebacks (exit 1) in `crmml score` and `crmml report`."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    from crmml.registry import load_scorer
+    from crmml.scorer import BUNDLE_FILE
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    good = (service_model.folder / "bundle" / BUNDLE_FILE).read_bytes()
+    bad = {"truncated": good[: len(good) // 2], "random": np.random.default_rng(3).bytes(5000), "empty": b""}
+    (bundle / BUNDLE_FILE).write_bytes(bad[corruption])
+    with pytest.raises(ValueError, match="scorer.joblib is not a readable crmml model bundle"):
+        load_scorer(str(bundle))
+    data = tmp_path / "tx.csv"
+    data.write_text("customer_id,timestamp,amount\n1,2025-01-01,10\n")
+    crmml = str(Path(sys.executable).parent / "crmml")
+    for command in (["score", "--transactions", str(data), "--as-of", AS_OF, "--output", str(tmp_path / "s.csv")],
+                    ["report", "--output", str(tmp_path / "r.html")]):
+        run = subprocess.run([crmml, command[0], "--model", str(bundle), *command[1:]], capture_output=True,
+                             text=True, timeout=300, env=os.environ.copy())
+        assert run.returncode == 2, run.stderr
+        assert "Traceback" not in run.stderr and str(bundle / BUNDLE_FILE) in run.stderr, run.stderr
