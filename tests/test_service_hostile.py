@@ -209,3 +209,62 @@ def test_a_corrupt_bundle_is_one_line_naming_the_file_and_exit_2(service_model, 
                              text=True, timeout=300, env=os.environ.copy())
         assert run.returncode == 2, run.stderr
         assert "Traceback" not in run.stderr and str(bundle / BUNDLE_FILE) in run.stderr, run.stderr
+
+
+def test_a_reload_that_fails_its_self_check_is_a_503_with_the_reason(service_model, monkeypatch):
+    """F8: the failed self-check of a new version answered 500 "internal error"."""
+    import dataclasses
+
+    import crmml.service.state as state
+
+    with TestClient(create_app(_settings(service_model, model_uri="models:/crmml-scorer/1"))) as running:
+        holder = running.app.state.holder
+        served = holder.current
+        # As if an older version were served: the reload loads version 1, which now fails its check.
+        holder.current = dataclasses.replace(served, ref=served.ref.model_copy(update={"version": "0"}))
+
+        def broken(body):
+            raise RuntimeError("self-check: p_alive of customer 1 is nan")
+
+        monkeypatch.setattr(state, "check_answer", broken)
+        response = running.post("/v1/admin/reload")
+        assert response.status_code == 503, response.text
+        detail = response.json()["detail"]
+        assert "failed its self-check" in detail and "p_alive of customer 1 is nan" in detail
+        assert "still serving" in detail and response.headers["retry-after"] == "30"
+        assert holder.current.ref.version == "0"  # the old model goes on serving
+        assert running.post("/v1/score", json={"as_of": AS_OF, "customers": [_one()]}).status_code == 200
+        assert 'crmml_model_reloads_total{outcome="failed"} 1.0' in running.get("/metrics").text
+
+
+def test_no_internal_paths_in_answers_docs_closed_with_a_key_and_an_empty_key_refused(service_model, tmp_path):
+    """F9: /health/ready (no key needed) and error bodies showed tracking URIs and paths; the schema
+    and docs pages were open when a key was set; CRMML_API_KEY="" silently turned auth off."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    secret = tmp_path / "internal-secret-dir"
+    secret.mkdir()
+    (secret / "mlflow.db").write_bytes(b"not a database" * 100)
+    broken = _settings(service_model, tracking_uri=f"sqlite:///{secret}/mlflow.db", load_retry_seconds=30)
+    with TestClient(create_app(broken)) as starting:
+        ready = starting.get("/health/ready")
+        assert ready.status_code == 503 and "cannot be reached" in ready.json()["detail"]
+        assert "internal-secret-dir" not in ready.text and "sqlite" not in ready.text
+    with TestClient(create_app(_settings(service_model, api_key="k"))) as guarded:
+        for path in ("/openapi.json", "/docs", "/redoc"):
+            assert guarded.get(path).status_code == 404, path
+            assert guarded.get(path, headers={"X-API-Key": "k"}).status_code == 404, path
+    with TestClient(create_app(_settings(service_model))) as open_service:
+        assert open_service.get("/openapi.json").status_code == 200
+    with pytest.raises(ValidationError, match="set but empty"):
+        _settings(service_model, api_key="")
+    run = subprocess.run([str(Path(sys.executable).parent / "crmml"), "serve", "--model", "models:/crmml-scorer/1",
+                          "--tracking-uri", service_model.tracking_uri, "--port", "1"],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "CRMML_API_KEY": ""})
+    assert run.returncode == 2 and "CRMML_API_KEY" in run.stderr and "empty" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr

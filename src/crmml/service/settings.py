@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ServiceSettings"]
@@ -19,7 +19,8 @@ class ServiceSettings(BaseSettings):
     tracking_uri : str
         The MLflow tracking and registry server (``sqlite:///mlflow.db``, ``http://mlflow:5000``).
     api_key : SecretStr, optional
-        When set, every route but ``/health/live`` and ``/health/ready`` needs it in ``X-API-Key``.
+        When set, every route but ``/health/live`` and ``/health/ready`` needs it in ``X-API-Key``,
+        and the OpenAPI schema and docs pages are off. Set but empty is refused.
     max_customers_per_request, max_transactions_per_customer, max_attributes_per_customer : int
         Request limits (HTTP 422 above them).
     max_body_bytes : int
@@ -57,4 +58,12 @@ class ServiceSettings(BaseSettings):
     reload_interval_seconds: float = Field(0.0, ge=0)
     load_retry_seconds: float = Field(5.0, gt=0)
     body_timeout_seconds: float = Field(10.0, gt=0)
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_not_empty(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and not key.get_secret_value().strip():
+            raise ValueError("is set but empty, which would turn authentication off; unset it for a service "
+                             "without a key, or give the key")
+        return key
     keep_alive_seconds: int = Field(5, ge=1)

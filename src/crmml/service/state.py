@@ -22,13 +22,17 @@ from crmml.service.schemas import ModelRef
 from crmml.service.scoring import check_answer, score_request, self_check_request
 from crmml.service.settings import ServiceSettings
 
-__all__ = ["ModelHolder", "RegistryUnavailableError", "ServedModel"]
+__all__ = ["ModelHolder", "RegistryUnavailableError", "SelfCheckError", "ServedModel"]
 
 log = logging.getLogger("crmml.service")
 
 
 class RegistryUnavailableError(RuntimeError):
     """The registry could not be asked (down, unreachable, or broken)."""
+
+
+class SelfCheckError(RuntimeError):
+    """The model loaded but failed its self-check (it is not swapped in)."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,10 @@ class ModelHolder:
                                                f"{first_line(exc)}") from exc
             ref = ModelRef(name=target.name, version=target.version, alias=target.alias, uri=uri,
                            model_version=scorer.model_version)
-            check_answer(score_request(scorer, self_check_request(scorer), None))
+            try:
+                check_answer(score_request(scorer, self_check_request(scorer), None))
+            except Exception as exc:
+                raise SelfCheckError(f"{target.describe()} failed its self-check: {first_line(exc)}") from exc
             self.current = ServedModel(scorer, ref, dt.datetime.now(dt.UTC))
             _settle_memory()
             self.last_error = None
