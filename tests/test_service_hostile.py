@@ -268,3 +268,50 @@ def test_no_internal_paths_in_answers_docs_closed_with_a_key_and_an_empty_key_re
                          capture_output=True, text=True, timeout=120, env={**os.environ, "CRMML_API_KEY": ""})
     assert run.returncode == 2 and "CRMML_API_KEY" in run.stderr and "empty" in run.stderr, run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_crmml_serve_binds_at_once_when_the_registry_refuses_connections(tmp_path):
+    """F10: with an HTTP registry refusing connections, `crmml serve` bound its port only after
+    ~520 s (MLflow's retries, twice). Now the retries are bounded (CRMML_REGISTRY_RETRIES): the
+    port answers /health/live soon, /health/ready is 503, and each retry is logged."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from service_support import free_port
+
+    refused, port = free_port(), free_port()  # nothing listens on `refused`
+    command = [str(Path(sys.executable).parent / "crmml"), "serve", "--model", "models:/crmml-scorer@champion",
+               "--tracking-uri", f"http://127.0.0.1:{refused}", "--host", "127.0.0.1", "--port", str(port)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST")}
+    env.update(CRMML_REGISTRY_RETRIES="1", CRMML_LOAD_RETRY_SECONDS="1")
+    log = (tmp_path / "serve.log").open("w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    start = time.monotonic()
+    try:
+        while True:
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() - start < 90, (tmp_path / "serve.log").read_text()
+            time.sleep(0.2)
+        ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5)
+        assert ready.status_code == 503
+        deadline = time.monotonic() + 60
+        while (tmp_path / "serve.log").read_text().count("model not loaded yet") < 2:
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.5)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()

@@ -39,6 +39,11 @@ class ServiceSettings(BaseSettings):
         A request body must arrive whole within this many seconds of its headers (HTTP 408 and the
         connection closed otherwise); a request counts against ``max_in_flight`` only once its
         body is in, so slow senders cannot fill the worker.
+    registry_retries, registry_timeout_seconds : int, float
+        Bound every call to an HTTP registry: so many retries (MLflow's
+        ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, default 7, with backoff: ~4 minutes per call) and a
+        timeout per attempt (``MLFLOW_HTTP_REQUEST_TIMEOUT``, default 120 s). ``crmml serve`` sets
+        them unless they are set already.
     keep_alive_seconds : int
         An idle keep-alive connection is closed after this many seconds (uvicorn's
         ``timeout_keep_alive``).
@@ -67,3 +72,5 @@ class ServiceSettings(BaseSettings):
                              "without a key, or give the key")
         return key
     keep_alive_seconds: int = Field(5, ge=1)
+    registry_retries: int = Field(2, ge=0)
+    registry_timeout_seconds: float = Field(10.0, gt=0)
