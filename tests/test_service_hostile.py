@@ -315,3 +315,26 @@ def test_crmml_serve_binds_at_once_when_the_registry_refuses_connections(tmp_pat
             process.kill()
             process.wait()
         log.close()
+
+
+@pytest.mark.parametrize("fault", ["moved", "emptied"])
+def test_a_registry_file_moved_or_emptied_under_the_service_is_seen(service_model, tmp_path, fault):
+    """The reload answered "still names version 1" with the registry file gone: now a 503 (the
+    loaded model goes on serving) and a failed reload in the metrics."""
+    import shutil
+
+    db, saved = service_model.db_path, tmp_path / "saved.db"
+    with TestClient(create_app(_settings(service_model))) as running:
+        shutil.copy(db, saved)
+        try:
+            if fault == "moved":
+                db.rename(tmp_path / "moved.db")
+            else:
+                db.write_bytes(b"")
+            reload = running.post("/v1/admin/reload")
+            assert reload.status_code == 503, reload.text
+            assert "cannot be reached" in reload.json()["detail"] and str(db) not in reload.text
+            assert running.post("/v1/score", json={"as_of": AS_OF, "customers": [_one()]}).status_code == 200
+            assert 'crmml_model_reloads_total{outcome="failed"} 1.0' in running.get("/metrics").text
+        finally:
+            shutil.copy(saved, db)

@@ -14,6 +14,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 from crmml.errors import first_line
 from crmml.registry import ModelNotFoundError, load_target, resolve_model_uri
@@ -75,6 +76,7 @@ class ModelHolder:
         """
         with self._lock:
             uri, tracking = self.settings.model_uri, self.settings.tracking_uri
+            _check_registry_file(tracking)
             try:
                 target = resolve_model_uri(uri, tracking_uri=tracking)
             except ModelNotFoundError:
@@ -106,6 +108,17 @@ class ModelHolder:
             message = f"now serving {target.describe()} (was {previous})"
             log.info(message)
             return True, message
+
+
+def _check_registry_file(tracking_uri: str) -> None:
+    """A SQLite registry whose file was moved or emptied under the service: MLflow's open engine
+    would go on answering from the old file (or create an empty one), so the outage is never seen."""
+    prefix = "sqlite:///"
+    if not tracking_uri or not tracking_uri.startswith(prefix):
+        return
+    path = Path(tracking_uri[len(prefix):])
+    if not path.is_file() or path.stat().st_size == 0:
+        raise RegistryUnavailableError(f"the registry database {path} is missing or empty")
 
 
 def _settle_memory() -> None:
