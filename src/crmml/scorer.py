@@ -475,7 +475,11 @@ class Scorer:
             file = file / BUNDLE_FILE
         if not file.is_file():
             raise FileNotFoundError(f"No crmml model bundle at {path} (expected a folder with {BUNDLE_FILE})")
-        scorer = joblib.load(file)
+        try:
+            scorer = joblib.load(file)
+        except Exception as exc:  # truncated, empty or foreign bytes: UnpicklingError, EOFError, IndexError, ...
+            raise ValueError(f"{file} is not a readable crmml model bundle (empty, truncated or not a bundle: "
+                             f"{type(exc).__name__})") from None
         if not isinstance(scorer, cls):
             raise ValueError(f"{file} holds a {type(scorer).__name__}, not a crmml Scorer.")
         return scorer

@@ -74,13 +74,16 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     from crmml import __version__
 
-    app = FastAPI(title="crmml scoring service", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # With a key, the schema and docs pages are not served (they would be open to anyone).
+    closed = {"openapi_url": None, "docs_url": None, "redoc_url": None} if settings.api_key is not None else {}
+    app = FastAPI(title="crmml scoring service", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  **closed)
     app.state.settings, app.state.metrics, app.state.holder, app.state.batcher = settings, metrics, holder, batcher
     install_error_handlers(app)
     for router in (score.router, model.router, health.router):
         app.include_router(router)
     app.add_middleware(GuardMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
-                       max_in_flight=settings.max_in_flight)
+                       max_in_flight=settings.max_in_flight, body_timeout=settings.body_timeout_seconds)
     app.openapi = functools.partial(_openapi, app)
     return app
 

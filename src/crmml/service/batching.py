@@ -6,19 +6,61 @@ what one call for one customer does. :class:`ScoringBatcher` keeps one scoring t
 busy: whatever queued during a batch (up to ``max_customers``, same model) becomes the next batch,
 and no request ever waits for a timer. Each request still gets its own answer or its own error
 (see :func:`crmml.service.scoring.score_requests`).
+
+One request must never fail another: when a batch fails with anything but an input error (a
+request the schema let through that still breaks the scorer), each of its requests is scored
+again alone, so that only the poisoned one fails (:func:`score_isolated`). An unexpected failure
+reaches its request as :class:`ScoringFailedError` (HTTP 500, logged once with its trace).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass
 
 import anyio
 
-from crmml.service.scoring import score_requests
+from crmml.errors import DataValidationError
+from crmml.service.scoring import InputError, score_requests
 
-__all__ = ["ScoringBatcher"]
+__all__ = ["INPUT_ERRORS", "ScoringBatcher", "ScoringFailedError", "score_isolated"]
+
+log = logging.getLogger("crmml.service")
+
+#: Errors that are the request's own fault (HTTP 422): never retried.
+INPUT_ERRORS = (InputError, DataValidationError)
+
+
+class ScoringFailedError(RuntimeError):
+    """Scoring one request failed unexpectedly (the cause is chained and has been logged)."""
+
+
+def score_isolated(scorer, requests: list, settings) -> list:
+    """:func:`~crmml.service.scoring.score_requests`, with every request that failed for a reason
+    other than its input (an exception of the whole call, or one handed to a request of a batch)
+    scored again alone, so that the failure stays with the request that causes it. Per request,
+    its result, its input error, or :class:`ScoringFailedError`."""
+    try:
+        results = list(score_requests(scorer, requests, settings))
+    except Exception as exc:  # noqa: BLE001  (retried request by request below)
+        results = [exc] * len(requests)
+    for k, result in enumerate(results):
+        if not isinstance(result, Exception) or isinstance(result, INPUT_ERRORS):
+            continue
+        if len(requests) > 1:
+            try:
+                (result,) = score_requests(scorer, [requests[k]], settings)
+            except Exception as exc:  # noqa: BLE001
+                result = exc
+        if isinstance(result, Exception) and not isinstance(result, INPUT_ERRORS):
+            log.error("scoring a request failed", exc_info=result)
+            failed = ScoringFailedError(f"scoring failed: {type(result).__name__}")
+            failed.__cause__ = result
+            result = failed
+        results[k] = result
+    return results
 
 
 @dataclass
@@ -70,7 +112,7 @@ class ScoringBatcher:
                     continue
                 try:
                     results = await anyio.to_thread.run_sync(
-                        score_requests, jobs[0].served.scorer, [job.request for job in jobs], self.settings)
+                        score_isolated, jobs[0].served.scorer, [job.request for job in jobs], self.settings)
                 except Exception as exc:  # noqa: BLE001  (handed to each request's own error handler)
                     results = [exc] * len(jobs)
                 self.batches += 1

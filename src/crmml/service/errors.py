@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crmml.errors import DataValidationError
+from crmml.service.batching import ScoringFailedError
 from crmml.service.schemas import ErrorResponse
 from crmml.service.scoring import InputError
 
@@ -69,6 +70,12 @@ def install_error_handlers(app: FastAPI) -> None:
             error = {"loc": ["body"], "msg": "the body is not valid JSON text", "type": "json_invalid"}
             return JSONResponse(error_body("body: the body is not valid JSON text", [error]), status_code=422)
         return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(ScoringFailedError)
+    async def scoring_failed(request: Request, exc: ScoringFailedError):
+        # (logged where it happened; answered here so that the connection stays open, unlike the
+        # catch-all below, after which Starlette re-raises and the server closes the connection)
+        return JSONResponse(error_body("internal error; it has been logged"), status_code=500)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):

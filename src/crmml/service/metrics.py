@@ -5,16 +5,21 @@ not share counts). With several worker processes (``crmml serve --workers N``), 
 ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` adds up every worker's series (prometheus_client's
 multiprocess mode).
 
-:class:`GuardMiddleware` is plain ASGI (no per-request task or body copy), and for every request:
+:class:`GuardMiddleware` is plain ASGI (no per-request task), and for every request:
 
 - answers 413 at once when ``Content-Length`` (or the body read so far) exceeds the limit;
-- answers 503 with ``Retry-After`` at once when ``max_in_flight`` requests are already being
-  scored or queued in this worker, so that overload costs microseconds, not a growing queue;
+- reads the body of a POST, PUT or PATCH whole before anything else, within ``body_timeout``
+  seconds (HTTP 408 and the connection closed otherwise): a client sending its body slowly holds
+  a connection, never a place among the requests in flight;
+- answers 503 with ``Retry-After`` at once when ``max_in_flight`` requests (bodies received) are
+  already being scored or queued in this worker, so that overload costs microseconds, not a
+  growing queue;
 - counts the request and its latency by route template, method and status.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -78,11 +83,13 @@ def _model_labels(served) -> tuple[str, str, str]:
 class GuardMiddleware:
     """Body limit, load shedding and metrics (see the module docstring)."""
 
-    def __init__(self, app, *, metrics: ServiceMetrics, max_body_bytes: int, max_in_flight: int):
+    def __init__(self, app, *, metrics: ServiceMetrics, max_body_bytes: int, max_in_flight: int,
+                 body_timeout: float = 10.0):
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.max_in_flight = max_in_flight
+        self.body_timeout = body_timeout
         self.in_flight = 0
 
     async def __call__(self, scope, receive, send):
@@ -103,22 +110,31 @@ class GuardMiddleware:
             if length is not None and length > self.max_body_bytes:
                 await _error(send_counted, 413, f"the request body is {length} bytes; the limit is "
                                                 f"{self.max_body_bytes}")
-            elif guarded and self.in_flight >= self.max_in_flight:
+                return
+            if method in ("POST", "PUT", "PATCH"):
+                try:
+                    async with asyncio.timeout(self.body_timeout):
+                        body = await self._read(receive)
+                except TimeoutError:
+                    await _error(send_counted, 408, f"the request body did not arrive within {self.body_timeout:g} s",
+                                 headers=[(b"connection", b"close")])
+                    return
+                if body is None:
+                    await _error(send_counted, 413, f"the request body exceeds the limit of {self.max_body_bytes} bytes")
+                    return
+                receive = _replay(body, receive)
+            if guarded and self.in_flight >= self.max_in_flight:
                 self.metrics.shed.inc()
                 await _error(send_counted, 503, "the service is at capacity; retry shortly",
                              headers=[(b"retry-after", b"1")])
-            elif length is None and method in ("POST", "PUT", "PATCH") and (body := await self._read(receive)) is None:
-                await _error(send_counted, 413, f"the request body exceeds the limit of {self.max_body_bytes} bytes")
-            else:
-                if length is None and method in ("POST", "PUT", "PATCH"):
-                    receive = _replay(body, receive)
-                self.in_flight += 1
-                self.metrics.in_flight.inc()
-                try:
-                    await self.app(scope, receive, send_counted)
-                finally:
-                    self.in_flight -= 1
-                    self.metrics.in_flight.dec()
+                return
+            self.in_flight += 1
+            self.metrics.in_flight.inc()
+            try:
+                await self.app(scope, receive, send_counted)
+            finally:
+                self.in_flight -= 1
+                self.metrics.in_flight.dec()
         finally:
             route = _route_template(scope)
             labels = (route, method, str(status["code"]))
@@ -126,7 +142,7 @@ class GuardMiddleware:
             self.metrics.latency.labels(*labels).observe(time.perf_counter() - start)
 
     async def _read(self, receive) -> bytes | None:
-        """A body sent without a length (chunked), read whole; None once it passes the limit."""
+        """The body, read whole; None once it passes the limit (a chunked body has no length)."""
         parts, size = [], 0
         while True:
             message = await receive()

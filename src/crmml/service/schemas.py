@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
     StrictFloat,
     StrictInt,
+    PlainValidator,
+    WithJsonSchema,
     model_validator,
 )
 
 from crmml.data.summary import MAX_ABS_AMOUNT
 
 __all__ = [
+    "FIRST_DATE",
+    "LAST_DATE",
+    "Attributes",
     "CustomerIn",
     "CustomerScore",
     "ErrorDetail",
@@ -33,10 +41,86 @@ __all__ = [
 ]
 
 _INT64 = 2**63
+#: The dates a request may name (``as_of``, ``signup_date``, every timestamp once converted to UTC):
+#: wide enough for any real purchase history, narrow enough that every date the scorer derives
+#: from them (``as_of`` + 1 day, nanosecond timestamps, horizons) is representable.
+FIRST_DATE, LAST_DATE = dt.date(1900, 1, 1), dt.date(2200, 12, 31)
+_RANGE = f"between {FIRST_DATE} and {LAST_DATE}"
+_SPAN_DAYS = (LAST_DATE - FIRST_DATE).days + 1  # the longest history in range
+
+
+def _iso_text(value):
+    """Dates and timestamps are ISO 8601 text in JSON (a number is not a date)."""
+    if isinstance(value, (str, dt.date)):
+        return value
+    raise ValueError("must be an ISO 8601 date or timestamp (text)")
+
+
+def _utc_in_range(stamp: dt.datetime) -> dt.datetime:
+    try:
+        utc = stamp if stamp.tzinfo is None else stamp.astimezone(dt.UTC).replace(tzinfo=None)
+    except OverflowError:  # (its UTC time is before year 1 or after 9999)
+        utc = None
+    if utc is None or not FIRST_DATE <= utc.date() <= LAST_DATE:
+        raise ValueError(f"must be {_RANGE} (in UTC)")
+    return stamp
+
+
+def _iso_date_in_range(value: str) -> str:
+    """A ``signup_date``: an ISO 8601 date (or timestamp: its UTC date) in range, as ``YYYY-MM-DD``."""
+    try:
+        day = dt.date.fromisoformat(value)
+    except ValueError:
+        try:
+            stamp = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("must be an ISO 8601 date, such as 2025-01-31") from None
+        day = _utc_in_range(stamp).astimezone(dt.UTC).date() if stamp.tzinfo is not None else stamp.date()
+    if not FIRST_DATE <= day <= LAST_DATE:
+        raise ValueError(f"must be {_RANGE}")
+    return day.isoformat()
+
+
+Day = Annotated[dt.date, BeforeValidator(_iso_text), Field(ge=FIRST_DATE, le=LAST_DATE)]
+Timestamp = Annotated[dt.datetime, BeforeValidator(_iso_text), AfterValidator(_utc_in_range)]
+
+
+def _number(*, ge: float, below: float):
+    """A JSON number (never a boolean or text) ``ge <= x < below``, as a float; one error per field."""
+
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError("must be a number")
+        if not ((isinstance(value, int) or math.isfinite(value)) and ge <= value < below):  # (ints of any size)
+            raise ValueError(f"must be a finite number >= {ge:g} and below {below:.4g}")
+        return float(value)
+
+    return Annotated[float, PlainValidator(check), WithJsonSchema(
+        {"type": "number", "minimum": ge, "exclusiveMaximum": below})]
+
 CustomerId = Annotated[StrictInt, Field(ge=-_INT64, lt=_INT64)] | Annotated[str, Field(min_length=1, max_length=200)]
-AttributeValue = StrictBool | StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)] | Annotated[
-    str, Field(max_length=1000)] | None
-Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def _attribute_value(value):
+    """Any other attribute: null, a boolean, text (up to 1,000 characters) or a finite number below
+    MAX_ABS_AMOUNT in absolute value."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        if (isinstance(value, int) or math.isfinite(value)) and abs(value) < MAX_ABS_AMOUNT:  # (ints of any size)
+            return value
+        raise ValueError(f"must be a finite number below {MAX_ABS_AMOUNT:.4g} in absolute value")
+    if isinstance(value, str):
+        if len(value) <= 1000:
+            return value
+        raise ValueError("must be at most 1000 characters")
+    raise ValueError("must be a number, text, a boolean or null")
+
+
+AttributeValue = Annotated[object, PlainValidator(_attribute_value), WithJsonSchema({"anyOf": [
+    {"type": "boolean"}, {"type": "number", "exclusiveMinimum": -MAX_ABS_AMOUNT, "exclusiveMaximum": MAX_ABS_AMOUNT},
+    {"type": "string", "maxLength": 1000}, {"type": "null"}]})]
+Finite = Annotated[StrictFloat, Field(allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
@@ -46,7 +130,8 @@ class _Strict(BaseModel):
 class Transaction(_Strict):
     """One purchase (a negative amount is a refund, netted within its day)."""
 
-    timestamp: dt.datetime = Field(description="ISO 8601; without a zone it is UTC. Not after as_of.")
+    timestamp: Timestamp = Field(description=f"ISO 8601; without a zone it is UTC. Not after as_of; {_RANGE} "
+                                             "in UTC.")
     amount: Finite = Field(gt=-MAX_ABS_AMOUNT, lt=MAX_ABS_AMOUNT,
                            description="Net amount of the purchase (below 9.2e18 in absolute value: amounts "
                                        "are summed exactly in 64-bit units of 1e-10).")
@@ -55,12 +140,12 @@ class Transaction(_Strict):
 class RFMSummary(_Strict):
     """A customer's purchase history summarised at ``as_of`` (days; the lifetimes definitions)."""
 
-    frequency: Annotated[int, Field(ge=0, le=1_000_000)] = Field(description="Repeat purchase days.")
-    recency_days: Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)] = Field(
+    frequency: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = Field(description="Repeat purchase days.")
+    recency_days: Annotated[Finite, Field(ge=0, le=_SPAN_DAYS)] = Field(
         description="Days from the first to the last purchase day.")
-    age_days: Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)] = Field(
+    age_days: Annotated[Finite, Field(ge=0, le=_SPAN_DAYS)] = Field(
         description="Days from the first purchase day to as_of.")
-    monetary_value: Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)] = Field(
+    monetary_value: Annotated[Finite, Field(ge=0, le=1e12)] = Field(
         0.0, description="Mean amount of the repeat purchase days (0 without repeats).")
 
     @model_validator(mode="after")
@@ -74,6 +159,26 @@ class RFMSummary(_Strict):
         return self
 
 
+class Attributes(BaseModel):
+    """A customer's attributes: the ones with a meaning typed here, any other column a number, text,
+    boolean or null. Validated as a model (so that errors name the attribute), handed on as a dict."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[Annotated[str, Field(min_length=1, max_length=100)], AttributeValue]
+
+    signup_date: Annotated[str, AfterValidator(_iso_date_in_range)] | None = Field(
+        None, description=f"ISO 8601 date, {_RANGE}, not after as_of.")
+    cost_to_serve: _number(ge=0, below=MAX_ABS_AMOUNT) | None = Field(
+        None, description="Cost of serving the customer over the value horizon (>= 0).")
+    n_referrals: _number(ge=0, below=1e9) | None = Field(None, description="Customers referred.")
+    referred_by: CustomerId | None = Field(None, description="The referrer's customer_id.")
+
+    def as_dict(self) -> dict:
+        """The attributes given (not the defaults of those left out), by name."""
+        given = {name: getattr(self, name) for name in type(self).model_fields if name in self.model_fields_set}
+        return {**given, **(self.__pydantic_extra__ or {})}
+
+
 class CustomerIn(_Strict):
     """A customer to score: its transactions (an empty list for a customer who has not bought yet)
     or an RFM summary, and optional attributes (the model's customer-table columns)."""
@@ -82,7 +187,7 @@ class CustomerIn(_Strict):
     transactions: list[Transaction] | None = Field(None, description="Exactly one of transactions and summary.")
     summary: RFMSummary | None = Field(
         None, description="Scored by the BTYD and spend models only (the learners need purchase days).")
-    attributes: dict[Annotated[str, Field(min_length=1, max_length=100)], AttributeValue] = Field(
+    attributes: Annotated[Attributes, AfterValidator(Attributes.as_dict)] = Field(
         default_factory=dict,
         description="Customer-table columns: acquisition_channel, region, signup_date (not after as_of), "
                     "referred_by, n_referrals (give it for every customer or none; otherwise counted among "
@@ -100,7 +205,8 @@ class CustomerIn(_Strict):
 class ScoreRequest(_Strict):
     """Customers to score at one as-of date."""
 
-    as_of: dt.date | None = Field(None, description="The scoring date (its day included); default today (UTC).")
+    as_of: Day | None = Field(None, description=f"The scoring date (its day included), {_RANGE}; default "
+                                                "today (UTC).")
     customers: list[CustomerIn] = Field(min_length=1, description="Distinct customer ids.")
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{

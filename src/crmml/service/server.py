@@ -48,6 +48,11 @@ def run_server(*, model=None, tracking_uri=None, host="127.0.0.1", port=8000, wo
     n_workers = workers if workers is not None else int(os.environ.get("CRMML_WORKERS", "1"))
     if n_workers < 1:
         raise ValueError(f"--workers must be at least 1; got {n_workers}")
+    # MLflow's own retries of an unreachable HTTP registry (~4 minutes per call, twice before the
+    # port was bound) are bounded by the settings; every worker inherits them.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.registry_retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(1, settings.registry_timeout_seconds))))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     try:
         target = resolve_model_uri(settings.model_uri, tracking_uri=settings.tracking_uri)
         print(f"crmml serve: {settings.model_uri} is {target.describe()}", file=sys.stderr)
@@ -62,7 +67,9 @@ def run_server(*, model=None, tracking_uri=None, host="127.0.0.1", port=8000, wo
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         uvicorn.run("crmml.service.app:create_app", factory=True, host=host, port=port, workers=n_workers,
-                    access_log=access_log, timeout_graceful_shutdown=10, log_level="info")
+                    access_log=access_log, timeout_graceful_shutdown=10, log_level="info",
+                    timeout_keep_alive=settings.keep_alive_seconds,
+                    h11_max_incomplete_event_size=64 * 1024)  # (request line and headers: 64 KiB at most)
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crmml.defaults import DEFAULT_TRACKING_URI
@@ -21,7 +21,8 @@ class ServiceSettings(BaseSettings):
     tracking_uri : str
         The MLflow tracking and registry server (``sqlite:///mlflow.db``, ``http://mlflow:5000``).
     api_key : SecretStr, optional
-        When set, every route but ``/health/live`` and ``/health/ready`` needs it in ``X-API-Key``.
+        When set, every route but ``/health/live`` and ``/health/ready`` needs it in ``X-API-Key``,
+        and the OpenAPI schema and docs pages are off. Set but empty is refused.
     max_customers_per_request, max_transactions_per_customer, max_attributes_per_customer : int
         Request limits (HTTP 422 above them).
     max_body_bytes : int
@@ -36,6 +37,18 @@ class ServiceSettings(BaseSettings):
         Poll the registry for a moved alias every so many seconds (0: only on ``POST /v1/admin/reload``).
     load_retry_seconds : float
         When the registry cannot be reached at start-up, retry the first load this often.
+    body_timeout_seconds : float
+        A request body must arrive whole within this many seconds of its headers (HTTP 408 and the
+        connection closed otherwise); a request counts against ``max_in_flight`` only once its
+        body is in, so slow senders cannot fill the worker.
+    registry_retries, registry_timeout_seconds : int, float
+        Bound every call to an HTTP registry: so many retries (MLflow's
+        ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, default 7, with backoff: ~4 minutes per call) and a
+        timeout per attempt (``MLFLOW_HTTP_REQUEST_TIMEOUT``, default 120 s). ``crmml serve`` sets
+        them unless they are set already.
+    keep_alive_seconds : int
+        An idle keep-alive connection is closed after this many seconds (uvicorn's
+        ``timeout_keep_alive``).
     """
 
     model_config = SettingsConfigDict(env_prefix="CRMML_", extra="ignore", protected_namespaces=())
@@ -51,3 +64,15 @@ class ServiceSettings(BaseSettings):
     batch_max_customers: int = Field(500, ge=1)
     reload_interval_seconds: float = Field(0.0, ge=0)
     load_retry_seconds: float = Field(5.0, gt=0)
+    body_timeout_seconds: float = Field(10.0, gt=0)
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_not_empty(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and not key.get_secret_value().strip():
+            raise ValueError("is set but empty, which would turn authentication off; unset it for a service "
+                             "without a key, or give the key")
+        return key
+    keep_alive_seconds: int = Field(5, ge=1)
+    registry_retries: int = Field(2, ge=0)
+    registry_timeout_seconds: float = Field(10.0, gt=0)

@@ -14,6 +14,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 from crmml.errors import first_line
 from crmml.registry import ModelNotFoundError, load_target, resolve_model_uri
@@ -22,13 +23,17 @@ from crmml.service.schemas import ModelRef
 from crmml.service.scoring import check_answer, score_request, self_check_request
 from crmml.service.settings import ServiceSettings
 
-__all__ = ["ModelHolder", "RegistryUnavailableError", "ServedModel"]
+__all__ = ["ModelHolder", "RegistryUnavailableError", "SelfCheckError", "ServedModel"]
 
 log = logging.getLogger("crmml.service")
 
 
 class RegistryUnavailableError(RuntimeError):
     """The registry could not be asked (down, unreachable, or broken)."""
+
+
+class SelfCheckError(RuntimeError):
+    """The model loaded but failed its self-check (it is not swapped in)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class ModelHolder:
         """
         with self._lock:
             uri, tracking = self.settings.model_uri, self.settings.tracking_uri
+            _check_registry_file(tracking)
             try:
                 target = resolve_model_uri(uri, tracking_uri=tracking)
             except ModelNotFoundError:
@@ -90,7 +96,10 @@ class ModelHolder:
                                                f"{first_line(exc)}") from exc
             ref = ModelRef(name=target.name, version=target.version, alias=target.alias, uri=uri,
                            model_version=scorer.model_version)
-            check_answer(score_request(scorer, self_check_request(scorer), None))
+            try:
+                check_answer(score_request(scorer, self_check_request(scorer), None))
+            except Exception as exc:
+                raise SelfCheckError(f"{target.describe()} failed its self-check: {first_line(exc)}") from exc
             self.current = ServedModel(scorer, ref, dt.datetime.now(dt.UTC))
             _settle_memory()
             self.last_error = None
@@ -99,6 +108,17 @@ class ModelHolder:
             message = f"now serving {target.describe()} (was {previous})"
             log.info(message)
             return True, message
+
+
+def _check_registry_file(tracking_uri: str) -> None:
+    """A SQLite registry whose file was moved or emptied under the service: MLflow's open engine
+    would go on answering from the old file (or create an empty one), so the outage is never seen."""
+    prefix = "sqlite:///"
+    if not tracking_uri or not tracking_uri.startswith(prefix):
+        return
+    path = Path(tracking_uri[len(prefix):])
+    if not path.is_file() or path.stat().st_size == 0:
+        raise RegistryUnavailableError(f"the registry database {path} is missing or empty")
 
 
 def _settle_memory() -> None:

@@ -25,9 +25,9 @@ async def live() -> Health:
 async def ready(request: Request):
     """200 once a model is loaded and has answered the self-check (no API key needed)."""
     holder = request.app.state.holder
-    if holder.current is None:
-        return JSONResponse(Health(status="not ready", detail=holder.last_error or "loading the model").model_dump(),
-                            status_code=503)
+    if holder.current is None:  # (the error itself, with paths and URIs, is in the log, not here)
+        detail = "the model registry cannot be reached; retrying" if holder.last_error else "loading the model"
+        return JSONResponse(Health(status="not ready", detail=detail).model_dump(), status_code=503)
     return Health(status="ok", model_version=holder.current.ref.version or holder.current.ref.model_version)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request
 
@@ -9,7 +11,9 @@ from crmml.registry import ModelNotFoundError
 from crmml.service.errors import ERROR_RESPONSES, served_model
 from crmml.service.schemas import ModelInfo, ReloadResult
 from crmml.service.security import require_api_key
-from crmml.service.state import RegistryUnavailableError
+from crmml.service.state import RegistryUnavailableError, SelfCheckError
+
+log = logging.getLogger("crmml.service")
 
 router = APIRouter(tags=["model"], dependencies=[Depends(require_api_key)])
 
@@ -47,8 +51,14 @@ async def reload_model(request: Request) -> ReloadResult:
     except ModelNotFoundError as exc:
         state.metrics.reloads.labels("failed").inc()
         raise HTTPException(404, f"{exc}; still serving the loaded model") from exc
-    except RegistryUnavailableError as exc:
+    except RegistryUnavailableError as exc:  # (its text names the tracking URI: logged, not answered)
         state.metrics.reloads.labels("failed").inc()
+        log.warning("reload failed: %s", exc)
+        raise HTTPException(503, "the model registry cannot be reached; still serving the loaded model",
+                            headers={"Retry-After": "30"}) from exc
+    except SelfCheckError as exc:
+        state.metrics.reloads.labels("failed").inc()
+        log.warning("reload failed: %s", exc)
         raise HTTPException(503, f"{exc}; still serving the loaded model", headers={"Retry-After": "30"}) from exc
     state.metrics.reloads.labels("swapped" if swapped else "unchanged").inc()
     return ReloadResult(reloaded=swapped, model=served_model(request).ref, message=message)
