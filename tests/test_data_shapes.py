@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from crmml.cli import main
+from crmml.data import read_transactions
 from crmml.data.simulate import SimulationParams, simulate_transactions
 from crmml.labels import outcome_labels
 from crmml.metrics import churn_metrics, value_metrics
@@ -104,7 +105,7 @@ def test_train_and_score_end_to_end_never_worse_than_btyd_beyond_noise(name, tmp
     labels = outcome_labels(full, as_of=as_of, churn_window_days=CHURN_DAYS, value_horizon_days=VALUE_DAYS)
     labels = labels.reindex(scores.index)
     features = compute_features(train, as_of=as_of).reindex(scores.index)
-    btyd = _btyd_scores(train, features, as_of)
+    btyd = _btyd_scores(read_transactions(train), features, as_of)
 
     churned = labels["churned"].to_numpy()
     if 0 < churned.sum() < len(churned):
