@@ -16,7 +16,7 @@ from sklearn import config_context
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
-from crmml.customer_model import rescaled_amount, rescaled_churn
+from crmml.validation import rescaled_amount, rescaled_churn
 from crmml.data.summary import as_day, purchase_occasions, rfm_summary
 from crmml.data.transactions import as_transactions
 from crmml.errors import DataValidationError

@@ -6,6 +6,7 @@ value Gini and top-20 % capture. Measured values and the targets they miss are i
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from crmml.backtest import MODEL_SCORER, cdnow_backtest
@@ -43,7 +44,11 @@ def test_choices_are_recorded(result):
         choice = summary[task]
         assert choice["plan"]["mode"] == "rescaled"  # the cohort is 26-39 weeks old: no 273-day window fits
         assert choice["shipped"] in choice["validation_metrics"]
-        assert "validation window" in choice["rule"]
+        assert "out-of-time fold" in choice["rule"] and choice["folds"]
+        for fold in choice["folds"]:  # judged after its cutoff, inside the calibration period
+            end = pd.Timestamp(fold["cutoff"]) + pd.Timedelta(days=fold["window_days"])
+            assert end <= pd.Timestamp("1997-09-30")
+        assert choice["decision"]["margin"]
 
 
 def test_cli_backtest_rejects_bad_arguments_with_exit_code_2(capsys, tmp_path):
