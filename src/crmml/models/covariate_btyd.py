@@ -32,7 +32,7 @@ from scipy import optimize
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from crmml.errors import DataValidationError
+from crmml.errors import ConvergenceError, DataValidationError
 from crmml.models.base import BaseModel, _ChunkedLikelihood, check_btyd_summary, unique_rows
 from crmml.models.btyd import TransactionModel
 from crmml.models.covariates import CovariateDesign, effects_table
@@ -275,17 +275,19 @@ class CovariateTransactionModel(TransactionModel):
         )
         point = result.x
         value, gradient = self._objective(point, likelihood)
-        if not np.isfinite(value) or np.any(np.abs(point[:k]) > 25):
-            self._raise_convergence(result, gradient)
+        if not np.isfinite(value):
+            raise ConvergenceError(f"{type(self).__name__}: the log-likelihood is not finite at the optimiser's "
+                                   f"end point after {result.nit} iterations ({result.message}); check the time unit.")
         hessian = self._hessian(point, likelihood)
         eigenvalues = np.linalg.eigvalsh(hessian) if np.all(np.isfinite(hessian)) else np.array([np.nan])
         if not np.min(eigenvalues) > 1e-8:
             warnings.warn(f"{type(self).__name__}: the likelihood is flat at the optimum (an effect is not "
                           "identified); standard errors are NaN.", stacklevel=3)
             return self._natural(point), np.full_like(hessian, np.nan), result.nit
-        point, gradient = self._newton_polish(point, hessian, value, gradient, likelihood)
+        point, gradient = self._newton_polish(point, np.linalg.inv(hessian), value, gradient, likelihood, np.inf)
         if not np.all(np.abs(gradient) < 1e-5):
-            self._raise_convergence(result, gradient)
+            warnings.warn(f"{type(self).__name__}: stopped with gradient {np.max(np.abs(gradient)):.3g} after "
+                          f"{result.nit} iterations; the best parameters found are kept.", stacklevel=3)
         return self._natural(point), hessian, result.nit
 
     def _hessian(self, point: np.ndarray, likelihood) -> np.ndarray:
