@@ -115,6 +115,8 @@ def _with_params(model_class, params):
 
 
 EXTREME = (1e-8, 1.0, 1e6, 1e12)
+#: The corners of the slow grids (the full EXTREME grid takes minutes per model).
+CORNERS = (1e-8, 1.0, 1e12)
 HISTORIES = pd.DataFrame(
     {
         "frequency": [0.0, 0.0, 1.0, 2.0, 5.0, 40.0, 300.0, 3.0],
@@ -125,14 +127,14 @@ HISTORIES = pd.DataFrame(
 
 
 def _bg_grid(alphas):
-    return [(r, alpha, a, b) for r, alpha, a, b in itertools.product(EXTREME, alphas, EXTREME, EXTREME)]
+    return [(r, alpha, a, b) for r, alpha, a, b in itertools.product(CORNERS, alphas, CORNERS, CORNERS)]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model_class", (BetaGeo, ModifiedBetaGeo), ids=lambda c: c.__name__)
 def test_bg_predictions_are_finite_for_any_parameters(model_class):
     """r, a, b anywhere in 1e-8..1e12; alpha from 1 up (alpha -> 0 is the slow test below)."""
-    for params in _bg_grid(EXTREME[1:]):
+    for params in _bg_grid(CORNERS[1:]):
         out = _with_params(model_class, params).predict_horizons(HISTORIES, horizons=(1.0, 52.0))
         for key, values in out.items():
             assert np.all(np.isfinite(values)) and np.all(values >= 0), (params, key)
@@ -144,7 +146,7 @@ def test_bg_predictions_are_finite_for_any_parameters(model_class):
 def test_bg_predictions_are_finite_with_a_tiny_alpha(model_class):
     """alpha = 1e-8 next to T = 1e-3 puts z within 2e-5 of 1, where the series runs to its term limit
     (seconds per call): finite, inside the exact bounds."""
-    for params in _bg_grid(EXTREME[:1]):
+    for params in _bg_grid(CORNERS[:1])[::4]:
         out = _with_params(model_class, params).predict_horizons(HISTORIES, horizons=(1.0, 52.0))
         for key, values in out.items():
             assert np.all(np.isfinite(values)) and np.all(values >= 0), (params, key)
@@ -153,7 +155,7 @@ def test_bg_predictions_are_finite_with_a_tiny_alpha(model_class):
 
 @pytest.mark.slow
 def test_pareto_nbd_predictions_are_finite_for_any_parameters():
-    for params in itertools.product(EXTREME, repeat=4):
+    for params in itertools.product(CORNERS, repeat=4):
         out = _with_params(ParetoNBD, params).predict_horizons(HISTORIES, horizons=(1.0, 52.0))
         for key, values in out.items():
             assert np.all(np.isfinite(values)) and np.all(values >= 0), (params, key)
