@@ -22,13 +22,16 @@ from crmml.scorer import SCORE_COLUMNS
 pytest.importorskip("mlflow")
 
 AS_OF = "2025-06-30"
-GOOD = (Path(__file__).resolve().parents[1] / "models" / "small.yaml").read_text()
-# Worse by design: the BTYD score alone, blind to the customer table's channel, which drives dropout.
+# The quick config on MBG/NBD. On this base no learner beats the BTYD score by more than the noise out of
+# time (issue 15), so both configs ship BTYD scores and the gate compares the BTYD models' backtests.
+GOOD = (Path(__file__).resolve().parents[1] / "models" / "small.yaml").read_text().replace(
+    "transaction_model: bg_nbd", "transaction_model: mbg_nbd")
+# Worse here: BG/NBD alone, whose backtest on this base is below MBG/NBD's (churn AUC 0.7846 against 0.7871).
 WORSE = """
 model:
   churn_window_days: 90
   value_horizon_days: 180
-  transaction_model: mbg_nbd
+  transaction_model: bg_nbd
   churn_learners: []
   value_learners: []
 baseline_models: [bg_nbd]
