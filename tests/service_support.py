@@ -109,3 +109,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def service_settings(model: ServiceModel, **changes):
+    """Service settings for the registered test model (``changes`` override fields)."""
+    from crmml.service.settings import ServiceSettings
+
+    values = {"model_uri": "models:/crmml-scorer@champion", "tracking_uri": model.tracking_uri, **changes}
+    return ServiceSettings(**values)

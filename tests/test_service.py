@@ -11,10 +11,10 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from service_support import AS_OF, ServerThread
+from service_support import AS_OF, ServerThread, service_settings
 
 from crmml.scorer import SUMMARY_REASON
-from crmml.service import ServiceSettings, create_app
+from crmml.service import create_app
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient
@@ -22,9 +22,7 @@ from fastapi.testclient import TestClient
 KEY = "s3cret-key"
 
 
-def _settings(model, **changes) -> ServiceSettings:
-    values = {"model_uri": "models:/crmml-scorer@champion", "tracking_uri": model.tracking_uri, **changes}
-    return ServiceSettings(**values)
+_settings = service_settings
 
 
 @pytest.fixture(scope="module")

@@ -7,17 +7,15 @@ import threading
 
 import httpx
 import pytest
-from service_support import AS_OF, ServerThread
+from service_support import AS_OF, ServerThread, service_settings
 
-from crmml.service import ServiceSettings, create_app
+from crmml.service import create_app
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient
 
 
-def _settings(model, **changes) -> ServiceSettings:
-    values = {"model_uri": "models:/crmml-scorer@champion", "tracking_uri": model.tracking_uri, **changes}
-    return ServiceSettings(**values)
+_settings = service_settings
 
 
 @pytest.fixture(scope="module")
