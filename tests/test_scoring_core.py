@@ -100,6 +100,19 @@ def test_rfm_summaries_and_the_table_together(scorer, base):
     assert_same_scores(no_table, legacy_score(scorer, rest, as_of=AS_OF, summaries=summaries))
 
 
+def test_a_sub_second_recency_in_a_summary_scores_finite(scorer, base):
+    """A fuzzed request (CI, 2026-12-04): recency 2.2e-308 days made the gap ratio overflow. The ratio
+    is capped and every score stays finite."""
+    summaries = pd.DataFrame({"customer_id": [10**9, 10**9 + 1], "frequency": [1, 3],
+                              "recency_days": [2.2250738585072014e-308, 5e-324], "age_days": [4.0, 4.0],
+                              "monetary_value": [0.0, 12.5]})
+    log = base[0]
+    scored = scorer.score(log[log["customer_id"] == log["customer_id"].iloc[0]], as_of=AS_OF, summaries=summaries)
+    scored = scored[scored["customer_id"].isin(summaries["customer_id"])]
+    numbers = scored[[c for c in SCORE_NUMBERS if c in scored]].to_numpy(dtype=float)
+    assert len(scored) == 2 and np.isfinite(numbers[:, ~np.isnan(numbers).all(axis=0)]).all()
+
+
 def test_score_features_and_missing_attributes(scorer, base):
     log, customers = base
     features = compute_features(log, as_of=AS_OF, customers=customers.drop(columns=["region", "cost_to_serve"]))

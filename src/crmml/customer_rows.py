@@ -188,9 +188,7 @@ def history_columns(customer: np.ndarray, days_before: np.ndarray, net: np.ndarr
     age = days_before[starts].astype(np.float64)
     recency = age - days_before[ends]
     has_gap = frequency > 0
-    mean_gap = np.divide(recency, frequency, out=np.full(n, np.nan), where=has_gap)
-    since_last = age - recency
-    gap_ratio = np.divide(since_last, mean_gap, out=np.full(n, np.nan), where=has_gap & (mean_gap > 0))
+    since_last, mean_gap, gap_ratio = gap_columns(frequency, recency, age)
     repeat = ~first
 
     def count_where(mask: np.ndarray) -> np.ndarray:
@@ -290,6 +288,24 @@ def _id_array(ids: pa.Array) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
+GAP_RATIO_CAP = 1e6
+"""Largest ``gap_ratio``: days since the last purchase over the mean gap. Whole-day logs never reach
+it (the ratio is at most the age in days); an RFM summary with a sub-second recency would otherwise
+give an infinite ratio that no learner accepts."""
+
+
+def gap_columns(frequency: np.ndarray, recency: np.ndarray, age: np.ndarray):
+    """Days since the last purchase, the mean gap between purchases (NaN without a repeat purchase)
+    and their ratio, capped at :data:`GAP_RATIO_CAP`."""
+    n = len(frequency)
+    has_gap = frequency > 0
+    mean_gap = np.divide(recency, frequency, out=np.full(n, np.nan), where=has_gap)
+    since_last = age - recency
+    with np.errstate(over="ignore"):
+        ratio = np.divide(since_last, mean_gap, out=np.full(n, np.nan), where=has_gap & (mean_gap > 0))
+    return since_last, mean_gap, np.minimum(ratio, GAP_RATIO_CAP)
+
+
 def summary_columns(summaries: pd.DataFrame, windows: list[int], has_amount: bool) -> tuple[np.ndarray, dict]:
     """Ids and feature columns of RFM-summary customers (their purchase-day features unknown)."""
     if not isinstance(summaries, pd.DataFrame):
@@ -322,9 +338,7 @@ def summary_arrays(ids, frequency, recency, age, money, windows: list[int], has_
                 ">= 0, recency_days >= 0 (> 0 with repeat purchases), age_days >= recency_days, monetary_value >= 0.",
                 column=column, rows=rows)
     n = len(frequency)
-    has_gap = frequency > 0
-    mean_gap = np.divide(recency, frequency, out=np.full(n, np.nan), where=has_gap)
-    since_last = age - recency
+    since_last, mean_gap, gap_ratio = gap_columns(frequency, recency, age)
     columns = {
         "frequency": frequency,
         "recency_days": recency,
@@ -332,7 +346,7 @@ def summary_arrays(ids, frequency, recency, age, money, windows: list[int], has_
         "monetary_value": money if has_amount else np.full(n, np.nan),
         "days_since_last_purchase": since_last,
         "mean_gap_days": mean_gap,
-        "gap_ratio": np.divide(since_last, mean_gap, out=np.full(n, np.nan), where=has_gap & (mean_gap > 0)),
+        "gap_ratio": gap_ratio,
     }
     for name in feature_columns(windows)[_N_SUMMARY_COLUMNS:]:
         columns[name] = np.full(n, np.nan)

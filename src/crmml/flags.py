@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from crmml.customer_rows import GAP_RATIO_CAP
 from crmml.reasons import Reasons, formatted
 
 __all__ = ["AT_RISK_RULES", "FLAGS", "FLAG_NAMES", "FlagConfig", "FlagRule", "flag_codes"]
@@ -127,8 +128,8 @@ class FlagRule:
         new = no_history | (age < self.new_customer_days)
         has_own_gap = np.isfinite(own_gap) & (own_gap > 0)
         gap = np.where(has_own_gap, own_gap, self.typical_gap_days)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            gap_multiple = since / gap
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            gap_multiple = np.minimum(since / gap, GAP_RATIO_CAP)  # a sub-second gap must not overflow
         lapsed = ~new & np.isfinite(gap_multiple) & (gap_multiple > self.lapsed_gap_multiple)
         at_risk = (p > self.at_risk_threshold) & ~lapsed
         high_value_at_risk = at_risk & ((tier == "platinum") | (tier == "gold"))

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from crmml.customer_rows import GAP_RATIO_CAP
 from crmml.data.summary import as_day
 from crmml.errors import DataValidationError
 from crmml.features import TREND_DAYS, check_windows, feature_columns
@@ -132,7 +133,8 @@ class _History:
             money = F.lit(_NAN)
         mean_gap = F.when(frequency > 0, recency / frequency).otherwise(_NAN)
         since_last = age - recency
-        ratio = F.when((frequency > 0) & (mean_gap > 0), since_last / mean_gap).otherwise(_NAN)
+        ratio = F.when((frequency > 0) & (mean_gap > 0),
+                       F.least(since_last / mean_gap, F.lit(GAP_RATIO_CAP))).otherwise(_NAN)
         return {"frequency": frequency, "recency_days": recency, "age_days": age, "monetary_value": money,
                 "days_since_last_purchase": since_last, "mean_gap_days": mean_gap, "gap_ratio": ratio}
 
