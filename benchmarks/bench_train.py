@@ -54,7 +54,7 @@ def run_train(log: Path, *, source: Path | None) -> dict:
         env["PYTHONPATH"] = str(source / "src")
     with tempfile.TemporaryDirectory(prefix="crmml-bench-train-") as work:
         command = [sys.executable, "-m", "crmml.cli", "train", "--transactions", str(log), "--as-of", AS_OF,
-                   "--config", str(REPO / "models" / "default.yaml"),
+                   "--config", str((source or REPO) / "models" / "default.yaml"),  # each tree's own keys
                    "--tracking-uri", f"sqlite:///{work}/mlflow.db", "--bundle", f"{work}/bundle"]
         with tempfile.TemporaryFile("w+") as out:
             started = time.perf_counter()

@@ -136,6 +136,26 @@ def test_predictions_are_probabilities_and_non_negative_values(small_log, fitted
     assert summary["churn"]["shipped"] in summary["churn"]["validation_metrics"]
 
 
+@pytest.mark.parametrize("name", ["btyd_expected", "logistic", "gradient_boosting"])
+def test_every_churn_learner_predicts_the_same_on_arrays_as_its_pipeline(small_log, name):
+    """The scoring core's array path (crmml.learner_matrix) and scikit-learn's pipeline agree for every
+    churn learner that can ship, the ``-E[X]`` map (with its column selection) among them."""
+    from crmml.learner_matrix import LearnerRows, predict_learners_on_rows
+    from crmml.validation import fit_learner
+
+    snapshots = Snapshots(small_log, None, transaction_model="bg_nbd", time_unit_days=7.0,
+                          feature_windows_days=(30, 90, 180, 365))
+    plan = plan_training_windows(snapshots.base_features(AS_OF)["age_days"].to_numpy(), AS_OF, 90)
+    frame = training_frame(snapshots, plan)
+    learner = fit_learner("churn", name, frame, seed=0)
+    features = frame.features.reset_index(drop=True)
+    numbers = {c: features[c].to_numpy(dtype=float) for c in features if pd.api.types.is_numeric_dtype(features[c])}
+    numbers["btyd_value"] = numbers["btyd_expected_purchases"] * numbers["expected_spend"]  # (as crmml.prediction)
+    rows = LearnerRows(len(features), numbers)
+    (on_arrays,) = predict_learners_on_rows([learner], rows, "predict_proba")
+    np.testing.assert_allclose(on_arrays, learner.predict_proba(features), rtol=1e-9, atol=1e-12)
+
+
 def test_rescaled_churn_is_the_identity_on_equal_windows_and_shrinks_on_longer():
     rows = pd.DataFrame({"btyd_p_no_purchase": [0.9, 0.5]})
     longer = pd.DataFrame({"btyd_p_no_purchase": [0.8, 0.25]})
@@ -145,7 +165,7 @@ def test_rescaled_churn_is_the_identity_on_equal_windows_and_shrinks_on_longer()
 
 
 def _fold(metrics: dict, se: dict, cutoff="2025-01-01") -> FoldScores:
-    return FoldScores(cutoff, 90, 1000, {k: {"roc_auc": v} for k, v in metrics.items()}, se)
+    return FoldScores(cutoff, 90, 1000, {k: {"roc_auc": v} for k, v in metrics.items()}, {"btyd": se})
 
 
 def test_a_learner_ships_only_when_it_beats_btyd_by_more_than_the_noise():
@@ -165,6 +185,22 @@ def test_a_learner_ships_only_when_it_beats_btyd_by_more_than_the_noise():
     floor = choose_candidate([_fold({"btyd": 0.7, "logistic": 0.7015}, {"logistic": 1e-6})], "churn")
     assert floor.shipped == "btyd"  # below the 0.002 floor however small the noise
     assert choose_candidate([], "churn").shipped == "btyd"
+
+
+def test_the_better_btyd_score_is_the_baseline_and_learners_must_beat_it():
+    """Issue 15: the better of P(no purchase) and -E[X] ships without a margin between them; a learner
+    must clear the margin over the better one, with the noise of its difference from that one."""
+    fold = FoldScores("2025-01-01", 90, 1000,
+                      {k: {"roc_auc": v} for k, v in {"btyd": 0.760, "btyd_expected": 0.766, "logistic": 0.770}.items()},
+                      {"btyd": {"btyd": 0.0, "btyd_expected": 0.001, "logistic": 0.001},
+                       "btyd_expected": {"btyd": 0.001, "btyd_expected": 0.0, "logistic": 0.003}})
+    decision = choose_candidate([fold], "churn", baselines=("btyd", "btyd_expected"))
+    # logistic gains 0.010 over btyd (SE 0.001) but only 0.004 over btyd_expected (SE 0.003): no ship
+    assert decision.shipped == decision.baseline == "btyd_expected"
+    assert decision.margin["logistic"] == pytest.approx(0.006) and decision.margin["btyd_expected"] == 0.0
+    assert "btyd_expected is the best BTYD score" in decision.reason
+    # with the old single baseline, the same fold ships the learner
+    assert choose_candidate([fold], "churn").shipped == "logistic"
 
 
 def test_paired_bootstrap_noise_shrinks_with_more_customers_and_vanishes_for_the_same_score():

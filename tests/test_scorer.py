@@ -107,9 +107,10 @@ def test_predicted_value_is_discounted_spend(scorer, base):
     assert ratio.between(half_year - 1e-9, 1 + 1e-9).all() and ratio.std() > 0
 
 
-def test_at_risk_threshold_maximises_youden_on_the_backtest(scorer):
+def test_at_risk_threshold_flags_a_tenth_and_is_measured_on_the_backtest(scorer):
     rule = scorer.flag_rule_
-    assert "Youden" in rule.at_risk_rule and 0 < rule.at_risk_threshold < 1
+    assert "share 0.1" in rule.at_risk_rule and 0 < rule.at_risk_threshold < 1
+    assert 0 < rule.flagged_share <= 0.1 and 0 <= rule.expected_precision <= 1 and 0 <= rule.expected_recall <= 1
     cutoff = pd.Timestamp(scorer.backtest_["cutoff"])  # the longer window before the data's last day
     assert AS_OF - pd.Timedelta(days=187) <= cutoff <= AS_OF - pd.Timedelta(days=180)
     assert {"churn_roc_auc", "value_normalized_gini"} <= set(scorer.backtest_["metrics"])
@@ -119,15 +120,50 @@ def test_at_risk_threshold_maximises_youden_on_the_backtest(scorer):
 def test_youden_and_precision_rules_on_known_labels():
     y = np.array([0, 0, 0, 1, 0, 1, 1, 1], dtype=bool)
     p = np.array([0.1, 0.2, 0.3, 0.35, 0.4, 0.6, 0.7, 0.8])
-    youden = FlagRule.learn(FlagConfig(), churned=y, churn_probability=p)
+    youden = FlagRule.learn(FlagConfig(at_risk_rule="youden"), churned=y, churn_probability=p)
     assert youden.at_risk_threshold == pytest.approx(0.4)  # flag > 0.4: TPR 0.75, FPR 0
     precise = FlagRule.learn(FlagConfig(at_risk_rule="precision", at_risk_precision=0.75), churned=y,
                              churn_probability=p)
     assert precise.at_risk_threshold == pytest.approx(0.3)  # flag > 0.3: 4 of 5 churned
     fixed = FlagRule.learn(FlagConfig(at_risk_rule="fixed", at_risk_threshold=0.65))
     assert fixed.at_risk_threshold == 0.65 and "fixed" in fixed.at_risk_rule
-    fallback = FlagRule.learn(FlagConfig())
+    fallback = FlagRule.learn(FlagConfig(at_risk_rule="youden"))
     assert fallback.at_risk_threshold == 0.5 and "no backtest" in fallback.at_risk_rule
+    assert "no training population" in FlagRule.learn(FlagConfig()).at_risk_rule
+
+
+def test_capacity_rules_flag_the_share_or_top_k_not_lapsed_and_measure_precision_on_the_backtest():
+    """Issue 21: a retention team states how many it can call; lapsed customers are neither flagged
+    nor counted, and the threshold's precision and recall come from the backtest's customers who were
+    not lapsed at its cutoff."""
+    rng = np.random.default_rng(3)
+    n = 1000
+    population = {"churn_probability": rng.uniform(0, 1, n), "no_purchase_history": np.zeros(n, dtype=bool),
+                  "days_since_last_purchase": np.where(np.arange(n) < 200, 500.0, 10.0),  # 200 long lapsed
+                  "mean_gap_days": np.full(n, 30.0), "age_days": np.full(n, 400.0)}
+    eligible = np.arange(n) >= 200
+    share = FlagRule.learn(FlagConfig(at_risk_rule="share", at_risk_share=0.1), mean_gap_days=population["mean_gap_days"],
+                           population=population)
+    flagged = (population["churn_probability"] > share.at_risk_threshold) & eligible
+    assert flagged.sum() == 80 and share.flagged_share == pytest.approx(0.08)  # 10 % of the 800 not lapsed
+    top = FlagRule.learn(FlagConfig(at_risk_rule="top_k", at_risk_top_k=25), mean_gap_days=population["mean_gap_days"],
+                         population=population)
+    assert ((population["churn_probability"] > top.at_risk_threshold) & eligible).sum() == 25
+    assert np.isnan(top.expected_precision) and "top 25" in top.at_risk_rule
+    # the backtest: 4 customers, the last one lapsed at the cutoff (it would count as a flagged churner)
+    y = np.array([True, False, True, True])
+    p = np.array([0.9, 0.8, 0.2, 0.95])
+    inputs = {"days_since_last_purchase": np.array([5.0, 5.0, 5.0, 400.0]), "mean_gap_days": np.full(4, 30.0),
+              "age_days": np.full(4, 300.0)}
+    fixed = FlagRule.learn(FlagConfig(at_risk_rule="fixed", at_risk_threshold=0.5), churned=y, churn_probability=p,
+                           backtest_inputs=inputs, mean_gap_days=population["mean_gap_days"], population=population)
+    assert fixed.expected_precision == pytest.approx(0.5) and fixed.expected_recall == pytest.approx(0.5)
+    assert fixed.backtest_flagged_share == pytest.approx(2 / 3)
+    assert "50.0 % of those flagged churned" in fixed.describe()
+    with pytest.raises(ValueError, match="at_risk_share"):
+        FlagConfig(at_risk_rule="share", at_risk_share=None)
+    with pytest.raises(ValueError, match="at_risk_top_k"):
+        FlagConfig(at_risk_rule="top_k", at_risk_top_k=0)
 
 
 def test_lapsed_uses_the_customers_own_gap_and_new_customers_are_not_judged():

@@ -26,6 +26,7 @@ import pandas as pd
 
 from crmml.customer_model import CustomerModel, ModelConfig
 from crmml.features import model_columns
+from crmml.flags import FLAG_INPUTS
 from crmml.data.summary import as_day, purchase_occasions
 from crmml.data.transactions import as_transactions
 from crmml.labels import outcome_labels
@@ -123,7 +124,8 @@ def backtest(
             )
         labels = labels.reindex(features.index)
         frame = _baseline_scores(log, features, predicted, config, baseline_models, cutoff)
-        frame = pd.concat([frame, labels, features[["frequency"]]], axis=1)
+        frame = pd.concat([frame, labels, features[["frequency", *FLAG_INPUTS]]], axis=1)  # the flags' inputs, for
+        # their precision on the backtest (crmml.flags.FlagRule.learn)
         rows.extend(_metric_rows(frame, cutoff))
         scores[cutoff] = frame
         summaries[cutoff] = model.summary()

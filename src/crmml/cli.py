@@ -329,7 +329,7 @@ def _run_train(args: argparse.Namespace) -> int:
             print(result.backtest_table().to_string(), end="\n\n")
         else:
             print(f"backtest skipped: {scorer.backtest_skipped_}")
-        print(f"at-risk threshold: {scorer.flag_rule_.at_risk_rule}")
+        print(scorer.flag_rule_.describe())
         print("tiers (training population):")
         print(scorer.tables_["tiers"].to_string(), end="\n\n")
     print(f"registered {record.model_name} version {record.version} (aliases: {', '.join(record.aliases)}); "

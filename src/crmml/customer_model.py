@@ -12,10 +12,11 @@
    candidate trained on data up to a fold's cutoff and judged on the window after it, with the noise
    of its difference from the BTYD score measured by a paired bootstrap;
 4. the choice (:func:`crmml.selection.choose_candidate`, recorded in :attr:`CustomerModel.churn_choice_`
-   / :attr:`value_choice_` with every fold and the noise): a learner ships only when its mean ROC AUC
-   (churn) or normalized Gini (value) over the folds beats the BTYD score's by more than twice the
-   standard error of the difference; otherwise the BTYD score ships, also when no fold fits (young
-   customers) or there is no learner;
+   / :attr:`value_choice_` with every fold and the noise): the baseline is the better BTYD score over
+   the folds (churn: P(no purchase) or the ``-E[X]`` ranking; value: E[X] x E[spend]); a learner ships
+   only when its mean ROC AUC (churn) or normalized Gini (value) beats the baseline's by more than
+   twice the standard error of the difference; otherwise the baseline ships, and P(no purchase) /
+   E[X] x E[spend] ship when no fold fits (young customers) or there is no learner;
 5. the chosen learner, refitted on the windows that end at the last day with data. A value learner
    trained on rescaled windows keeps its ranking but takes its total from the BTYD model
    (:meth:`CustomerModel._btyd_level`).
@@ -45,7 +46,7 @@ from crmml.timetravel import (
     plan_validation_folds,
     training_frame,
 )
-from crmml.validation import fit_learner, validate_fold
+from crmml.validation import BTYD_SCORES, fit_learner, validate_fold
 
 __all__ = ["Choice", "CustomerModel", "ModelConfig", "PREDICTION_COLUMNS"]
 
@@ -306,12 +307,12 @@ class CustomerModel:
         if not judged:
             why = "BTYD only: the validation windows hold one class of outcome only (nothing to rank)"
             return Choice(task, "btyd", why, plan, folds=tuple(f.to_dict() for f in folds)), None
-        decision = choose_candidate([score for _, score in judged], task)
+        decision = choose_candidate([score for _, score in judged], task, baselines=BTYD_SCORES)
         choice = Choice(
             task, decision.shipped, decision.reason, plan, judged[0][0].plan,
             {name: {"mean_" + decision.metric: decision.mean[name]} | dict(judged[0][1].metrics[name])
              for name in decision.mean},
-            folds=tuple(fold.to_dict() | {"metrics": score.metrics, "diff_se": score.diff_se}
+            folds=tuple(fold.to_dict() | {"metrics": score.metrics, "diff_se": score.diff_se[decision.baseline]}
                         for fold, score in judged),
             decision=decision.to_dict(),
         )

@@ -24,7 +24,7 @@ from sklearn import config_context
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
-from crmml.learners import DesignMatrix, _BTYDValue, _same_fitted, _scaled
+from crmml.learners import DesignMatrix, _BTYDValue, _Columns, _same_fitted, _scaled
 
 __all__ = ["LearnerRows", "design_matrix", "predict_learners_on_rows"]
 
@@ -111,8 +111,8 @@ def predict_learners_on_rows(learners, rows: LearnerRows, method: str = "predict
 def _transform(steps, rows: LearnerRows) -> np.ndarray:
     matrix = None
     for step in steps:
-        if isinstance(step, _BTYDValue):  # btyd_value is a column of the rows
-            continue
+        if isinstance(step, (_BTYDValue, _Columns)):  # btyd_value is a column of the rows; the design
+            continue  # matrix reads its own columns by name
         if isinstance(step, DesignMatrix):
             matrix = design_matrix(step, rows)
         elif matrix is None:

@@ -234,9 +234,10 @@ def make_churn_learner(name: str, *, seed: int = 0):
     if name == "btyd_expected":
         return Pipeline([("columns", _Columns(("btyd_expected_purchases", "horizon_days"))),
                          ("design", DesignMatrix()), ("scale", StandardScaler()),
-                         ("model", LogisticRegression(C=1.0, max_iter=1000))])
+                         ("model", LogisticRegression(C=1.0, solver="newton-cholesky", max_iter=100))])
     if name == "logistic":
-        model = LogisticRegression(C=1.0, max_iter=5000)
+        # Newton steps on the (rows x ~100) design: the same convex optimum as L-BFGS in a few passes
+        model = LogisticRegression(C=1.0, solver="newton-cholesky", max_iter=100)
         return Pipeline([("btyd_value", _BTYDValue()), ("design", DesignMatrix()), ("scale", StandardScaler()),
                          ("model", model)])
     if name == "gradient_boosting":
@@ -252,7 +253,9 @@ def make_churn_learner(name: str, *, seed: int = 0):
 def make_value_learner(name: str, *, seed: int = 0):
     """A fresh, unfitted Poisson regressor pipeline for a non-negative outcome over the row's window."""
     if name == "poisson_glm":
-        model = PoissonRegressor(alpha=1e-3, max_iter=5000)
+        # Newton steps: the same convex optimum as L-BFGS, which took ~700 passes over the rows (11 s
+        # per fit on 50,000 customers x 4 windows)
+        model = PoissonRegressor(alpha=1e-3, solver="newton-cholesky", max_iter=100)
         return Pipeline([("btyd_value", _BTYDValue()), ("design", DesignMatrix()), ("scale", StandardScaler()),
                          ("model", model)])
     if name == "poisson_gbm":

@@ -45,7 +45,7 @@ from crmml.data.summary import as_day
 from crmml.data.transactions import LogColumns, as_transactions
 from crmml.errors import DataValidationError
 from crmml.features import MODEL_COLUMNS, feature_columns
-from crmml.flags import _FLAG_TEXTS, FLAGS, FlagConfig, FlagRule, flag_codes
+from crmml.flags import _FLAG_TEXTS, FLAG_INPUTS, FLAGS, FlagConfig, FlagRule, flag_codes
 from crmml.insights import referral_summary, referral_value, value_by_channel
 from crmml.prediction import predict_rows
 from crmml.pyramid import TIER_NAMES, TierConfig, TierRule
@@ -250,11 +250,13 @@ class Scorer:
         self.attribute_features_ = list(rows.attributes)
         predicted = self._predictions(rows)
         self.tier_rule_ = TierRule.learn(predicted["predicted_value"], cfg.tiers)
-        churned = churn = None
+        churned = churn = inputs = None
         if self.backtest_ is not None:
-            churned, churn = self.backtest_.pop("churn_labels")
-        self.flag_rule_ = FlagRule.learn(cfg.flags, churned=churned, churn_probability=churn,
-                                         mean_gap_days=rows["mean_gap_days"])
+            churned, churn, inputs = self.backtest_.pop("churn_labels")
+        population = {"churn_probability": predicted["churn_probability"], "no_purchase_history": rows.no_history,
+                      **{name: rows[name] for name in FLAG_INPUTS}}
+        self.flag_rule_ = FlagRule.learn(cfg.flags, churned=churned, churn_probability=churn, backtest_inputs=inputs,
+                                         mean_gap_days=rows["mean_gap_days"], population=population)
         self.model_id_ = _model_id(self.fingerprint_, cfg, as_of_day)
         self.model_version = f"local-{self.model_id_[:12]}"
         scores = self._scored(rows, predicted, _costs_for(rows.ids, costs)).to_frame()
@@ -298,7 +300,8 @@ class Scorer:
             "metrics": by_scorer.pop(MODEL_SCORER),
             "baselines": by_scorer,
             "result": result,  # the BacktestResult, for plots (not saved in the bundle)
-            "churn_labels": (frame["churned"].to_numpy(), frame[f"churn:{MODEL_SCORER}"].to_numpy()),
+            "churn_labels": (frame["churned"].to_numpy(), frame[f"churn:{MODEL_SCORER}"].to_numpy(),
+                             {name: frame[name].to_numpy() for name in FLAG_INPUTS}),
         }, None
 
     # ------------------------------------------------------------------------------------------
@@ -448,8 +451,8 @@ class Scorer:
             "attribute_columns": self.attribute_columns_,
             "models": self.model_.summary(),
             "tiers": self.tier_rule_.to_dict(),
-            "flags": {k: (float(v) if isinstance(v, (float, np.floating)) else v)
-                      for k, v in self.flag_rule_.to_dict().items()},
+            "flags": {k: ((float(v) if np.isfinite(v) else None) if isinstance(v, (float, np.floating)) else v)
+                      for k, v in self.flag_rule_.to_dict().items()},  # (None: not measured, no backtest)
             "backtest": backtest,
             "backtest_skipped": self.backtest_skipped_,
         }

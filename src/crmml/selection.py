@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-__all__ = ["Decision", "FoldScores", "PRIMARY_METRIC", "choose_candidate", "paired_bootstrap_se"]
+__all__ = ["Decision", "FoldScores", "PRIMARY_METRIC", "choose_candidate", "paired_bootstrap_se", "paired_bootstrap_ses"]
 
 #: The metric that ranks candidates, per task (higher is better).
 PRIMARY_METRIC = {"churn": "roc_auc", "value": "normalized_gini"}
@@ -51,14 +51,15 @@ class FoldScores:
     metrics : dict
         Per candidate, its metrics (the task's full metric dict).
     diff_se : dict
-        Per candidate, the bootstrap standard error of ``primary(candidate) - primary(baseline)``.
+        Per baseline (a BTYD score), per candidate: the bootstrap standard error of
+        ``primary(candidate) - primary(baseline)`` (:func:`paired_bootstrap_ses`).
     """
 
     cutoff: str
     window_days: int
     n_customers: int
     metrics: dict[str, dict[str, float]]
-    diff_se: dict[str, float]
+    diff_se: dict[str, dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,15 @@ class Decision:
 
 def paired_bootstrap_se(actual, scores: dict[str, np.ndarray], baseline: str, metric: str, *,
                         n_resamples: int = _RESAMPLES, seed: int = 0) -> dict[str, float]:
-    """Bootstrap standard error of ``metric(score) - metric(scores[baseline])`` for every score.
+    """Bootstrap standard error of ``metric(score) - metric(scores[baseline])`` for every score: one
+    baseline of :func:`paired_bootstrap_ses`."""
+    return paired_bootstrap_ses(actual, scores, (baseline,), metric, n_resamples=n_resamples, seed=seed)[baseline]
+
+
+def paired_bootstrap_ses(actual, scores: dict[str, np.ndarray], baselines, metric: str, *,
+                         n_resamples: int = _RESAMPLES, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Bootstrap standard errors of ``metric(score) - metric(scores[baseline])`` for every score and
+    every one of ``baselines``, from the same resamples.
 
     Parameters
     ----------
@@ -88,7 +97,8 @@ def paired_bootstrap_se(actual, scores: dict[str, np.ndarray], baseline: str, me
         Churn labels (0/1) for ``"roc_auc"``, holdout spend (>= 0) for ``"normalized_gini"``.
     scores : dict of str to array-like
         Candidates' scores on the same customers, the baseline's among them.
-    baseline : str
+    baselines : sequence of str
+        Names in ``scores``.
     metric : {"roc_auc", "normalized_gini"}
     n_resamples : int
         Poisson(1) weight vectors, shared by all candidates (paired).
@@ -97,8 +107,8 @@ def paired_bootstrap_se(actual, scores: dict[str, np.ndarray], baseline: str, me
     Returns
     -------
     dict
-        Per candidate (the baseline's is 0), the standard error; NaN when the metric is undefined on
-        the data (one class, no spend).
+        Per baseline, per candidate (the baseline's own is 0), the standard error; NaN when the metric
+        is undefined on the data (one class, no spend).
     """
     actual = np.asarray(actual, dtype=np.float64)
     evaluate = {"roc_auc": _weighted_auc, "normalized_gini": _weighted_gini}[metric]
@@ -116,12 +126,14 @@ def paired_bootstrap_se(actual, scores: dict[str, np.ndarray], baseline: str, me
         weights = rng.poisson(1.0, size=(min(_BLOCK, n_resamples - start), len(actual))).astype(np.float64)
         for name, ordering in prepared.items():
             values[name].append(evaluate(ordering, weights))
-    base = np.concatenate(values[baseline])
+    values = {name: np.concatenate(v) for name, v in values.items()}
     out = {}
-    for name in scores:
-        diff = np.concatenate(values[name]) - base
-        diff = diff[np.isfinite(diff)]
-        out[name] = scale * float(np.std(diff, ddof=1)) if len(diff) > 1 else float("nan")
+    for baseline in baselines:
+        out[baseline] = {}
+        for name in scores:
+            diff = values[name] - values[baseline]
+            diff = diff[np.isfinite(diff)]
+            out[baseline][name] = scale * float(np.std(diff, ddof=1)) if len(diff) > 1 else float("nan")
     return out
 
 
@@ -172,42 +184,57 @@ def _weighted_gini(ordering: _Ordering, weights: np.ndarray) -> np.ndarray:
         return gini(ordering.order) / gini(ordering.best)
 
 
-def choose_candidate(folds: list[FoldScores], task: str, *, baseline: str = "btyd",
+def choose_candidate(folds: list[FoldScores], task: str, *, baselines=("btyd",),
                      z: float = Z_MARGIN) -> Decision:
-    """The candidate that ships: the best mean primary metric among those whose mean difference from
-    ``baseline`` over the folds exceeds ``max(z * SE, MIN_MARGIN[task])``; else the baseline.
+    """What ships for ``task`` from the validation ``folds``.
+
+    The baseline is the one of ``baselines`` (BTYD scores, e.g. P(no purchase) and the ``-E[X]``
+    ranking) with the best mean primary metric over the folds: choosing among BTYD scores needs no
+    margin, since any of them is the structural forecast. A learner ships instead only when its mean
+    difference from that baseline exceeds ``max(z * SE, MIN_MARGIN[task])``; among those that clear,
+    the best mean ships.
 
     The standard error of the mean difference over ``K`` folds is ``sqrt(sum_k se_k^2) / K`` (folds
-    treated as independent).
+    treated as independent; ``se_k`` from :attr:`FoldScores.diff_se` of the chosen baseline).
     """
     metric = PRIMARY_METRIC[task]
     if not folds:
-        return Decision(baseline, "no validation fold: the baseline ships", baseline, metric)
+        return Decision(baselines[0], "no validation fold: the baseline ships", baselines[0], metric)
     names = list(folds[0].metrics)
-    mean, mean_diff, diff_se, margin = {}, {}, {}, {}
+
+    def mean_of(name):
+        return float(np.mean([f.metrics[name][metric] for f in folds]))
+
+    mean = {name: mean_of(name) for name in names}
+    candidates = [b for b in baselines if b in mean and np.isfinite(mean[b])] or [baselines[0]]
+    baseline = max(candidates, key=lambda b: (mean[b], -candidates.index(b)))
+    among = ""
+    if len(candidates) > 1:
+        among = (f" ({baseline} is the best BTYD score: "
+                 + ", ".join(f"{b} {mean[b]:.4f}" for b in candidates) + f" mean {metric})")
+    mean_diff, diff_se, margin = {}, {}, {}
     for name in names:
         values = np.array([f.metrics[name][metric] for f in folds], dtype=np.float64)
         base = np.array([f.metrics[baseline][metric] for f in folds], dtype=np.float64)
-        ses = np.array([f.diff_se.get(name, np.nan) for f in folds], dtype=np.float64)
-        mean[name] = float(np.mean(values))
+        ses = np.array([f.diff_se.get(baseline, {}).get(name, np.nan) for f in folds], dtype=np.float64)
         mean_diff[name] = float(np.mean(values - base))
         diff_se[name] = float(np.sqrt(np.sum(ses**2)) / len(folds))
-        margin[name] = float(max(z * diff_se[name], MIN_MARGIN[task])) if name != baseline else 0.0
-    clear = [n for n in names if n != baseline and np.isfinite(mean_diff[n]) and np.isfinite(diff_se[n])
-             and mean_diff[n] > margin[n]]
+        margin[name] = float(max(z * diff_se[name], MIN_MARGIN[task])) if name not in candidates else 0.0
+    learners = [n for n in names if n not in candidates]
+    clear = [n for n in learners if np.isfinite(mean_diff[n]) and np.isfinite(diff_se[n]) and mean_diff[n] > margin[n]]
     where = f"over {len(folds)} out-of-time fold(s) ({', '.join(f'{f.window_days} days after {f.cutoff}' for f in folds)})"
     if not clear:
-        best = max((n for n in names if n != baseline and np.isfinite(mean_diff[n])), default=None,
-                   key=lambda n: mean_diff[n])
+        best = max((n for n in learners if np.isfinite(mean_diff[n])), default=None, key=lambda n: mean_diff[n])
         if best is None:
-            why = f"no candidate could be scored {where}"
+            why = f"no learner could be scored {where}"
         else:
             why = (f"no candidate beats {baseline} by more than the noise {where}: best {best} "
                    f"{mean_diff[best]:+.4f} {metric} against a margin of {margin[best]:.4f} "
                    f"({z:g} x SE {diff_se[best]:.4f}, floor {MIN_MARGIN[task]})")
-        return Decision(baseline, f"{baseline} ships: {why}", baseline, metric, mean, mean_diff, diff_se, margin)
+        return Decision(baseline, f"{baseline} ships: {why}{among}", baseline, metric, mean, mean_diff, diff_se,
+                        margin)
     shipped = max(clear, key=lambda n: (mean[n], n))
     why = (f"{shipped} ships: {metric} {mean[shipped]:.4f} against {baseline} {mean[baseline]:.4f} {where}, "
            f"a gain of {mean_diff[shipped]:+.4f} above the margin {margin[shipped]:.4f} "
-           f"({z:g} x paired-bootstrap SE {diff_se[shipped]:.4f}, floor {MIN_MARGIN[task]})")
+           f"({z:g} x paired-bootstrap SE {diff_se[shipped]:.4f}, floor {MIN_MARGIN[task]}){among}")
     return Decision(shipped, why, baseline, metric, mean, mean_diff, diff_se, margin)

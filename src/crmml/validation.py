@@ -9,7 +9,9 @@ Candidates. Churn: ``btyd`` (the BTYD model's P(no purchase in the window)), eac
 classifier (``btyd_expected`` is the BTYD expected purchases turned into a probability by a
 one-feature logistic fit, i.e. the ``-E[X]`` ranking as a calibrated churn probability), and
 ``blend:<classifier>`` (the mean of the classifier's and the BTYD probability). Value: ``btyd``
-(expected purchases x Gamma-Gamma expected spend) and each configured Poisson regressor.
+(expected purchases x Gamma-Gamma expected spend) and each configured Poisson regressor. ``btyd``
+and ``btyd_expected`` are the BTYD scores (:data:`BTYD_SCORES`): the noise of every candidate's
+difference is measured from each of them, and the better one is the baseline.
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ from sklearn.model_selection import GroupKFold
 
 from crmml.learners import make_churn_learner, make_value_learner
 from crmml.metrics import churn_metrics, value_metrics
-from crmml.selection import PRIMARY_METRIC, FoldScores, paired_bootstrap_se
+from crmml.selection import PRIMARY_METRIC, FoldScores, paired_bootstrap_ses
 from crmml.timetravel import Snapshots, TrainingPlan, ValidationFold, training_frame
 
-__all__ = ["fit_learner", "rescaled_amount", "rescaled_churn", "spend_target", "validate_fold"]
+__all__ = ["BTYD_SCORES", "fit_learner", "rescaled_amount", "rescaled_churn", "spend_target", "validate_fold"]
 
 #: Learners that are monotone maps of a BTYD score (no blend with the BTYD score is tried).
 _BTYD_MAPS = ("btyd_expected",)
+#: The BTYD scores among the candidates: the baseline is the better of them (no margin between them;
+#: :func:`crmml.selection.choose_candidate`).
+BTYD_SCORES = ("btyd", *_BTYD_MAPS)
 
 
 def spend_target(labels: pd.DataFrame) -> np.ndarray:
@@ -89,7 +94,8 @@ def validate_fold(task: str, snapshots: Snapshots, fold: ValidationFold, learner
             learner = fit_learner("value", name, train, seed=seed)
             scores[name] = rescaled_amount(learner.predict(learner_rows), learner_rows, rows)
         metrics = {name: value_metrics(actual, s) for name, s in scores.items()}
-    noise = paired_bootstrap_se(actual, scores, "btyd", PRIMARY_METRIC[task], seed=seed)
+    noise = paired_bootstrap_ses(actual, scores, [b for b in BTYD_SCORES if b in scores], PRIMARY_METRIC[task],
+                                 seed=seed)
     return FoldScores(str(cutoff.date()), int(window), int(len(actual)),
                       {name: {k: float(v) for k, v in m.items()} for name, m in metrics.items()}, noise)
 

@@ -166,7 +166,7 @@ def _overview(context: _Context) -> ReportSection:
         "annual discount rate": f"{cfg.annual_discount_rate:g}",
         "shipped churn model": scorer.model_.churn_choice_.shipped,
         "shipped value model": scorer.model_.value_choice_.shipped,
-        "at-risk threshold": scorer.flag_rule_.at_risk_rule,
+        "at-risk flag": scorer.flag_rule_.describe(),
         "platinum / gold cut points": f"{scorer.tier_rule_.platinum_min_value:,.2f} / "
                                       f"{scorer.tier_rule_.gold_min_value:,.2f}",
     })
