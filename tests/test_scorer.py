@@ -205,6 +205,30 @@ def test_bundle_round_trip_and_determinism(scorer, scores, base, tmp_path):
         Scorer.load(tmp_path / "nowhere")
 
 
+def test_fitting_with_two_jobs_gives_the_same_scorer(scorer, scores, base):
+    """--jobs 2 fits the backtest's model in a worker process beside the shipped one: same model."""
+    transactions, customers = base
+    parallel = Scorer(FAST).fit(transactions, as_of=AS_OF, customers=customers, jobs=2)
+    assert parallel.model_id_ == scorer.model_id_
+    assert parallel.model_.summary() == scorer.model_.summary()
+    assert parallel.backtest_["metrics"] == scorer.backtest_["metrics"]
+    assert parallel.flag_rule_.to_dict() == scorer.flag_rule_.to_dict()
+    pd.testing.assert_frame_equal(parallel.score(transactions, as_of=AS_OF, customers=customers), scores)
+
+
+def test_side_by_side_raises_the_workers_warnings_and_errors_here():
+    import warnings
+    from functools import partial
+
+    from crmml.batch_pool import side_by_side
+
+    with pytest.warns(UserWarning, match="raised in the worker"):
+        assert side_by_side(partial(warnings.warn, "raised in the worker"), lambda: 2, jobs=2) == (None, 2)
+    with pytest.raises(ValueError, match="invalid literal"):
+        side_by_side(partial(int, "not a number"), lambda: 2, jobs=2)
+    assert side_by_side(partial(int, "7"), lambda: 2, jobs=1) == (7, 2)
+
+
 def test_missing_attributes_are_scored_as_unknown_and_reported(scorer, base):
     transactions, _ = base
     scores = scorer.score(transactions, as_of=AS_OF)

@@ -15,6 +15,11 @@ Worker processes
     and then one small task per partition. DuckDB's threads and memory limit are split evenly
     between the workers (:func:`worker_resources`); the scoring itself (pandas, scikit-learn)
     takes memory per worker, so peak memory grows with ``jobs`` x the partition size.
+
+Two jobs side by side
+    :func:`side_by_side` runs one callable in a single worker process while this process runs
+    another (``crmml train --jobs``: the backtest's model beside the shipped model), each with half
+    of the cores; the worker's warnings are raised again here.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ import pickle
 import re
 import shutil
 import tempfile
+import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -35,7 +42,7 @@ from pathlib import Path
 from crmml.data.transactions import duckdb_session
 
 __all__ = ["OWNER_FILE", "PartitionRunner", "check_picklable", "default_jobs", "partition_count", "partition_runner",
-           "remove_stale_work_folders", "work_folder", "worker_resources"]
+           "remove_stale_work_folders", "side_by_side", "work_folder", "worker_resources"]
 
 #: The file in a work folder that names its owner process: ``<pid> <start time>``.
 OWNER_FILE = "crmml-owner.txt"
@@ -164,6 +171,62 @@ def _warm_up() -> int:
 
 def _run_in_worker(function: Callable, index: int, arguments: tuple):
     return function(index, _WORKER["callback"], *arguments)
+
+
+def side_by_side(first: Callable, second: Callable, *, jobs: int) -> tuple:
+    """``(first(), second())``, at the same time when ``jobs > 1``.
+
+    ``first`` (picklable) runs in one ``spawn`` worker process while ``second`` runs here; each side
+    gets half of ``jobs`` for its OpenMP threads (scikit-learn's boosting, whose results do not
+    depend on them) and half of this process's DuckDB threads and memory. BLAS threads are left
+    alone: a different count changes the last bits of the linear models' Newton steps, and the
+    results must not depend on ``jobs``. Warnings ``first`` raises in the worker are raised again here when it finishes (under
+    this process's warning filters), and so is its exception.
+    """
+    if jobs < 2:
+        return first(), second()
+    check_picklable(first, "the side-by-side job")
+    from threadpoolctl import threadpool_limits
+
+    threads = max(1, jobs // 2)
+    environment = worker_resources(2)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context, initializer=_start_worker,
+                             initargs=(environment, None)) as pool:
+        future = pool.submit(_call_recording_warnings, first, threads)
+        saved = {name: os.environ.get(name) for name in environment}
+        os.environ.update(environment)  # this process's DuckDB sessions take the other half
+        try:
+            with threadpool_limits(threads, user_api="openmp"):
+                second_result = second()
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+        first_result, caught = future.result()
+    for message, category, filename, lineno in caught:
+        _warn_again(message, category, filename, lineno)
+    return first_result, second_result
+
+
+def _call_recording_warnings(function: Callable, threads: int):
+    """``function()`` with ``threads`` OpenMP threads, and the warnings it raised."""
+    from threadpoolctl import threadpool_limits
+
+    with warnings.catch_warnings(record=True) as caught, threadpool_limits(threads, user_api="openmp"):
+        warnings.simplefilter("always")
+        result = function()
+    return result, [(str(w.message), w.category, w.filename, w.lineno) for w in caught]
+
+
+def _warn_again(message: str, category: type[Warning], filename: str, lineno: int) -> None:
+    """Raise a worker's warning here, as if from its original line (module filters apply)."""
+    module = next((name for name, loaded in list(sys.modules.items())
+                   if getattr(loaded, "__file__", None) == filename), "crmml")
+    registry = vars(sys.modules[module]).setdefault("__warningregistry__", {}) if module in sys.modules else None
+    warnings.warn_explicit(message, category, filename, lineno, module=module, registry=registry)
 
 
 def check_picklable(value, what: str) -> None:

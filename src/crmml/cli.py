@@ -60,6 +60,9 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--promote", default="auto", choices=["auto", "always", "never"],
                        help="auto: champion only if its backtest is at least the champion's")
     train.add_argument("--bundle", default=None, help="also save a local model bundle in this folder")
+    train.add_argument("--jobs", type=_positive, default=None,
+                       help="cores to use (default: the usable cores); with 2 or more the backtest's model is "
+                            "fitted in a second process beside the shipped one; the model is the same for every value")
     train.set_defaults(handler=_run_train)
 
     score = commands.add_parser("score", help="score every customer with a registered model (out of core)")
@@ -306,6 +309,7 @@ def _tracking_uri(args: argparse.Namespace) -> str:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from crmml.batch_pool import default_jobs
     from crmml.jobs import train_job
     from crmml.progress import progress_display
 
@@ -315,7 +319,7 @@ def _run_train(args: argparse.Namespace) -> int:
             churn_window_days=args.churn_window, value_horizon_days=args.value_horizon,
             tracking_uri=_tracking_uri(args), experiment=args.experiment, model_name=args.model_name,
             promote=args.promote, bundle=args.bundle, time_format=args.time_format, progress=progress.step,
-            columns=_column_flags(args),
+            columns=_column_flags(args), jobs=args.jobs or default_jobs(),
         )
     scorer, record = result.scorer, result.record
     print(scorer.config.columns.describe())

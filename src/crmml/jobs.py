@@ -62,8 +62,11 @@ def read_customer_table(path: str | Path | None) -> pd.DataFrame | None:
 
 def train_job(*, transactions, as_of, customers=None, config=None, churn_window_days=None,
               value_horizon_days=None, tracking_uri, experiment="crmml", model_name="crmml-scorer",
-              promote="auto", bundle=None, time_format=None, progress=None, columns=None) -> TrainResult:
+              promote="auto", bundle=None, time_format=None, progress=None, columns=None,
+              jobs=1) -> TrainResult:
     """Fit, log, register and gate (see the module docstring).
+
+    ``jobs`` is :meth:`crmml.scorer.Scorer.fit`'s (cores to use; the model does not depend on it).
 
     ``columns`` (a mapping with keys of :class:`~crmml.data.transactions.LogColumns`; None values
     ignored) overrides the config's ``columns:`` section; the model records the mapping it was
@@ -84,7 +87,7 @@ def train_job(*, transactions, as_of, customers=None, config=None, churn_window_
                             **settings.columns.read_kwargs())
     table = read_customer_table(customers)
     as_of_day = as_day(as_of, "as_of")
-    scorer = Scorer(settings).fit(log, as_of=as_of_day, customers=table, progress=step)
+    scorer = Scorer(settings).fit(log, as_of=as_of_day, customers=table, progress=step, jobs=jobs)
     step("log to MLflow")
     record = log_and_register(scorer, transactions=log, customers=table, tracking_uri=tracking_uri,
                               experiment=experiment, model_name=model_name, promote=promote,

@@ -32,6 +32,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -212,7 +213,8 @@ class Scorer:
         self.config = config if config is not None else ScorerConfig()
 
     # ------------------------------------------------------------------------------------------
-    def fit(self, transactions, *, as_of, customers: pd.DataFrame | None = None, progress=None, **read_kwargs):
+    def fit(self, transactions, *, as_of, customers: pd.DataFrame | None = None, progress=None, jobs: int = 1,
+            **read_kwargs):
         """Backtest, fit and calibrate tiers and flags on the rows up to ``as_of``.
 
         Parameters
@@ -223,6 +225,9 @@ class Scorer:
             The customer table; a ``cost_to_serve`` column is used for tiers, not as a feature.
         progress : callable, optional
             ``progress(step: str)`` is called as each step starts.
+        jobs : int, default 1
+            Cores to use: with 2 or more, the backtest's model is fitted in a worker process beside
+            the shipped model (:func:`crmml.batch_pool.side_by_side`); the fitted scorer is the same.
 
         Returns
         -------
@@ -240,10 +245,19 @@ class Scorer:
         self.fingerprint_ = data_fingerprint(log, customers)
         self.as_of_ = as_of_day
 
-        step("backtest")
-        self.backtest_, self.backtest_skipped_ = self._backtest(log, table, as_of_day)
-        step("fit models")
-        self.model_ = CustomerModel(cfg.model).fit(log, as_of=as_of_day, customers=table)
+        if jobs > 1:
+            from crmml.batch_pool import side_by_side
+
+            step("backtest and fit models, side by side")
+            (self.backtest_, self.backtest_skipped_), self.model_ = side_by_side(
+                partial(_backtest, cfg, log, table, as_of_day), partial(_fit_model, cfg.model, log, as_of_day, table),
+                jobs=jobs,
+            )
+        else:
+            step("backtest")
+            self.backtest_, self.backtest_skipped_ = _backtest(cfg, log, table, as_of_day)
+            step("fit models")
+            self.model_ = _fit_model(cfg.model, log, as_of_day, table)
         step("score the training population")
         rows = self._rows(log, as_of_day, self._table(table, as_of_day), None)
         self.attribute_columns_ = [] if table is None else [c for c in table.columns if c != "customer_id"]
@@ -271,38 +285,6 @@ class Scorer:
         self.tables_.update({name: t for name, t in insights.items() if t is not None})
         self.n_customers_ = len(scores)
         return self
-
-    def _backtest(self, log, table, as_of_day):
-        """The config's backtest at the cutoff, or None and why not."""
-        from crmml.backtest import MODEL_SCORER, backtest
-
-        cfg = self.config
-        longest = max(cfg.model.churn_window_days, cfg.model.value_horizon_days)
-        end = min(as_of_day, log.last_timestamp.normalize())
-        cutoff = as_day(cfg.backtest_cutoff, "backtest_cutoff") if cfg.backtest_cutoff else end - pd.Timedelta(days=longest)
-        if cutoff + pd.Timedelta(days=longest) > end:
-            return None, f"the backtest cutoff {cutoff.date()} leaves less than {longest} days of data before as_of"
-        if cutoff < log.first_timestamp.normalize() + pd.Timedelta(days=cfg.model.min_window_days):
-            return None, (f"the backtest cutoff {cutoff.date()} is less than {cfg.model.min_window_days} days after "
-                          f"the first transaction ({log.first_timestamp.date()})")
-        result = backtest(log, cutoffs=[cutoff], config=cfg.model, customers=table,
-                          baseline_models=cfg.baseline_models)
-        rows = result.metrics.drop(columns="cutoff")
-        by_scorer: dict[str, dict[str, float]] = {}
-        for record in rows.to_dict("records"):
-            task, scorer = record.pop("task"), record.pop("scorer")
-            for metric, number in record.items():
-                if isinstance(number, (int, float)) and math.isfinite(number):
-                    by_scorer.setdefault(scorer, {})[f"{task}_{metric}"] = float(number)
-        frame = result.scores[cutoff]
-        return {
-            "cutoff": str(cutoff.date()),
-            "metrics": by_scorer.pop(MODEL_SCORER),
-            "baselines": by_scorer,
-            "result": result,  # the BacktestResult, for plots (not saved in the bundle)
-            "churn_labels": (frame["churned"].to_numpy(), frame[f"churn:{MODEL_SCORER}"].to_numpy(),
-                             {name: frame[name].to_numpy() for name in FLAG_INPUTS}),
-        }, None
 
     # ------------------------------------------------------------------------------------------
     def score(self, transactions, *, as_of=None, customers: pd.DataFrame | None = None,
@@ -496,6 +478,43 @@ class Scorer:
     def _check_fitted(self) -> None:
         if not hasattr(self, "tier_rule_"):
             raise RuntimeError("This Scorer is not fitted yet; call fit() first.")
+
+
+def _fit_model(config: ModelConfig, log, as_of_day, table) -> CustomerModel:
+    """The shipped :class:`CustomerModel` (a module function: it may run beside the backtest)."""
+    return CustomerModel(config).fit(log, as_of=as_of_day, customers=table)
+
+
+def _backtest(cfg: ScorerConfig, log, table, as_of_day):
+    """The config's backtest at the cutoff, or None and why not (a module function: it may run in a worker)."""
+    from crmml.backtest import MODEL_SCORER, backtest
+
+    longest = max(cfg.model.churn_window_days, cfg.model.value_horizon_days)
+    end = min(as_of_day, log.last_timestamp.normalize())
+    cutoff = as_day(cfg.backtest_cutoff, "backtest_cutoff") if cfg.backtest_cutoff else end - pd.Timedelta(days=longest)
+    if cutoff + pd.Timedelta(days=longest) > end:
+        return None, f"the backtest cutoff {cutoff.date()} leaves less than {longest} days of data before as_of"
+    if cutoff < log.first_timestamp.normalize() + pd.Timedelta(days=cfg.model.min_window_days):
+        return None, (f"the backtest cutoff {cutoff.date()} is less than {cfg.model.min_window_days} days after "
+                      f"the first transaction ({log.first_timestamp.date()})")
+    result = backtest(log, cutoffs=[cutoff], config=cfg.model, customers=table,
+                      baseline_models=cfg.baseline_models)
+    rows = result.metrics.drop(columns="cutoff")
+    by_scorer: dict[str, dict[str, float]] = {}
+    for record in rows.to_dict("records"):
+        task, scorer = record.pop("task"), record.pop("scorer")
+        for metric, number in record.items():
+            if isinstance(number, (int, float)) and math.isfinite(number):
+                by_scorer.setdefault(scorer, {})[f"{task}_{metric}"] = float(number)
+    frame = result.scores[cutoff]
+    return {
+        "cutoff": str(cutoff.date()),
+        "metrics": by_scorer.pop(MODEL_SCORER),
+        "baselines": by_scorer,
+        "result": result,  # the BacktestResult, for plots (not saved in the bundle)
+        "churn_labels": (frame["churned"].to_numpy(), frame[f"churn:{MODEL_SCORER}"].to_numpy(),
+                         {name: frame[name].to_numpy() for name in FLAG_INPUTS}),
+    }, None
 
 
 def _split_costs(customers: pd.DataFrame | None):
