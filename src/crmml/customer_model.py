@@ -108,7 +108,7 @@ class ModelConfig:
     n_rescaled_windows: int = 4
     min_history_days: int = 14
     n_validation_folds: int = 2
-    max_validation_customers: int = 50_000
+    max_validation_customers: int = 25_000
     max_training_customers: int = 200_000
     seed: int = 0
 
