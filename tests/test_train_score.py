@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -133,7 +134,68 @@ model.predict(rows, params={{"as_of": {AS_OF!r}}}).to_parquet({str(out)!r})
     pyfunc = pd.read_parquet(out).sort_values("customer_id").reset_index(drop=True)
     # Customers in the table without a purchase have no transaction row to carry them in: batch only.
     batch = batch[batch["customer_id"].isin(pyfunc["customer_id"])].reset_index(drop=True)
-    pd.testing.assert_frame_equal(pyfunc, batch, check_dtype=False, rtol=1e-9)
+    # The pyfunc answers flags and reasons as lists (the service's shape), the file as joined text.
+    assert pyfunc["flags"].map(";".join).tolist() == batch["flags"].tolist()
+    assert pyfunc["reasons"].map("; ".join).tolist() == batch["reasons"].tolist()
+    numbers = [c for c in batch.columns if c not in ("flags", "reasons")]
+    pd.testing.assert_frame_equal(pyfunc[numbers].astype(batch[numbers].dtypes.to_dict()), batch[numbers], rtol=1e-9)
+
+
+def _pyfunc(ws):
+    import mlflow
+
+    mlflow.set_tracking_uri(ws["tracking"])
+    return mlflow.pyfunc.load_model("models:/crmml-scorer/1")
+
+
+def test_pyfunc_as_of_defaults_to_today_and_input_errors_are_400s_without_a_stack_trace(workspace, trained):
+    from mlflow.exceptions import MlflowException
+
+    model = _pyfunc(workspace)
+    assert model.metadata.get_params_schema().params[0].default == ""  # not the training date
+    rows = pd.DataFrame({"customer_id": [1, 1, 2], "timestamp": ["2025-01-05", "2025-04-02", "2025-03-01"],
+                         "amount": [30.0, 12.5, 8.0]})
+    today = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d")
+    pd.testing.assert_frame_equal(model.predict(rows), model.predict(rows, params={"as_of": today}))
+    later = pd.concat([rows, pd.DataFrame({"customer_id": [3], "timestamp": ["2025-08-01"], "amount": [5.0]})])
+    with pytest.raises(MlflowException) as caught:
+        model.predict(later, params={"as_of": AS_OF})
+    assert caught.value.error_code == "INVALID_PARAMETER_VALUE" and caught.value.get_http_status_code() == 400
+    assert "customer_id [3]" in caught.value.message and "as_of 2025-06-30" in caught.value.message
+    with pytest.raises(MlflowException, match="customer_id"):  # (MLflow's schema check names it first)
+        model.predict(pd.DataFrame({"frequency": [1.0], "recency_days": [3.0], "age_days": [9.0]}),
+                      params={"as_of": AS_OF})
+
+
+def _customer_rows_uri(ws) -> str:
+    from crmml.registry import CUSTOMER_ROWS_TAG
+
+    return _client(ws).get_model_version("crmml-scorer", "1").tags[CUSTOMER_ROWS_TAG]
+
+
+def test_pyfunc_scores_customer_rows_one_for_one_in_the_input_order(workspace, trained):
+    import mlflow
+
+    from crmml.data.in_memory import InMemoryTransactions
+    from crmml.scorer import Scorer
+
+    mlflow.set_tracking_uri(workspace["tracking"])
+    model = mlflow.pyfunc.load_model(_customer_rows_uri(workspace))
+    summaries = pd.DataFrame({"customer_id": [900002, 900001, 900003], "frequency": [3.0, 0.0, 12.0],
+                              "recency_days": [200.0, 0.0, 500.0], "age_days": [400.0, 30.0, 520.0],
+                              "monetary_value": [25.0, 0.0, 60.0],
+                              "acquisition_channel": ["email", "referral", "tiktok"]})
+    answer = model.predict(summaries, params={"as_of": AS_OF})
+    assert answer["customer_id"].tolist() == [900002, 900001, 900003]
+    scorer = model.unwrap_python_model().scorer
+    assert isinstance(scorer, Scorer)
+    no_rows = InMemoryTransactions.from_arrays(np.array([], dtype=np.int64), np.array([], dtype="datetime64[ns]"),
+                                               np.array([]))
+    expected = scorer.score(no_rows, as_of=AS_OF, summaries=summaries.drop(columns="acquisition_channel"),
+                            customers=summaries[["customer_id", "acquisition_channel"]], lists=True)
+    expected = expected.set_index("customer_id").loc[[900002, 900001, 900003]].reset_index()
+    pd.testing.assert_frame_equal(answer.astype(expected.dtypes.to_dict()), expected, rtol=1e-12)
+    assert all("summary" in " ".join(r) or "RFM" in " ".join(r) for r in answer["reasons"])
 
 
 def _free_port() -> int:
@@ -172,8 +234,12 @@ def test_mlflow_models_serve_answers_a_request(workspace, trained):
         }
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
                                          headers={"Content-Type": "application/json"})
+        def no_constant(name):  # NaN / Infinity are not JSON (a strict parser such as Node's refuses them)
+            raise ValueError(f"invalid JSON constant {name}")
+
         with urllib.request.urlopen(request, timeout=60) as response:
-            predictions = json.loads(response.read())["predictions"]
+            predictions = json.loads(response.read(), parse_constant=no_constant)["predictions"]
+        assert all(p["predicted_profit"] is None and isinstance(p["flags"], list) for p in predictions)
         assert [p["customer_id"] for p in predictions] == [1, 2]
         assert all(p["model_version"] == "crmml-scorer/1" and 0 <= p["churn_probability"] <= 1 for p in predictions)
     finally:
@@ -206,3 +272,39 @@ def test_bad_inputs_exit_2_with_one_line_and_no_output(workspace, trained, case,
         assert main(["train", *common, "--model-name", "crmml-bad-input"]) == 2
         error = capsys.readouterr().err.strip()
         assert error.startswith("crmml train: error:") and len(error.splitlines()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
+def test_spark_udf_scores_customer_rows(workspace, trained):
+    """``mlflow.pyfunc.spark_udf`` needs one output row per input row: the customer-rows input gives that."""
+    spark_api = pytest.importorskip("crmml.spark", reason="CI installs crmml[spark]")
+    import mlflow
+    from pyspark.sql import functions as F
+    from spark_support import TEST_CONF
+
+    mlflow.set_tracking_uri(workspace["tracking"])
+    summaries = pd.DataFrame({"customer_id": np.arange(900001, 900041), "frequency": np.arange(40) % 7 * 1.0,
+                              "recency_days": np.where(np.arange(40) % 7 > 0, 30.0 + np.arange(40), 0.0),
+                              "age_days": 200.0 + np.arange(40), "monetary_value": 20.0 + np.arange(40)})
+    uri = _customer_rows_uri(workspace)
+    summaries["acquisition_channel"] = np.where(np.arange(40) % 2, "email", "referral")
+    summaries["region"] = "north"
+    summaries["signup_date"] = "2024-12-01"
+    summaries["referred_by"] = np.nan
+    expected = mlflow.pyfunc.load_model(uri).predict(summaries, params={"as_of": AS_OF})
+    session = spark_api.spark_session("local[2]", conf=TEST_CONF)
+    try:
+        udf = mlflow.pyfunc.spark_udf(session, uri, env_manager="local", params={"as_of": AS_OF})
+        frame = session.createDataFrame(summaries).repartition(3)
+        scored = frame.select("customer_id", udf(*[F.col(c) for c in summaries.columns]).alias("score"))
+        result = scored.select("customer_id", "score.churn_probability", "score.predicted_value",
+                               "score.tier", "score.flags").toPandas()
+    finally:
+        session.stop()
+    result = result.sort_values("customer_id").reset_index(drop=True)
+    assert result["customer_id"].tolist() == expected["customer_id"].tolist()
+    np.testing.assert_allclose(result["churn_probability"], expected["churn_probability"].astype(float), rtol=1e-12)
+    np.testing.assert_allclose(result["predicted_value"], expected["predicted_value"].astype(float), rtol=1e-12)
+    assert result["tier"].tolist() == expected["tier"].tolist()
+    assert [list(f) for f in result["flags"]] == expected["flags"].tolist()

@@ -46,6 +46,8 @@ from crmml.errors import CrmmlError, first_line
 from crmml.scorer import BUNDLE_FILE, Scorer
 
 __all__ = [
+    "CUSTOMER_ROWS_ARTIFACT",
+    "CUSTOMER_ROWS_TAG",
     "DEFAULT_EXPERIMENT",
     "DEFAULT_MODEL_NAME",
     "DEFAULT_TRACKING_URI",
@@ -67,6 +69,10 @@ __all__ = [
 GATE_METRICS = ("churn_roc_auc", "value_normalized_gini")
 _LIBRARIES = ("crmml", "numpy", "scipy", "pandas", "scikit-learn", "duckdb", "pyarrow", "joblib", "mlflow")
 _MODEL_ARTIFACT = "scorer"
+#: The customer-rows pyfunc (:class:`crmml.mlflow_model.CustomerRowsModel`) logged beside the registered
+#: model in the same run; the model version's tag :data:`CUSTOMER_ROWS_TAG` holds its URI.
+CUSTOMER_ROWS_ARTIFACT = "customer_scorer"
+CUSTOMER_ROWS_TAG = "crmml.customer_rows_model_uri"
 _MAX_TAG_CHARS = 4900  # MLflow's limit on a tag value is 5000
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
@@ -315,7 +321,7 @@ def _register(client, scorer: Scorer, model_name: str, run_id: str, input_exampl
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from crmml.mlflow_model import ScorerModel, model_signature
+    from crmml.mlflow_model import CustomerRowsModel, ScorerModel, customer_rows_example, model_signature
 
     try:
         client.get_registered_model(model_name)
@@ -330,21 +336,31 @@ def _register(client, scorer: Scorer, model_name: str, run_id: str, input_exampl
         with tempfile.TemporaryDirectory(prefix="crmml-bundle-") as folder, _expected_mlflow_notices():
             bundle = scorer.save(Path(folder) / "bundle")
             example = input_example if input_example is not None else None
+            requirements = [f"{name}=={v}" for name, v in library_versions().items()
+                            if name not in ("python", "crmml") and v != "not installed"]
             mlflow.pyfunc.log_model(
                 name=_MODEL_ARTIFACT,
                 python_model=ScorerModel(),
                 artifacts={"scorer": str(bundle)},
                 signature=model_signature(scorer, example),
                 input_example=example,
-                pip_requirements=[f"{name}=={v}" for name, v in library_versions().items()
-                                  if name not in ("python", "crmml") and v != "not installed"],
+                pip_requirements=requirements,
                 model_id=logged.model_id,
+            )
+            customer_rows = mlflow.pyfunc.log_model(  # the same scorer fed one row per customer (spark_udf)
+                name=CUSTOMER_ROWS_ARTIFACT,
+                python_model=CustomerRowsModel(),
+                artifacts={"scorer": str(bundle)},
+                signature=model_signature(scorer, example, customer_rows=True),
+                input_example=customer_rows_example(scorer, example),
+                pip_requirements=requirements,
             )
     except BaseException:
         scorer.model_version = previous
         client.delete_model_version(model_name, created.version)
         raise
     client.set_model_version_tag(model_name, created.version, "crmml.model_id", scorer.model_id_)
+    client.set_model_version_tag(model_name, created.version, CUSTOMER_ROWS_TAG, customer_rows.model_uri)
     return str(created.version)
 
 

@@ -46,7 +46,7 @@ from crmml.data.summary import as_day
 from crmml.data.transactions import LogColumns, as_transactions
 from crmml.errors import DataValidationError
 from crmml.features import MODEL_COLUMNS, feature_columns
-from crmml.flags import _FLAG_TEXTS, FLAG_INPUTS, FLAGS, FlagConfig, FlagRule, flag_codes
+from crmml.flags import _FLAG_TEXTS, FLAG_INPUTS, FLAG_NAMES, FLAGS, FlagConfig, FlagRule, flag_codes
 from crmml.insights import referral_summary, referral_value, value_by_channel
 from crmml.prediction import predict_rows
 from crmml.pyramid import TIER_NAMES, TierConfig, TierRule
@@ -288,21 +288,22 @@ class Scorer:
 
     # ------------------------------------------------------------------------------------------
     def score(self, transactions, *, as_of=None, customers: pd.DataFrame | None = None,
-              summaries: pd.DataFrame | None = None, **read_kwargs) -> pd.DataFrame:
+              summaries: pd.DataFrame | None = None, lists: bool = False, **read_kwargs) -> pd.DataFrame:
         """One row per customer at ``as_of`` (default: the training as-of date): :data:`SCORE_COLUMNS`.
 
         Customers are those with a purchase on or before ``as_of``, the customer table's (those
         without purchases are scored as new) and those of ``summaries`` (RFM summaries, see
         :func:`~crmml.features.compute_features`; they are scored by the BTYD and spend models
         alone, as the learners need the purchase days, and their reasons say so). A customer's row
-        depends only on its own rows and attributes.
+        depends only on its own rows and attributes. ``lists``: flags and reasons as lists (see
+        :meth:`Scores.to_frame`).
         """
         self._check_fitted()
         log = as_transactions(transactions, **read_kwargs)
         as_of_day = self.as_of_ if as_of is None else as_day(as_of, "as_of")
         table, costs = self._table_and_costs(customers, as_of_day)
         rows = self._rows(log, as_of_day, table, summaries)
-        return self.score_rows(rows, _costs_for(rows.ids, costs)).to_frame()
+        return self.score_rows(rows, _costs_for(rows.ids, costs)).to_frame(lists=lists)
 
     def score_features(self, features: pd.DataFrame, cost_to_serve: np.ndarray | None = None,
                        from_summary: np.ndarray | None = None) -> pd.DataFrame:
@@ -558,12 +559,20 @@ class Scores:
     def flag_codes(self) -> np.ndarray:
         return flag_codes(self.flags)
 
-    def to_frame(self) -> pd.DataFrame:
-        """:data:`SCORE_COLUMNS`; ``attrs["missing_attributes"]`` lists the attributes scored as unknown."""
+    def to_frame(self, *, lists: bool = False) -> pd.DataFrame:
+        """:data:`SCORE_COLUMNS`; ``attrs["missing_attributes"]`` lists the attributes scored as unknown.
+
+        ``flags`` and ``reasons`` are text joined by ``;`` / ``"; "`` (a file's columns), or with
+        ``lists`` lists of names and of sentences (the service's and the MLflow model's answers)."""
         columns = {"customer_id": self.ids, **self.numbers, "tier": TIER_NAMES[self.tier]}
         columns.update({name: self.flags[name] for name in FLAGS})
-        columns["flags"] = _FLAG_TEXTS[self.flag_codes()]
-        columns["reasons"] = self.reasons.texts()
+        codes = self.flag_codes()
+        if lists:
+            columns["flags"] = [list(FLAG_NAMES[code]) for code in codes.tolist()]
+            columns["reasons"] = self.reasons.lists()
+        else:
+            columns["flags"] = _FLAG_TEXTS[codes]
+            columns["reasons"] = self.reasons.texts()
         columns["model_version"] = self.model_version
         frame = pd.DataFrame(columns, copy=False)
         frame.attrs["missing_attributes"] = list(self.missing_attributes)
