@@ -69,8 +69,8 @@ def score_job_spark(*, model, transactions, as_of, output, customers=None, track
         A session to use instead (``master`` is then ignored).
     columns : mapping, optional
         Overrides of the model's training columns and time zone (keys of
-        :class:`~crmml.data.transactions.LogColumns`). Netting refunds by order id (``order``) is
-        not available on Spark yet: it is an error.
+        :class:`~crmml.data.transactions.LogColumns`); with an ``order`` column, refunds net into
+        their order's period, as in the local engine.
 
     Returns
     -------
@@ -92,9 +92,6 @@ def score_job_spark(*, model, transactions, as_of, output, customers=None, track
     as_of_day = as_day(as_of, "as_of")
     scorer = load_model(model, tracking_uri=tracking_uri)
     log_columns = scorer.config.columns.merged(columns)
-    if log_columns.order is not None:
-        raise ValueError(f"Netting refunds by order id (order column {log_columns.order!r}) is not available with "
-                         "the Spark engine yet; score with the local engine, or drop the order column.")
     started_here = session is None and SparkSession.getActiveSession() is None
     with warnings.catch_warnings():  # PySpark's notice about pandas 3: nothing a user can act on
         warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
@@ -112,7 +109,8 @@ def score_job_spark(*, model, transactions, as_of, output, customers=None, track
 def _score(spark, scorer, transactions, as_of_day, output: Path, customers, time_format, columns) -> ScoreResult:
     log = validate_transactions(read_spark_table(spark, transactions, "transactions"), time_format=time_format,
                                 on_invalid="reject", persist=True, customer_col=columns.customer,
-                                time_col=columns.time, amount_col=columns.amount, timezone=columns.timezone)
+                                time_col=columns.time, amount_col=columns.amount, timezone=columns.timezone,
+                                order_col=columns.order)
     try:
         return _score_log(spark, scorer, log, transactions, as_of_day, output, customers)
     finally:

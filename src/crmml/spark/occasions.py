@@ -106,14 +106,17 @@ class Cut:
 def period_table(rows: DataFrame, cut: Cut, has_amount: bool) -> DataFrame:
     """One row per (customer, period) of the valid rows, with the occasion rule applied.
 
+    A row's amount nets into the period of its ``net_micros`` when ``rows`` has that column (refunds
+    netted by order, :func:`crmml.spark.transactions.validate_transactions`), else of its own time.
     Columns: ``customer_id``, ``period``, ``after_as_of`` (bool: the rows are after ``as_of``),
     ``n_rows``, ``n_refund_rows``, ``units`` (exact net amount, ``decimal(38, 0)``; absent without
     amounts), ``first_purchase`` and ``last_purchase`` (microseconds of the earliest and latest
     non-negative rows), ``is_occasion`` and ``is_refund_only`` (bool).
     """
-    after = F.col("micros") >= F.lit(cut.next_day_micros)
+    after = F.col("micros") >= F.lit(cut.next_day_micros)  # each row's side by its own date
+    nets_at = F.col("net_micros") if "net_micros" in rows.columns else F.col("micros")  # (refunds by order)
     keyed = rows.select(
-        "customer_id", cut.period(F.col("micros")).alias("period"), after.alias("after_as_of"), "micros",
+        "customer_id", cut.period(nets_at).alias("period"), after.alias("after_as_of"), "micros",
         *([(F.col("amount") < 0).alias("is_refund"), exact_units(F.col("amount")).alias("units")]
           if has_amount else []),
     )

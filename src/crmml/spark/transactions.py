@@ -91,6 +91,7 @@ def validate_transactions(
     on_invalid: str = "raise",
     persist: bool = False,
     timezone: str = DEFAULT_TIMEZONE,
+    order_col: str | None = None,
 ) -> SparkTransactions:
     """Check a Spark DataFrame of transactions (see the module docstring).
 
@@ -110,6 +111,11 @@ def validate_transactions(
         with :meth:`SparkTransactions.unpersist`.
     timezone : str
         IANA time zone whose calendar defines purchase days (default ``"UTC"``).
+    order_col : str, optional
+        An order id column: a refund whose order id names a purchase row of the same customer
+        dated no later than the refund nets into that order's period (the rule of
+        :mod:`crmml.data.summary`); the valid rows then carry ``net_micros``, the time whose period
+        each row's amount nets into. Needs ``amount_col``.
 
     Returns
     -------
@@ -126,7 +132,10 @@ def validate_transactions(
     timezone = check_timezone(timezone)
     if not isinstance(frame, DataFrame):
         raise TypeError(f"frame must be a pyspark.sql.DataFrame. Got {type(frame).__name__} instead.")
-    names = {"customer": customer_col, "time": time_col, "amount": amount_col}
+    if order_col is not None and amount_col is None:
+        raise DataValidationError(f"An order column ({order_col!r}) nets refunds and needs an amount column.",
+                                  column=order_col)
+    names = {"customer": customer_col, "time": time_col, "amount": amount_col, "order": order_col}
     types = {field.name: field.dataType for field in frame.schema.fields}
     for name in (n for n in names.values() if n is not None):
         if name not in types:
@@ -148,6 +157,9 @@ def validate_transactions(
                    ("non_finite_amount", F.isnan(amount) | (F.abs(amount) == float("inf")))]
         columns.append(amount.alias("amount"))
         raw.append(raw_amount.cast("string").alias("raw_amount"))
+    if order_col is not None:  # blank ids are no order id, as in the local engine
+        order_text = F.trim(F.col(_quoted(order_col)).cast("string"))
+        columns.append(F.when(order_text != "", order_text).alias("order_id"))
     reason = F.lit(None).cast("string")
     for code, condition in reversed(checks):  # the first that holds wins
         reason = F.when(condition, F.lit(code)).otherwise(reason)
@@ -178,9 +190,11 @@ def validate_transactions(
     rejected = checked.where(F.col("reason").isNotNull()).select(
         "reason", F.col("raw_customer").alias("customer_id"), F.col("raw_time").alias("timestamp"),
         (F.col("raw_amount") if amount_col is not None else F.lit(None).cast("string")).alias("amount"), "file")
+    valid_rows = checked.where(F.col("reason").isNull()).select(
+        "customer_id", "micros", *(["amount"] if amount_col is not None else []),
+        *(["order_id"] if order_col is not None else []))
     return SparkTransactions(
-        rows=checked.where(F.col("reason").isNull()).select("customer_id", "micros",
-                                                            *(["amount"] if amount_col is not None else [])),
+        rows=valid_rows if order_col is None else _with_net_micros(valid_rows),
         rejected=rejected,
         report=report,
         has_amount=amount_col is not None,
@@ -189,6 +203,18 @@ def validate_transactions(
         customer_column=customer_col,
         checked=checked,
     )
+
+
+def _with_net_micros(rows: DataFrame) -> DataFrame:
+    """``rows`` (with ``order_id``) plus ``net_micros``: a refund's order's first purchase time when the
+    order id names a purchase row of the same customer dated no later than the refund, else its own
+    time (:meth:`crmml.data.transactions._ParsePlan.canonical_sql`'s rule)."""
+    from pyspark.sql import Window
+
+    order = Window.partitionBy("customer_id", "order_id")
+    order_micros = F.min(F.when(F.col("amount") >= 0, F.col("micros"))).over(order)
+    netted = (F.col("amount") < 0) & F.col("order_id").isNotNull() & (order_micros <= F.col("micros"))
+    return rows.withColumn("net_micros", F.when(netted, order_micros).otherwise(F.col("micros"))).drop("order_id")
 
 
 def micros_to_day(micros: Column) -> Column:
