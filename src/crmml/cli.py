@@ -231,7 +231,7 @@ def _run_backtest(args: argparse.Namespace) -> int:
                           **read_kwargs, **columns.read_kwargs())
         if args.plots:
             write_plots(result, args.plots)
-    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 4):
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", _readable_number):
         for task, columns in (
             ("churn", ["roc_auc", "pr_auc", "brier", "log_loss", "lift_at_10"]),
             ("value", ["normalized_gini", "top20_capture", "mae", "total_predicted", "total_actual", "total_error_pct"]),
@@ -323,7 +323,7 @@ def _run_train(args: argparse.Namespace) -> int:
         )
     scorer, record = result.scorer, result.record
     print(scorer.config.columns.describe())
-    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 4):
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", _readable_number):
         print(f"trained on {scorer.fingerprint_['rows_valid']:,} rows, {scorer.n_customers_:,} customers, "
               f"as of {scorer.as_of_.date()}; data hash {scorer.fingerprint_['content_hash']}")
         choices = scorer.model_.summary()
@@ -434,11 +434,20 @@ def _run_demo(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     report = demo_report(scores, files["customers"], top=args.top)
     with pd.option_context("display.width", 220, "display.max_columns", 20, "display.max_colwidth", 90,
-                           "display.precision", 2):
+                           "display.float_format", _readable_number):
         for title, table in report.items():
             print(f"\n{title}:")
             print(table.to_string())
     return 0
+
+
+def _readable_number(value: float) -> str:
+    """Tables in fixed notation: money and counts with two decimals and thousands separators, shares
+    and probabilities (below 1) with three significant decimals (pandas would switch a whole column
+    to 7.94e-01 notation when its values span several magnitudes)."""
+    if value != value or abs(value) >= 1:  # NaN, or money and counts
+        return f"{value:,.2f}"
+    return f"{value:.4f}" if abs(value) >= 0.001 or value == 0 else f"{value:.2e}"
 
 
 if __name__ == "__main__":  # pragma: no cover
