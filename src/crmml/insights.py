@@ -36,6 +36,9 @@ def value_by_channel(scores: pd.DataFrame, customers: pd.DataFrame | None,
         Per channel (``unknown`` for customers without one): customers, total, mean and median
         predicted value, the channel's share of all predicted value, the share of its customers in
         platinum or gold and the share at risk; sorted by total value. None without the column.
+        ``mean_value_lower_95`` / ``mean_value_upper_95``: a 95 % interval for the mean predicted value
+        per customer acquired through the channel (normal approximation, mean +- 1.96 standard
+        errors over its customers; NaN below 30 customers, where a skewed value is not near normal).
     """
     if customers is None or column not in customers.columns:
         return None
@@ -52,9 +55,13 @@ def value_by_channel(scores: pd.DataFrame, customers: pd.DataFrame | None,
         "predicted_value": grouped["value"].sum(),
         "mean_value": grouped["value"].mean(),
         "median_value": grouped["value"].median(),
+        "mean_value_lower_95": grouped["value"].mean() - 1.959963984540054 * grouped["value"].sem(),
+        "mean_value_upper_95": grouped["value"].mean() + 1.959963984540054 * grouped["value"].sem(),
         "platinum_or_gold_share": grouped["top"].mean(),
         "at_risk_share": grouped["at_risk"].mean(),
     })
+    few = table["customers"] < 30
+    table.loc[few, ["mean_value_lower_95", "mean_value_upper_95"]] = np.nan
     total = table["predicted_value"].sum()
     table.insert(2, "value_share", table["predicted_value"] / total if total else 0.0)
     table.index.name = column

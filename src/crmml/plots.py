@@ -31,6 +31,7 @@ from crmml.metrics import churn_inputs, descending_order, value_inputs, calibrat
 __all__ = [
     "plot_calibration_by_frequency",
     "plot_calibration_curve",
+    "plot_channel_effects",
     "plot_cumulative_tracking",
     "plot_gains",
     "plot_referral_value",
@@ -423,4 +424,40 @@ def plot_referral_value(referral_groups: pd.DataFrame, *, path: str | os.PathLik
     ax.set_xticks(positions, [str(g) for g in referral_groups.index])
     ax.set_ylim(0, max(1e-9, float(mean_value.max(initial=0.0))) * 1.3)
     ax.set(ylabel="Mean predicted value", title="Referral value")
+    return _finish(fig, path)
+
+
+def plot_channel_effects(effects: pd.DataFrame, *, path: str | os.PathLike | None = None):
+    """Forest plot of the acquisition channels' effects: each ratio with its 95 % interval, log scale.
+
+    Parameters
+    ----------
+    effects : DataFrame
+        As :func:`crmml.channel_effects.fit_channel_effects`: ``process``, ``effect``, ``level``,
+        ``reference``, ``ratio``, ``ratio_lower_95``, ``ratio_upper_95``; one row per point.
+    path : path-like, optional
+        Where to write the PNG.
+
+    Returns
+    -------
+    Figure
+        One axes, a row per effect (grouped by process), a dashed line at 1 (no difference from the
+        reference channel).
+    """
+    for col in ("process", "effect", "level", "reference", "ratio", "ratio_lower_95", "ratio_upper_95"):
+        if col not in effects.columns:
+            raise DataValidationError(
+                f"Required column {col} missing from the table given to plot_channel_effects.", column=col)
+    ratio = effects["ratio"].to_numpy(dtype=np.float64)
+    lower = np.where(np.isfinite(effects["ratio_lower_95"]), effects["ratio_lower_95"], ratio)
+    upper = np.where(np.isfinite(effects["ratio_upper_95"]), effects["ratio_upper_95"], ratio)
+    positions = np.arange(len(effects))[::-1]
+    fig, ax = _new_figure(width=7.0, height=1.2 + 0.45 * len(effects))
+    colours = [f"C{0 if process == 'purchase' else 3}" for process in effects["process"]]
+    ax.hlines(positions, lower, upper, colors=colours, linewidth=2)
+    ax.scatter(ratio, positions, color=colours, zorder=3)
+    ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_yticks(positions, [f"{row.level} vs {row.reference}: {row.effect}" for row in effects.itertuples()])
+    ax.set(xlabel="Ratio to the reference channel (95 % interval, log scale)", title="Channel effects")
     return _finish(fig, path)

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from crmml.channel_effects import fit_channel_effects
 from crmml.customer_model import CustomerModel, ModelConfig
 from crmml.customer_rows import CustomerRows, _positions, customer_rows
 from crmml.customer_table import COST_COLUMN, TableArrays, check_ids, checked_costs, table_arrays, table_columns
@@ -283,6 +284,10 @@ class Scorer:
             "referral_summary": referral_summary(scores, customers),
         }
         self.tables_.update({name: t for name, t in insights.items() if t is not None})
+        effects = fit_channel_effects(log, as_of_day, customers, kind=cfg.model.transaction_model,
+                                      time_unit_days=cfg.model.time_unit_days)
+        if effects is not None:
+            self.tables_["channel_effects"] = effects
         self.n_customers_ = len(scores)
         return self
 

@@ -315,7 +315,19 @@ def _channels(context: _Context) -> ReportSection:
         return section
     section.figures.append(_figure("channels", plot_value_by_channel(table),
                                    "Share of customers and of predicted value per acquisition channel."))
-    section.tables.append(("Per channel", table))
+    section.tables.append(("Per channel (mean_value_lower_95 / _upper_95: 95 % interval of the mean predicted "
+                           "value per customer acquired)", table))
+    effects = context.scorer.tables_.get("channel_effects")
+    if effects is not None:
+        from crmml.channel_effects import describe_effects
+        from crmml.plots import plot_channel_effects
+
+        section.figures.append(_figure(
+            "channel-effects", plot_channel_effects(effects),
+            f"Channel effects measured at training ({context.scorer.config.model.transaction_model} with the "
+            "channel as a covariate of buying and of leaving): " + "; ".join(describe_effects(effects)) + "."))
+        section.tables.append(("Channel effects against the reference channel (ratios with 95 % intervals)",
+                               effects))
     return section
 
 
