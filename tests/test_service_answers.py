@@ -84,13 +84,15 @@ def test_every_answer_carries_as_of_horizons_discount_rate_and_currency(service_
 def test_a_local_bundle_is_served_without_asking_a_registry(service_model, tmp_path):
     """A local bundle stayed 'not ready' when the (unused) tracking URI named a SQLite file that does
     not exist, as the default sqlite:///mlflow.db does in any other folder."""
-    settings = service_settings(service_model, model_uri=str(service_model.folder / "bundle"),
-                                tracking_uri=f"sqlite:///{tmp_path / 'none.db'}")
+    from crmml.scorer import Scorer
+
+    bundle = service_model.folder / "bundle"
+    settings = service_settings(service_model, model_uri=str(bundle), tracking_uri=f"sqlite:///{tmp_path / 'none.db'}")
     with TestClient(create_app(settings)) as local:
         assert local.get("/health/ready").status_code == 200
         response = local.post("/v1/score", json={"as_of": AS_OF, "customers": [_ONE]})
         assert response.headers["x-model-version"] == response.json()["model"]["model_version"]
-        assert response.json()["model"]["model_version"] == service_model.scorer.model_version
+        assert response.json()["model"]["model_version"] == Scorer.load(bundle).model_version  # the bundle's label
 
 
 def test_a_blank_currency_label_is_refused(service_model):
