@@ -12,3 +12,11 @@ def service_model(tmp_path_factory):
     from service_support import train_service_model
 
     return train_service_model(tmp_path_factory.mktemp("service"))
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's chromium for the browser tests (see browser_support)."""
+    from browser_support import installed_chromium
+
+    return installed_chromium()

@@ -1,8 +1,8 @@
 """The model report (`crmml report`): what each section shows with and without data, the report a
 training run logs to MLflow, bad inputs, and the rendered page in a real headless browser.
 
-The browser test drives Debian's chromium (installed by the ``chromium`` fixture when missing) with
-Playwright, serves the report from a loopback HTTP server, and leaves a full-page screenshot at
+The browser test drives Debian's chromium (installed by conftest's ``chromium`` fixture when missing)
+with Playwright, serves the report from a loopback HTTP server, and leaves a full-page screenshot at
 ``tests/artifacts/report_screenshot.png`` (git-ignored).
 """
 
@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import functools
 import http.server
-import os
 import re
 import shutil
-import subprocess
 import threading
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from browser_support import CHROMIUM_ARGS
 
 from crmml.cli import main
 from crmml.data.simulate import simulate_customer_base
@@ -41,9 +40,6 @@ baseline_models: [bg_nbd]
 """
 EVALUATION_SECTIONS = ("tracking", "calibration-by-frequency", "churn", "gains")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -167,19 +163,6 @@ def test_pyramid_channel_and_referral_charts_name_a_missing_column(tmp_path):
 # --------------------------------------------------------------------------------------------------
 # The rendered page in a real browser
 # --------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Path:
-    """Debian's chromium, installed with apt-get when missing (the test machines run as root)."""
-    if not CHROMIUM.exists():
-        if shutil.which("apt-get") is None or os.geteuid() != 0:
-            pytest.fail(f"{CHROMIUM} is missing; install Debian's chromium: apt-get install -y chromium")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=900, stdout=subprocess.DEVNULL)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env, timeout=1800,
-                       stdout=subprocess.DEVNULL)
-    return CHROMIUM
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

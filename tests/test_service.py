@@ -44,11 +44,11 @@ def _ids(model, n: int, seed: int = 0) -> list[int]:
 def test_ready_live_and_scores_equal_batch_scoring(client, service_model):
     assert client.get("/health/live").json()["status"] == "ok"
     ready = client.get("/health/ready")
-    assert ready.status_code == 200 and ready.json()["model_version"] == "1"
+    assert ready.status_code == 200 and ready.json()["model_version"] == "crmml-scorer/1"
     ids = _ids(service_model, 25)
     response = client.post("/v1/score", json={"as_of": AS_OF, "customers": service_model.request_customers(ids)})
     assert response.status_code == 200, response.text
-    assert response.headers["x-model-version"] == "1"
+    assert response.headers["x-model-version"] == "crmml-scorer/1"  # the body's model_version, the same text
     body = response.json()
     assert body["model"] == {"name": "crmml-scorer", "version": "1", "alias": "champion",
                              "uri": "models:/crmml-scorer@champion", "model_version": "crmml-scorer/1"}
@@ -254,14 +254,17 @@ def test_unknown_routes_and_methods_answer_json(client):
 
 def test_reload_during_traffic_fails_no_request(service_model):
     body = {"as_of": AS_OF, "customers": service_model.request_customers(_ids(service_model, 3, seed=1))}
-    statuses, versions, stop = [], [], threading.Event()
+    statuses, versions, mismatched, stop = [], [], [], threading.Event()
 
     def traffic(url):
         with httpx.Client(base_url=url, timeout=30) as http:
             while not stop.is_set():
                 response = http.post("/v1/score", json=body)
                 statuses.append(response.status_code)
-                versions.append(response.headers.get("x-model-version"))
+                header = response.headers.get("x-model-version")
+                body_version = response.json()["model"]["model_version"]
+                mismatched.extend([(header, body_version)] if header != body_version else [])
+                versions.append(header)
 
     with ServerThread(create_app(_settings(service_model))) as server:
         workers = [threading.Thread(target=traffic, args=(server.url,)) for _ in range(3)]
@@ -274,16 +277,17 @@ def test_reload_during_traffic_fails_no_request(service_model):
                 new_version = service_model.register_again()
                 moved = http.post("/v1/admin/reload").json()
                 assert moved["reloaded"] is True and moved["model"]["version"] == new_version
-                while versions.count(new_version) < 5:
+                while versions.count(f"crmml-scorer/{new_version}") < 5:
                     threading.Event().wait(0.05)
         finally:
             stop.set()
             for worker in workers:
                 worker.join(timeout=60)
     assert len(statuses) > 10 and set(statuses) == {200}
-    assert set(versions) == {"1", new_version}
-    first_new = versions.index(new_version)
-    assert "1" not in versions[first_new + 3 * 2:]  # at most the requests in flight at the swap
+    old, new = "crmml-scorer/1", f"crmml-scorer/{new_version}"
+    assert set(versions) == {old, new} and mismatched == []  # header == body in every answer
+    first_new = versions.index(new)
+    assert old not in versions[first_new + 3 * 2:]  # at most the requests in flight at the swap
 
 
 def test_registry_down_keeps_serving_and_start_up_waits_for_it(service_model, tmp_path):

@@ -8,6 +8,9 @@ its order, from the transformer's fitted state (``numeric_columns_``, ``missing_
 - a missing-value indicator per column that had missing values in training;
 - one-hot indicators of the training categories (a category never seen, or unknown, is all zeros).
 
+:func:`unseen_categories` says which rows were given a category the learners never saw in training
+(read from the one-hot block itself: a value given whose indicators are all zero).
+
 :func:`predict_learners_on_rows` runs fitted learner pipelines on those rows: the ``btyd_value``
 step is a column of :class:`LearnerRows`, the design step is :func:`design_matrix`, the remaining
 steps (a StandardScaler, the estimator) run on the matrix as the pipeline would run them. Learners
@@ -26,7 +29,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from crmml.learners import DesignMatrix, _BTYDValue, _Columns, _same_fitted, _scaled
 
-__all__ = ["LearnerRows", "design_matrix", "predict_learners_on_rows"]
+__all__ = ["LearnerRows", "design_matrix", "predict_learners_on_rows", "unseen_categories"]
 
 
 @dataclass
@@ -87,6 +90,39 @@ def _one_hot(rows: LearnerRows, column: str, values: list) -> np.ndarray:
     numbers = np.asarray(rows.numbers[column], dtype=np.float64)
     text = np.where(np.isnan(numbers), None, numbers.astype(object))
     return np.column_stack([(text == v).astype(np.float64) for v in values])
+
+
+def unseen_categories(learners, rows: LearnerRows) -> dict[str, np.ndarray]:
+    """The rows given a category that a learner never saw in training, per categorical column.
+
+    Parameters
+    ----------
+    learners : iterable of fitted pipelines (None entries are skipped)
+    rows : LearnerRows
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        For each categorical column some learner one-hot encodes and the rows have, a bool per row:
+        True where a value is given (not missing) but its indicators are all zero, so that the
+        learners scored it as they score an unknown value. Columns without such a row are left out.
+    """
+    out: dict[str, np.ndarray] = {}
+    for learner in learners:
+        if learner is None:
+            continue
+        for design in (step for _, step in learner.steps if isinstance(step, DesignMatrix)):
+            for column, values in design.categories_.items():
+                if column not in rows:
+                    continue
+                if column in rows.categories:
+                    given = np.asarray(rows.categories[column][0]) >= 0
+                else:
+                    given = ~np.isnan(np.asarray(rows.numbers[column], dtype=np.float64))
+                unseen = given & ~_one_hot(rows, column, values).any(axis=1) if values else given
+                if unseen.any():
+                    out[column] = out[column] | unseen if column in out else unseen
+    return out
 
 
 def predict_learners_on_rows(learners, rows: LearnerRows, method: str = "predict") -> list[np.ndarray]:

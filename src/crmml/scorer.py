@@ -49,6 +49,7 @@ from crmml.errors import DataValidationError
 from crmml.features import MODEL_COLUMNS, feature_columns
 from crmml.flags import _FLAG_TEXTS, FLAG_INPUTS, FLAG_NAMES, FLAGS, FlagConfig, FlagRule, flag_codes
 from crmml.insights import referral_summary, referral_value, value_by_channel
+from crmml.learner_matrix import LearnerRows, unseen_categories
 from crmml.prediction import predict_rows
 from crmml.pyramid import TIER_NAMES, TierConfig, TierRule
 from crmml.reasons import Reasons
@@ -329,7 +330,9 @@ class Scorer:
         :meth:`score`, :meth:`score_features`, the service and the batch engines call).
 
         Attributes the model was trained with and the rows lack are scored as unknown and listed in
-        ``missing_attributes``.
+        ``missing_attributes``; categories the learners never saw (scored as unknown too) are marked
+        per row in ``unknown_categories`` (rows from an RFM summary, which the learners do not
+        score, are never marked).
         """
         self._check_fitted()
         missing = [c for c in self.attribute_features_ if c not in rows]
@@ -337,6 +340,13 @@ class Scorer:
             rows.numbers[name] = np.full(len(rows), np.nan)
         scores = self._scored(rows, self._predictions(rows), cost_to_serve)
         scores.missing_attributes = missing
+        model = self.model_
+        unseen = unseen_categories([model.churn_learner_, model.value_learner_, model.purchases_learner_],
+                                   LearnerRows(len(rows), rows.numbers, rows.categories))
+        if rows.from_summary is not None:  # the learners do not score these rows
+            unseen = {c: m & ~rows.from_summary for c, m in unseen.items()}
+            unseen = {c: m for c, m in unseen.items() if m.any()}
+        scores.unknown_categories = unseen
         return scores
 
     def _table(self, table: pd.DataFrame | None, as_of_day: pd.Timestamp) -> TableArrays | None:
@@ -557,6 +567,8 @@ class Scores:
         self.ids, self.numbers, self.tier, self.flags = ids, numbers, tier, flags
         self.reasons, self.model_version = reasons, model_version
         self.missing_attributes: list[str] = []
+        #: Per categorical column with any: a bool per row, a category the learners never saw.
+        self.unknown_categories: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -28,7 +28,7 @@ from crmml.registry import ModelNotFoundError
 from crmml.service.batching import ScoringBatcher
 from crmml.service.errors import install_error_handlers
 from crmml.service.metrics import GuardMiddleware, ServiceMetrics
-from crmml.service.routers import health, model, score
+from crmml.service.routers import docs, health, model, score
 from crmml.service.settings import ServiceSettings
 from crmml.service.state import ModelHolder, RegistryUnavailableError
 
@@ -74,14 +74,17 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     from crmml import __version__
 
-    # With a key, the schema and docs pages are not served (they would be open to anyone).
-    closed = {"openapi_url": None, "docs_url": None, "redoc_url": None} if settings.api_key is not None else {}
+    # With a key, the schema and docs pages are not served (they would be open to anyone). Without,
+    # the docs pages are served with local assets (docs.install_docs), not FastAPI's CDN-backed ones.
+    closed = settings.api_key is not None
     app = FastAPI(title="crmml scoring service", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  **closed)
+                  openapi_url=None if closed else "/openapi.json", docs_url=None, redoc_url=None)
     app.state.settings, app.state.metrics, app.state.holder, app.state.batcher = settings, metrics, holder, batcher
     install_error_handlers(app)
     for router in (score.router, model.router, health.router):
         app.include_router(router)
+    if not closed:
+        docs.install_docs(app)
     app.add_middleware(GuardMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
                        max_in_flight=settings.max_in_flight, body_timeout=settings.body_timeout_seconds)
     app.openapi = functools.partial(_openapi, app)

@@ -54,6 +54,9 @@ class ServiceMetrics:
                                  "Time from the request's arrival to its last response byte.",
                                  ["route", "method", "status"], buckets=_LATENCY_BUCKETS, registry=r)
         self.customers = Counter("crmml_customers_scored", "Customers scored.", registry=r)
+        self.unknown_categories = Counter(
+            "crmml_unknown_categories", "Customers scored with an attribute value the model never saw (scored "
+            "as unknown), by attribute.", ["column"], registry=r)
         self.shed = Counter("crmml_requests_shed", "Requests answered 503 because the worker was full.", registry=r)
         self.in_flight = Gauge("crmml_requests_in_flight", "Requests being handled now.", registry=r,
                                multiprocess_mode="livesum")
@@ -61,6 +64,16 @@ class ServiceMetrics:
                            ["name", "version", "model_version"], registry=r, multiprocess_mode="liveall")
         self.reloads = Counter("crmml_model_reloads", "Reload attempts by outcome (swapped, unchanged, failed).",
                                ["outcome"], registry=r)
+
+    def scored(self, customers: list[dict]) -> None:
+        """Count the scored customers (rows of the answer) and their unknown categories."""
+        self.customers.inc(len(customers))
+        counts: dict[str, int] = {}
+        for row in customers:
+            for column in row["unknown_categories"]:  # (the model's columns: a bounded set of labels)
+                counts[column] = counts.get(column, 0) + 1
+        for column, count in counts.items():
+            self.unknown_categories.labels(column).inc(count)
 
     def model_changed(self, old, new) -> None:
         if old is not None:

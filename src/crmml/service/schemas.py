@@ -21,6 +21,8 @@ from pydantic import (
 )
 
 from crmml.data.summary import MAX_ABS_AMOUNT
+from crmml.flags import FLAGS
+from crmml.pyramid import TIERS
 
 __all__ = [
     "FIRST_DATE",
@@ -31,6 +33,7 @@ __all__ = [
     "ErrorDetail",
     "ErrorResponse",
     "Health",
+    "Horizons",
     "ModelInfo",
     "ModelRef",
     "RFMSummary",
@@ -225,39 +228,87 @@ class ScoreRequest(_Strict):
 class ModelRef(BaseModel):
     """The model that answered."""
 
-    name: str | None
-    version: str | None
-    alias: str | None
-    uri: str
-    model_version: str = Field(description="The scorer's own version label (as in batch scores).")
+    name: str | None = Field(description="Registered model name (null for a local bundle).")
+    version: str | None = Field(description="Registry version number (null for a local bundle).")
+    alias: str | None = Field(description="The registry alias the service follows, if any.")
+    uri: str = Field(description="The model URI the service was started with.")
+    model_version: str = Field(
+        description="The version serving, the same text as the X-Model-Version header: <name>/<version> of "
+                    "the registry version loaded (even if the model was trained under another label), the "
+                    "model's own label (local-<id>) for a local bundle.")
+
+
+class Horizons(BaseModel):
+    """The windows the scores are about, in days after ``as_of`` (the served model's settings)."""
+
+    churn_window_days: int = Field(description="churn_probability is about this many days after as_of.")
+    value_horizon_days: int = Field(
+        description="expected_purchases, predicted_value and predicted_profit cover this many days after as_of.")
+
+
+#: The unit of the value fields, named by the answer's own fields.
+_VALUE = ("in the answer's `currency`, over the `horizons.value_horizon_days` days after as_of, discounted "
+          "to as_of at `annual_discount_rate` per year")
+
+Tier = Literal[TIERS]  # (the enum of the schema: platinum, gold, iron, lead)
+Flag = Literal[FLAGS]
 
 
 class CustomerScore(BaseModel):
-    """The scorer's fields for one customer (see crmml.scorer.SCORE_COLUMNS)."""
+    """The scorer's fields for one customer (see crmml.scorer.SCORE_COLUMNS). Numbers are null when the
+    model cannot predict them."""
 
-    customer_id: CustomerId
-    input: Literal["transactions", "summary"]
-    expected_purchases: float | None
-    p_alive: float | None
-    churn_probability: float | None
-    predicted_value: float | None
-    predicted_profit: float | None = Field(description="null without cost_to_serve.")
-    tier: str
-    at_risk: bool
-    high_value_at_risk: bool
-    lapsed: bool
-    new: bool
-    flags: list[str]
-    reasons: list[str]
+    customer_id: CustomerId = Field(description="As sent.")
+    input: Literal["transactions", "summary"] = Field(
+        description="How the customer was sent. 'summary': scored by the BTYD and spend models only.")
+    expected_purchases: float | None = Field(
+        description="Expected number of purchase days in the `horizons.value_horizon_days` days after as_of "
+                    "(a count, not discounted).")
+    p_alive: float | None = Field(
+        description="Probability (0 to 1) that the customer is still active at as_of (the BTYD model's P(alive)).")
+    churn_probability: float | None = Field(
+        description="Probability (0 to 1) of no purchase in the `horizons.churn_window_days` days after as_of.")
+    predicted_value: float | None = Field(description=f"Predicted spend, {_VALUE}.")
+    predicted_profit: float | None = Field(
+        description="margin x predicted_value - cost to serve (the cost over the value horizon, not discounted), "
+                    "in the answer's `currency`; null without a cost to serve (the customer's cost_to_serve "
+                    "attribute or the model's configured cost).")
+    tier: Tier = Field(
+        description="Customer-pyramid tier, top down: platinum, gold, iron, lead (lead: unprofitable, or without "
+                    "cost data the lowest predicted values). Cut points are amounts of predicted value learned at "
+                    "training (GET /v1/model, `tiers`).")
+    at_risk: bool = Field(description="Not lapsed and churn_probability above the model's at-risk threshold.")
+    high_value_at_risk: bool = Field(description="Platinum or gold and at risk: the win-back list.")
+    lapsed: bool = Field(
+        description="No purchase for longer than a multiple of the customer's own mean gap between purchase days "
+                    "(a one-time buyer: the training population's median gap).")
+    new: bool = Field(description="Too little history to judge: no purchase yet, or a recent first purchase.")
+    flags: list[Flag] = Field(description="The names of the flags that are true, in this order: "
+                                          + ", ".join(FLAGS) + ".")
+    reasons: list[str] = Field(description="Why the tier and flags, one sentence each (text for people).")
+    unknown_categories: dict[str, str | float | bool] = Field(
+        default_factory=dict,
+        description="Attributes whose value (as sent) the model never saw in training, by attribute name, "
+                    "e.g. {\"acquisition_channel\": \"tiktok\"}: scored as an unknown value. Empty when none "
+                    "(and always for customers sent as a summary, whom the attributes do not score).")
 
 
 class ScoreResponse(BaseModel):
-    model: ModelRef
-    as_of: dt.date
-    n_customers: int
+    """The scores and what they mean: the date, the horizons, the discount rate and the currency."""
+
+    model: ModelRef = Field(description="The model that answered; its model_version is the X-Model-Version header.")
+    as_of: dt.date = Field(description="The date scored at (its day included): the horizons start the day after.")
+    horizons: Horizons = Field(description="The windows of churn_probability and of the value fields, in days.")
+    annual_discount_rate: float = Field(
+        description="predicted_value (and so the value in predicted_profit) is discounted to as_of at this rate "
+                    "per year (0.10 = 10 %; 0: not discounted), with the timing of the expected purchases.")
+    currency: str = Field(
+        description="The currency of predicted_value and predicted_profit: the training data's amounts, "
+                    "never converted. A label the operator sets (CRMML_CURRENCY); 'unspecified' when not set.")
+    n_customers: int = Field(description="Customers scored (all of the request's, in its order).")
     missing_attributes: list[str] = Field(description="Model attributes no customer gave: scored as unknown.")
     ignored_attributes: list[str] = Field(description="Attributes given that the model does not use.")
-    customers: list[CustomerScore]
+    customers: list[CustomerScore] = Field(description="One row per customer, in the request's order.")
 
 
 class ModelInfo(BaseModel):
@@ -265,6 +316,9 @@ class ModelInfo(BaseModel):
 
     model: ModelRef
     trained_as_of: dt.date
+    horizons: Horizons
+    annual_discount_rate: float = Field(description="The discount rate of predicted value, per year.")
+    currency: str = Field(description="The currency label of the answers (CRMML_CURRENCY; 'unspecified').")
     loaded_at: dt.datetime
     n_training_customers: int
     data_fingerprint: dict

@@ -262,6 +262,7 @@ def _score_together(scorer: Scorer, requests: list[ScoreRequest], rows: list[_Ro
         **{name: flags[name].tolist() for name in FLAGS},
         "flags": [list(FLAG_NAMES[code]) for code in flag_codes(flags).tolist()],  # the names set
         "reasons": [reasons[i] for i in order.tolist()],
+        "unknown_categories": _unknown_categories(scores.unknown_categories, order, customers),
     }
     # plain dicts in the shape of CustomerScore, serialised as they are
     scored = [dict(zip(values, row, strict=True)) for row in zip(*values.values(), strict=True)]
@@ -278,6 +279,16 @@ def _score_together(scorer: Scorer, requests: list[ScoreRequest], rows: list[_Ro
             "customers": scored[start:start + n],
         })
         start += n
+    return out
+
+
+def _unknown_categories(unseen: dict, order: np.ndarray, customers: list) -> list[dict]:
+    """Per customer (in the request's order), its attributes whose value the learners never saw
+    (:attr:`crmml.scorer.Scores.unknown_categories`, by row), with the value as sent."""
+    out: list[dict] = [{} for _ in customers]
+    for column, mask in unseen.items():
+        for i in np.flatnonzero(mask[order]).tolist():
+            out[i][column] = customers[i].attributes.get(column)
     return out
 
 

@@ -17,13 +17,13 @@ from functools import cached_property
 from pathlib import Path
 
 from crmml.errors import first_line
-from crmml.registry import ModelNotFoundError, load_target, resolve_model_uri
+from crmml.registry import ModelNotFoundError, ModelTarget, load_target, resolve_model_uri
 from crmml.scorer import Scorer
 from crmml.service.schemas import ModelRef
 from crmml.service.scoring import check_answer, score_request, self_check_request
-from crmml.service.settings import ServiceSettings
+from crmml.service.settings import DEFAULT_CURRENCY, ServiceSettings
 
-__all__ = ["ModelHolder", "RegistryUnavailableError", "SelfCheckError", "ServedModel"]
+__all__ = ["ModelHolder", "RegistryUnavailableError", "SelfCheckError", "ServedModel", "serving_version"]
 
 log = logging.getLogger("crmml.service")
 
@@ -38,16 +38,42 @@ class SelfCheckError(RuntimeError):
 
 @dataclass(frozen=True)
 class ServedModel:
-    """A loaded scorer and where it came from."""
+    """A loaded scorer, where it came from, and the currency label of its answers."""
 
     scorer: Scorer
     ref: ModelRef
     loaded_at: dt.datetime
+    currency: str = DEFAULT_CURRENCY
+
+    @property
+    def version(self) -> str:
+        """The version serving: the ``X-Model-Version`` header and the body's ``model.model_version``."""
+        return self.ref.model_version
 
     @cached_property
     def model_json(self) -> dict:
         """``ref`` as JSON-ready data, built once (every response carries it)."""
         return self.ref.model_dump()
+
+    @cached_property
+    def units(self) -> dict:
+        """What the numbers of every answer mean: ``horizons``, ``annual_discount_rate``, ``currency``."""
+        config = self.scorer.config
+        return {
+            "horizons": {"churn_window_days": config.model.churn_window_days,
+                         "value_horizon_days": config.model.value_horizon_days},
+            "annual_discount_rate": config.annual_discount_rate,
+            "currency": self.currency,
+        }
+
+
+def serving_version(target: ModelTarget, scorer: Scorer) -> str:
+    """``<name>/<version>`` of the registry version loaded, else the scorer's own label (a local bundle).
+
+    The scorer's label is fixed when it is registered, so a version created from another version's
+    artifacts (or an alias moved to it) would otherwise answer with the label it was trained under.
+    """
+    return f"{target.name}/{target.version}" if target.version is not None else scorer.model_version
 
 
 class ModelHolder:
@@ -76,7 +102,8 @@ class ModelHolder:
         """
         with self._lock:
             uri, tracking = self.settings.model_uri, self.settings.tracking_uri
-            _check_registry_file(tracking)
+            if uri.startswith("models:"):  # (a local bundle asks no registry)
+                _check_registry_file(tracking)
             try:
                 target = resolve_model_uri(uri, tracking_uri=tracking)
             except ModelNotFoundError:
@@ -95,12 +122,12 @@ class ModelHolder:
                 raise RegistryUnavailableError(f"the model could not be downloaded from {tracking}: "
                                                f"{first_line(exc)}") from exc
             ref = ModelRef(name=target.name, version=target.version, alias=target.alias, uri=uri,
-                           model_version=scorer.model_version)
+                           model_version=serving_version(target, scorer))
             try:
                 check_answer(score_request(scorer, self_check_request(scorer), None))
             except Exception as exc:
                 raise SelfCheckError(f"{target.describe()} failed its self-check: {first_line(exc)}") from exc
-            self.current = ServedModel(scorer, ref, dt.datetime.now(dt.UTC))
+            self.current = ServedModel(scorer, ref, dt.datetime.now(dt.UTC), self.settings.currency)
             _settle_memory()
             self.last_error = None
             self._on_change(old, self.current)

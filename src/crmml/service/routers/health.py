@@ -28,7 +28,7 @@ async def ready(request: Request):
     if holder.current is None:  # (the error itself, with paths and URIs, is in the log, not here)
         detail = "the model registry cannot be reached; retrying" if holder.last_error else "loading the model"
         return JSONResponse(Health(status="not ready", detail=detail).model_dump(), status_code=503)
-    return Health(status="ok", model_version=holder.current.ref.version or holder.current.ref.model_version)
+    return Health(status="ok", model_version=holder.current.version)
 
 
 @router.get("/metrics", response_class=Response, dependencies=[Depends(require_api_key)],

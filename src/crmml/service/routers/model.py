@@ -21,13 +21,15 @@ router = APIRouter(tags=["model"], dependencies=[Depends(require_api_key)])
 @router.get("/v1/model", response_model=ModelInfo, responses={k: ERROR_RESPONSES[k] for k in (401, 503)},
             summary="The model being served")
 async def model_info(request: Request) -> ModelInfo:
-    """Name, registry version and alias, training date, data fingerprint, backtest metrics (the
-    champion gate's numbers), tier cut points and flag thresholds."""
+    """Name, registry version and alias, training date, the horizons, discount rate and currency of
+    its answers, data fingerprint, backtest metrics (the champion gate's numbers), tier cut points
+    and flag thresholds."""
     served = served_model(request)
     summary = served.scorer.summary()
     return ModelInfo(
         model=served.ref,
         trained_as_of=summary["as_of"],
+        **served.units,
         loaded_at=served.loaded_at,
         n_training_customers=summary["n_customers"],
         data_fingerprint=summary["fingerprint"],

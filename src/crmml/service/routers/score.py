@@ -51,12 +51,15 @@ async def score_request_body(request: Request) -> ScoreRequest:
 async def score(request: Request, body: ScoreRequest = Depends(score_request_body)) -> Response:  # noqa: B008
     """Predicted purchases and value over the model's horizon, P(alive), churn probability, pyramid
     tier and at-risk flags with their reasons, per customer, in the request's order, with the model
-    that produced them (also in the ``X-Model-Version`` header). Customers sent as an RFM summary
-    are scored by the BTYD and spend models only, and their reasons say so."""
+    that produced them (``model.model_version``, also the ``X-Model-Version`` header) and what the
+    numbers mean: ``as_of``, ``horizons`` (days), ``annual_discount_rate`` and ``currency``.
+    Customers sent as an RFM summary are scored by the BTYD and spend models only, and their
+    reasons say so. Attribute values the model never saw are listed per customer
+    (``unknown_categories``) and counted in ``/metrics``."""
     state = request.app.state
     served = served_model(request)
     result = await state.batcher.score(served, body)
-    state.metrics.customers.inc(result["n_customers"])
-    payload = pydantic_core.to_json({"model": served.model_json, **result})  # (non-finite floats are None)
-    return Response(payload, media_type="application/json",
-                    headers={"X-Model-Version": served.ref.version or served.ref.model_version})
+    state.metrics.scored(result["customers"])
+    payload = pydantic_core.to_json({"model": served.model_json, "as_of": result["as_of"], **served.units,
+                                     **result})  # (non-finite floats are None)
+    return Response(payload, media_type="application/json", headers={"X-Model-Version": served.version})
