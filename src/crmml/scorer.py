@@ -38,9 +38,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from crmml.customer_columns import CustomerColumns, table_record
 from crmml.customer_model import CustomerModel, ModelConfig
 from crmml.customer_rows import CustomerRows, _positions, customer_rows
-from crmml.customer_table import COST_COLUMN, TableArrays, check_ids, checked_costs, table_arrays, table_columns
+from crmml.customer_table import (
+    COST_COLUMN,
+    TableArrays,
+    check_ids,
+    checked_costs,
+    table_arrays,
+    table_columns,
+    training_table,
+)
 from crmml.data.fingerprint import data_fingerprint
 from crmml.data.summary import as_day
 from crmml.data.transactions import LogColumns, as_transactions
@@ -102,6 +111,8 @@ class ScorerConfig:
     columns : LogColumns
         The transaction log's column names and time zone (the ``columns:`` section), used by the
         command line to read the data; :meth:`to_dict` lists it only when it is not the default.
+    customer_columns : CustomerColumns
+        The customer table's column names (the ``customer_columns:`` section), used likewise.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -111,6 +122,7 @@ class ScorerConfig:
     backtest_cutoff: str | None = None
     baseline_models: tuple[str, ...] = tuple(TRANSACTION_MODELS)
     columns: LogColumns = LogColumns()  # a class default: bundles pickled before it existed load with it
+    customer_columns: CustomerColumns = CustomerColumns()  # (likewise)
 
     def __post_init__(self) -> None:
         if not 0 <= self.annual_discount_rate < np.inf:
@@ -129,6 +141,8 @@ class ScorerConfig:
             "backtest_cutoff": self.backtest_cutoff,
             "baseline_models": list(self.baseline_models),
             **({"columns": self.columns.to_dict()} if self.columns != LogColumns() else {}),
+            **({"customer_columns": self.customer_columns.to_dict()}
+               if self.customer_columns != CustomerColumns() else {}),
         }
 
     @classmethod
@@ -150,11 +164,12 @@ class ScorerConfig:
             values[name] = kind.from_dict(section) if hasattr(kind, "from_dict") else kind(**section)
         if values.get("backtest_cutoff") is not None:
             values["backtest_cutoff"] = str(values["backtest_cutoff"])
-        if "columns" in values:
-            section = values["columns"] or {}
-            if not isinstance(section, dict):
-                raise ValueError(f"Config section 'columns' must be a mapping; got {section!r}.")
-            values["columns"] = LogColumns.from_dict(section)
+        for name, kind in (("columns", LogColumns), ("customer_columns", CustomerColumns)):
+            if name in values:
+                section = values[name] or {}
+                if not isinstance(section, dict):
+                    raise ValueError(f"Config section {name!r} must be a mapping; got {section!r}.")
+                values[name] = kind.from_dict(section)
         return cls(**values)
 
     def with_model(self, **changes) -> ScorerConfig:
@@ -203,6 +218,9 @@ class Scorer:
         Customer-table columns the features read.
     attribute_features_ : list of str
         The feature columns made from them (``tenure_days`` from ``signup_date``, ...).
+    customer_table_ : dict or None
+        Which table columns training used as what and which it left out, with why
+        (:func:`crmml.customer_columns.table_record`); None without a table.
     model_id_ : str
         A hash of the data fingerprint, the config and the as-of date.
     model_version : str
@@ -222,7 +240,10 @@ class Scorer:
         transactions : Transactions, DataFrame or path
         as_of : date-like
         customers : pandas.DataFrame, optional
-            The customer table; a ``cost_to_serve`` column is used for tiers, not as a feature.
+            The customer table, canonical column names; a ``cost_to_serve`` column is used for
+            tiers, not as a feature. Dates other than ``signup_date`` and text with too many
+            distinct values are left out, each with a :class:`~crmml.errors.CustomerTableWarning`
+            (:func:`crmml.customer_table.training_table`); ``customer_table_`` says what was used.
         progress : callable, optional
             ``progress(step: str)`` is called as each step starts.
         jobs : int, default 1
@@ -242,6 +263,7 @@ class Scorer:
                 f"as_of {as_of_day.date()} is before the first transaction ({log.first_timestamp.date()})."
             )
         table, costs = _split_costs(customers)
+        table, left_out = training_table(table)  # warns on each column left out
         self.fingerprint_ = data_fingerprint(log, customers)
         self.as_of_ = as_of_day
 
@@ -259,9 +281,13 @@ class Scorer:
             step("fit models")
             self.model_ = _fit_model(cfg.model, log, as_of_day, table)
         step("score the training population")
-        rows = self._rows(log, as_of_day, self._table(table, as_of_day), None)
+        arrays = self._table(table, as_of_day)
+        rows = self._rows(log, as_of_day, arrays, None)
         self.attribute_columns_ = [] if table is None else [c for c in table.columns if c != "customer_id"]
         self.attribute_features_ = list(rows.attributes)
+        self.customer_table_ = None if table is None else table_record(
+            cfg.customer_columns, customers.columns, self.attribute_features_,
+            {**left_out, **dict.fromkeys(arrays.dropped_columns, "not a number, text or boolean")})
         predicted = self._predictions(rows)
         self.tier_rule_ = TierRule.learn(predicted["predicted_value"], cfg.tiers)
         churned = churn = inputs = None
@@ -431,6 +457,7 @@ class Scorer:
             "config": self.config.to_dict(),
             "fingerprint": self.fingerprint_,
             "attribute_columns": self.attribute_columns_,
+            "customer_table": getattr(self, "customer_table_", None),  # (None in bundles from before it)
             "models": self.model_.summary(),
             "tiers": self.tier_rule_.to_dict(),
             "flags": {k: ((float(v) if np.isfinite(v) else None) if isinstance(v, (float, np.floating)) else v)
