@@ -92,8 +92,11 @@ def test_report_from_the_bundle_alone_says_what_needs_transactions(trained):
     for key in (*EVALUATION_SECTIONS, "win-back"):
         section = report.section(key)
         assert section.unavailable.startswith("not available: needs --transactions") and not section.figures
+    unit = trained["scorer"].config.value_unit()  # what a value is: horizon, discounting, currency
+    assert "days, discounted at 10 %/yr, in the data's currency" in unit
     for key in ("tiers", "channels", "referrals"):
         assert report.section(key).unavailable is None and len(report.section(key).figures) >= 1
+        assert f"Predicted value is {unit}." in report.section(key).source
     assert [f.name for f in report.section("channels").figures] == ["channels", "channel-effects"]
     parameters = dict(report.section("parameters").tables)
     [transaction_caption] = [c for c in parameters if c.startswith("Transaction model (bg_nbd)")]

@@ -225,6 +225,13 @@ def test_model_endpoint_describes_the_served_model(client, service_model):
     assert set(info["backtest"]["metrics"]) >= {"churn_roc_auc", "value_normalized_gini"}
     assert info["tiers"] == scorer.summary()["tiers"]
     assert info["attribute_columns"] == ["acquisition_channel", "region", "signup_date", "referred_by"]
+    effects = info["channel_effects"]  # the channel's measured effect on each process, with its interval
+    table = scorer.tables_["channel_effects"]
+    assert len(effects) == len(table) > 0 and {e["process"] for e in effects} == {"purchase", "dropout"}
+    for effect, (_, row) in zip(effects, table.iterrows(), strict=True):
+        assert effect["level"] == row["level"] and effect["customers"] == row["customers"] > 0
+        assert effect["ratio"] == pytest.approx(row["ratio"], rel=1e-12)
+        assert effect["ratio_lower_95"] <= effect["ratio"] <= effect["ratio_upper_95"]
 
 
 def test_metrics_count_requests_by_route_and_status(service_model):

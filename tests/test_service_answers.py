@@ -81,6 +81,29 @@ def test_every_answer_carries_as_of_horizons_discount_rate_and_currency(service_
         assert plain.post("/v1/score", json={"as_of": AS_OF, "customers": [_ONE]}).json()["currency"] == "unspecified"
 
 
+def test_the_currency_label_comes_from_the_model_config_unless_the_operator_sets_one(service_model, tmp_path,
+                                                                                     monkeypatch):
+    import copy
+    from dataclasses import replace
+
+    from crmml.scorer import ScorerConfig
+
+    scorer = copy.copy(service_model.scorer)
+    scorer.config = replace(scorer.config, currency="SEK")
+    assert ScorerConfig.from_dict(scorer.config.to_dict()).currency == "SEK"  # the config key round-trips
+    assert scorer.config.value_unit().endswith("%/yr, in SEK")
+    bundle = scorer.save(tmp_path / "bundle")
+    settings = service_settings(service_model, model_uri=str(bundle))
+    with TestClient(create_app(settings)) as local:
+        assert local.post("/v1/score", json={"as_of": AS_OF, "customers": [_ONE]}).json()["currency"] == "SEK"
+        assert local.get("/v1/model").json()["currency"] == "SEK"
+    monkeypatch.setenv("CRMML_CURRENCY", "EUR")
+    with TestClient(create_app(service_settings(service_model, model_uri=str(bundle)))) as overridden:
+        assert overridden.get("/v1/model").json()["currency"] == "EUR"
+    with pytest.raises(ValueError, match="currency"):
+        replace(scorer.config, currency=" SEK")
+
+
 def test_a_local_bundle_is_served_without_asking_a_registry(service_model, tmp_path):
     """A local bundle stayed 'not ready' when the (unused) tracking URI named a SQLite file that does
     not exist, as the default sqlite:///mlflow.db does in any other folder."""

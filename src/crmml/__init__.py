@@ -15,7 +15,7 @@ from crmml.backtest import backtest, cdnow_backtest
 from crmml.clv import customer_lifetime_value
 from crmml.customer_model import CustomerModel, ModelConfig
 from crmml.data import calibration_holdout, read_transactions, rfm_summary
-from crmml.errors import ConvergenceError, CrmmlError, DataValidationError
+from crmml.errors import ConvergenceError, CrmmlError, CustomerTableWarning, DataValidationError
 from crmml.features import compute_features
 from crmml.models import BetaGeo, BetaGeoBetaBinom, GammaGamma, ModifiedBetaGeo, ParetoNBD
 
@@ -27,6 +27,7 @@ __all__ = [
     "ConvergenceError",
     "CrmmlError",
     "CustomerModel",
+    "CustomerTableWarning",
     "DataValidationError",
     "GammaGamma",
     "ModelConfig",

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from crmml.customer_model import CustomerModel, ModelConfig
+from crmml.customer_table import training_table
 from crmml.features import model_columns
 from crmml.flags import FLAG_INPUTS
 from crmml.data.summary import as_day, purchase_occasions
@@ -93,7 +94,9 @@ def backtest(
     cutoffs : date-like or sequence of date-like
     config : ModelConfig, optional
     customers : pandas.DataFrame, optional
-        The customer table (one row per customer).
+        The customer table (one row per customer). Dates other than ``signup_date`` and text with
+        too many distinct values are left out, with a warning each
+        (:func:`crmml.customer_table.training_table`).
     baseline_models : sequence of str
         BTYD models fitted at each cutoff as baselines (keys of
         :data:`crmml.timetravel.TRANSACTION_MODELS`).
@@ -104,6 +107,7 @@ def backtest(
     """
     config = config if config is not None else ModelConfig()
     log = as_transactions(transactions, **read_kwargs)
+    customers, _ = training_table(customers)
     cutoff_days = [as_day(c, "cutoffs") for c in ([cutoffs] if isinstance(cutoffs, (str, pd.Timestamp)) else cutoffs)]
     if not cutoff_days:
         raise ValueError("backtest needs at least one cutoff.")

@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from crmml.batch_pool import check_picklable, partition_count, partition_runner, work_folder
+from crmml.customer_columns import CustomerColumns
 from crmml.data.summary import MAX_ABS_AMOUNT, as_day
 from crmml.data.transactions import (
     WITHOUT_CUSTOMER_SQL,
@@ -143,6 +144,7 @@ def score_in_partitions(
     progress: Callable[[int, int], object] | None = None,
     read_kwargs: dict | None = None,
     jobs: int = 1,
+    customer_columns=None,
 ) -> BatchReport:
     """Score a transaction log partition by partition, writing the scores to one file.
 
@@ -196,6 +198,9 @@ def score_in_partitions(
         with ``1 / jobs`` of DuckDB's threads and memory limit (see :mod:`crmml.batch_pool`);
         peak memory grows with ``jobs`` x the partition size. Each worker gets its own copy of
         ``transactions`` when it is a DataFrame's log: pass files for large logs.
+    customer_columns : crmml.customer_columns.CustomerColumns, optional
+        The customer table's column names: its mapped columns are renamed to the canonical names as
+        the table is read (default: the canonical names).
 
     Returns
     -------
@@ -258,7 +263,8 @@ def score_in_partitions(
         with duckdb_session() as con:
             log.create_views(con)
             id_type = con.sql("DESCRIBE SELECT customer_id FROM crmml_transactions").fetchall()[0][1]
-            table = None if customers is None else _CustomerTable(con, customers, as_of_day, id_type)
+            table = None if customers is None else _CustomerTable(con, customers, as_of_day, id_type,
+                                                                  customer_columns)
             rows_used, rows_after, largest = con.sql(
                 f"SELECT count(*) FILTER (WHERE timestamp < {next_day}), count(*) FILTER (WHERE timestamp >= "
                 f"{next_day}), {'max(abs(amount))' if log.has_amount else 'NULL'} FROM crmml_transactions"
@@ -473,7 +479,8 @@ class _CustomerTable:
     """A checked customer-table file; :meth:`write` stores it split into partitions (one Parquet
     file sorted by partition, so that reading a partition skips the others' row groups)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, source, as_of_day: pd.Timestamp, log_id_type: str):
+    def __init__(self, con: duckdb.DuckDBPyConnection, source, as_of_day: pd.Timestamp, log_id_type: str,
+                 columns=None):
         if not isinstance(source, (str, os.PathLike)):
             raise TypeError(f"customers must be the path of a CSV or Parquet file. Got {type(source).__name__}.")
         file, self.description = Path(source), f"the customer table {str(source)!r}"
@@ -485,6 +492,11 @@ class _CustomerTable:
         is_csv = not name.endswith(".parquet")
         self.scan = f"read_csv({_literal(file)}, header = true)" if is_csv else f"read_parquet({_literal(file)})"
         types = dict(row[:2] for row in self._query(con, f"DESCRIBE SELECT * FROM {self.scan}"))
+        renames = (columns or CustomerColumns()).renames(list(types), self.description)
+        if renames:  # the canonical names from here on (the columns in the file's order)
+            select = ", ".join(f"{_identifier(n)} AS {_identifier(renames.get(n, n))}" for n in types)
+            self.scan = f"(SELECT {select} FROM {self.scan})"
+            types = {renames.get(n, n): t for n, t in types.items()}
         if "customer_id" not in types:
             raise DataValidationError(f"Required column 'customer_id' is missing from {self.description}. "
                                       f"Columns found: {list(types)}.", column="customer_id")

@@ -21,7 +21,8 @@ from crmml.data.summary import rfm_summary
 from crmml.errors import ConvergenceError, DataValidationError
 from crmml.models import BetaGeoCovariates, ModifiedBetaGeoCovariates, ParetoNBDCovariates
 
-__all__ = ["CHANNEL_COLUMN", "COVARIATE_MODELS", "EFFECT_COLUMNS", "describe_effects", "fit_channel_effects"]
+__all__ = ["CHANNEL_COLUMN", "COVARIATE_MODELS", "EFFECT_COLUMNS", "describe_effects", "effect_records",
+           "fit_channel_effects"]
 
 CHANNEL_COLUMN = "acquisition_channel"
 #: The covariate version of each transaction model.
@@ -70,6 +71,19 @@ def fit_channel_effects(log, as_of, customers: pd.DataFrame | None, *, kind: str
     effects.index = [f"{process}:{level}" for process, level in zip(effects["process"], effects["level"], strict=True)]
     effects.index.name = "term"
     return effects[EFFECT_COLUMNS]
+
+
+def effect_records(effects: pd.DataFrame | None) -> list[dict]:
+    """The effects table as JSON-ready records (NaN as None; empty without a measurement), for
+    ``scorer.json`` and ``GET /v1/model``."""
+    if effects is None:
+        return []
+    records = []
+    for row in effects.to_dict(orient="records"):
+        records.append({k: (None if isinstance(v, float) and not np.isfinite(v) else
+                            int(v) if isinstance(v, np.integer) else float(v) if isinstance(v, np.floating) else v)
+                        for k, v in row.items()})
+    return records
 
 
 def describe_effects(effects: pd.DataFrame) -> list[str]:

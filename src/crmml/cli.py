@@ -13,6 +13,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from crmml.cli_columns import (
+    add_log_column_arguments,
+    add_table_column_arguments,
+    log_column_flags,
+    log_columns,
+    printing_table_warnings,
+    table_column_flags,
+    table_columns,
+)
 from crmml.defaults import DEFAULT_TRACKING_URI, tracking_uri_or_default
 from crmml.errors import CrmmlError, first_line
 
@@ -98,7 +107,8 @@ def _build_parser() -> argparse.ArgumentParser:
     report.add_argument("--as-of", default=None,
                         help="the report's date, with --transactions (default: the model's as-of date)")
     report.add_argument("--time-format", default=None, help="strptime format of the time column, e.g. %%Y%%m%%d")
-    _add_log_column_arguments(report, "the model's training columns")
+    add_log_column_arguments(report, "the model's training columns")
+    add_table_column_arguments(report, "the model's training columns")
     report.add_argument("--top", type=int, default=20, help="rows of the win-back list to show (default 20)")
     report.add_argument("--output", required=True, help="the HTML file to write (atomically)")
     report.add_argument("--tracking-uri", default=None, help=f"MLflow tracking URI (default {DEFAULT_TRACKING_URI})")
@@ -111,7 +121,7 @@ def _build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--freq", default="D", choices=["D", "W", "M"], help="purchase period (default D)")
     summary.add_argument("--freq-multiplier", type=float, default=1, help="periods per time unit (7: days to weeks)")
     summary.add_argument("--time-format", default=None, help="strptime format of the time column, e.g. %%Y%%m%%d")
-    _add_log_column_arguments(summary)
+    add_log_column_arguments(summary)
     summary.set_defaults(handler=_run_summary)
 
     backtest = commands.add_parser(
@@ -126,7 +136,8 @@ def _build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--churn-window", type=_days, default=None, help="e.g. 90D (default 90D; CDNOW 273D)")
     backtest.add_argument("--value-horizon", type=_days, default=None, help="e.g. 365D (default 365D; CDNOW 273D)")
     backtest.add_argument("--time-format", default=None, help="strptime format of the time column, e.g. %%Y%%m%%d")
-    _add_log_column_arguments(backtest)
+    add_log_column_arguments(backtest)
+    add_table_column_arguments(backtest)
     backtest.add_argument("--transaction-model", default="pareto_nbd", choices=["pareto_nbd", "bg_nbd", "mbg_nbd"])
     backtest.add_argument("--plots", default=None, help="directory for the PNG plots and decile tables")
     backtest.add_argument("--output", default=None, help="write the metrics table here (.csv)")
@@ -182,7 +193,7 @@ def _run_summary(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix not in {".csv", ".parquet"}:
         raise ValueError(f"--output must end in .csv or .parquet; got {output.name!r}.")
-    columns = _log_columns(args)
+    columns = log_columns(args)
     summary, report = rfm_summary(
         args.transactions,
         as_of=args.as_of,
@@ -215,20 +226,25 @@ def _run_backtest(args: argparse.Namespace) -> int:
         value_horizon_days=args.value_horizon or default_days or 365,
         transaction_model=args.transaction_model,
     )
+    table_mapping = table_columns(args)  # (the table's options need --customers)
     if args.cdnow:
-        if args.cutoff or args.customers or args.time_format or any(v is not None for v in _column_flags(args).values()):
+        if args.cutoff or args.customers or args.time_format or any(v is not None for v in
+                                                                    log_column_flags(args).values()):
             raise ValueError("--cdnow fixes the data and the cutoff; drop --cutoff, --customers and the column options.")
         result = cdnow_backtest(config, plots=args.plots)
         print("CDNOW protocol: 23,570 customers, cutoff 1997-09-30, holdout 1997-10-01 to 1998-06-30\n")
     else:
         if not args.cutoff:
             raise ValueError("--transactions needs at least one --cutoff DATE.")
-        customers = read_customer_table(args.customers)
-        columns = _log_columns(args)
+        customers = read_customer_table(args.customers, table_mapping)
+        columns = log_columns(args)
         print(columns.describe())
+        if customers is not None:
+            print(table_mapping.describe(customers.columns))
         read_kwargs = {"time_format": args.time_format} if args.time_format else {}
-        result = backtest(args.transactions, cutoffs=args.cutoff, config=config, customers=customers,
-                          **read_kwargs, **columns.read_kwargs())
+        with printing_table_warnings(args.command):
+            result = backtest(args.transactions, cutoffs=args.cutoff, config=config, customers=customers,
+                              **read_kwargs, **columns.read_kwargs())
         if args.plots:
             write_plots(result, args.plots)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", _readable_number):
@@ -257,36 +273,10 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--customers", default=None, help="customer table (CSV/Parquet, one row per customer)")
     parser.add_argument("--as-of", required=True, help="the as-of date (YYYY-MM-DD); later rows are not read")
     parser.add_argument("--time-format", default=None, help="strptime format of the time column, e.g. %%Y%%m%%d")
-    _add_log_column_arguments(parser, "the config's columns: section" if parser.prog.endswith("train")
-                              else "the model's training columns")
-
-
-def _add_log_column_arguments(parser: argparse.ArgumentParser, fallback: str | None = None) -> None:
-    """The transaction log's column names and time zone (crmml.data.transactions.LogColumns)."""
-    before = f"{fallback}, else " if fallback else ""
-    group = parser.add_argument_group(
-        "transaction log columns", f"which column is what (default: {before}customer_id, timestamp, amount, UTC)")
-    group.add_argument("--customer-col", default=None, help="customer id column")
-    group.add_argument("--time-col", default=None, help="timestamp column")
-    group.add_argument("--amount-col", default=None, help="amount column ('' for a log without amounts)")
-    group.add_argument("--order-col", default=None,
-                       help="order id column: a refund is netted against its order (default: none)")
-    group.add_argument("--timezone", default=None,
-                       help="IANA time zone whose calendar defines purchase days and --as-of, e.g. Europe/Berlin "
-                            "(default UTC); timestamps with an offset are converted to it")
-
-
-def _column_flags(args: argparse.Namespace) -> dict:
-    """The column options given on the command line (None where not given)."""
-    return {"customer": args.customer_col, "time": args.time_col, "amount": args.amount_col,
-            "order": args.order_col, "timezone": args.timezone}
-
-
-def _log_columns(args: argparse.Namespace, base=None):
-    """The log's columns: ``base`` (a config's or a model's; default the defaults) with the options given."""
-    from crmml.data.transactions import LogColumns
-
-    return (base or LogColumns()).merged(_column_flags(args))
+    training = parser.prog.endswith("train")
+    add_log_column_arguments(parser, "the config's columns: section" if training else "the model's training columns")
+    add_table_column_arguments(parser, "the config's customer_columns: section" if training
+                               else "the model's training columns")
 
 
 def _days(text: str) -> int:
@@ -310,19 +300,23 @@ def _tracking_uri(args: argparse.Namespace) -> str:
 
 def _run_train(args: argparse.Namespace) -> int:
     from crmml.batch_pool import default_jobs
+    from crmml.customer_columns import describe_table
     from crmml.jobs import train_job
     from crmml.progress import progress_display
 
-    with progress_display() as progress:
+    with printing_table_warnings(args.command), progress_display() as progress:
         result = train_job(
             transactions=args.transactions, customers=args.customers, as_of=args.as_of, config=args.config,
             churn_window_days=args.churn_window, value_horizon_days=args.value_horizon,
             tracking_uri=_tracking_uri(args), experiment=args.experiment, model_name=args.model_name,
             promote=args.promote, bundle=args.bundle, time_format=args.time_format, progress=progress.step,
-            columns=_column_flags(args), jobs=args.jobs or default_jobs(),
+            columns=log_column_flags(args), jobs=args.jobs or default_jobs(),
+            customer_columns=table_column_flags(args),
         )
     scorer, record = result.scorer, result.record
     print(scorer.config.columns.describe())
+    for line in describe_table(getattr(scorer, "customer_table_", None), scorer.config.customer_columns):
+        print(line)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", _readable_number):
         print(f"trained on {scorer.fingerprint_['rows_valid']:,} rows, {scorer.n_customers_:,} customers, "
               f"as of {scorer.as_of_.date()}; data hash {scorer.fingerprint_['content_hash']}")
@@ -334,7 +328,7 @@ def _run_train(args: argparse.Namespace) -> int:
         else:
             print(f"backtest skipped: {scorer.backtest_skipped_}")
         print(scorer.flag_rule_.describe())
-        print("tiers (training population):")
+        print(f"tiers (training population; predicted_value: {scorer.config.value_unit()}):")
         print(scorer.tables_["tiers"].to_string(), end="\n\n")
     print(f"registered {record.model_name} version {record.version} (aliases: {', '.join(record.aliases)}); "
           f"run {record.run_id}")
@@ -354,10 +348,13 @@ def _run_score(args: argparse.Namespace) -> int:
             model=args.model, transactions=args.transactions, customers=args.customers, as_of=args.as_of,
             output=args.output, tracking_uri=_tracking_uri(args), time_format=args.time_format,
             customers_per_partition=args.customers_per_partition, progress=progress.advance,
-            jobs=args.jobs or default_jobs(), columns=_column_flags(args),
+            jobs=args.jobs or default_jobs(), columns=log_column_flags(args),
+            customer_columns=table_column_flags(args),
         )
     print(f"model {result.model_version}")
     print(result.columns.describe())
+    if args.customers is not None:
+        print(result.customer_columns.describe())
     print(result.report)
     if result.missing_attributes:
         print(f"note: scored without the attributes {result.missing_attributes} the model was trained with "
@@ -375,10 +372,12 @@ def _run_score_on_spark(args: argparse.Namespace) -> int:
     result = score_job_spark(
         model=args.model, transactions=args.transactions, customers=args.customers, as_of=args.as_of,
         output=args.output, tracking_uri=_tracking_uri(args), time_format=args.time_format,
-        master=args.spark_master, columns=_column_flags(args),
+        master=args.spark_master, columns=log_column_flags(args), customer_columns=table_column_flags(args),
     )
     print(f"model {result.model_version} (engine spark)")
     print(result.columns.describe())
+    if args.customers is not None:
+        print(result.customer_columns.describe())
     print(result.report)
     return 0
 
@@ -395,17 +394,22 @@ def _run_report(args: argparse.Namespace) -> int:
         raise ValueError("--as-of, --customers and --time-format describe the report's data: they need --transactions.")
     if not output.parent.is_dir():
         raise NotADirectoryError(f"--output: no folder {output.parent}")
-    columns_given = any(v is not None for v in _column_flags(args).values())
+    columns_given = any(v is not None for v in log_column_flags(args).values())
     if args.transactions is None and columns_given:
         raise ValueError("The column options describe the report's data: they need --transactions.")
     scorer = load_scorer(args.model, tracking_uri=_tracking_uri(args))
     read_kwargs = {"time_format": args.time_format} if args.time_format else {}
     if args.transactions is not None:
-        columns = _log_columns(args, scorer.config.columns)
+        columns = log_columns(args, scorer.config.columns)
         read_kwargs.update(columns.read_kwargs())
         print(columns.describe())
-    report = build_report(scorer, transactions=args.transactions, as_of=args.as_of,
-                          customers=read_customer_table(args.customers), top=args.top, **read_kwargs)
+    table_mapping = table_columns(args, scorer.config.customer_columns)
+    customers = read_customer_table(args.customers, table_mapping)
+    if customers is not None:
+        print(table_mapping.describe(customers.columns))
+    with printing_table_warnings(args.command):  # (the evaluation backtests the config on the report's data)
+        report = build_report(scorer, transactions=args.transactions, as_of=args.as_of,
+                              customers=customers, top=args.top, **read_kwargs)
     report.write_html(output)
     missing = [s.key for s in report.sections if s.unavailable]
     print(f"model {scorer.model_version}: wrote {output} ({len(report.sections)} sections"
@@ -415,6 +419,7 @@ def _run_report(args: argparse.Namespace) -> int:
 
 def _run_demo(args: argparse.Namespace) -> int:
     from crmml.jobs import demo_data, demo_report
+    from crmml.scorer import ScorerConfig, load_config
 
     workdir = Path(args.workdir)
     files = demo_data(workdir)
@@ -433,6 +438,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     if main(score) != 0:
         return EXIT_USAGE
     report = demo_report(scores, files["customers"], top=args.top)
+    unit = (load_config(config) if config else ScorerConfig()).value_unit()
+    print(f"\npredicted_value in every table: {unit}")
     with pd.option_context("display.width", 220, "display.max_columns", 20, "display.max_colwidth", 90,
                            "display.float_format", _readable_number):
         for title, table in report.items():

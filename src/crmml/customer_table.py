@@ -16,7 +16,11 @@ compiles the same rules from the constants here. The rules:
   feature (:func:`checked_costs`);
 - booleans become 0/1 floats, numbers floats, text and categorical columns categories (codes
   against the sorted values; a value the learners never saw encodes as all zeros); other columns
-  (dates, for example) are dropped and listed.
+  (dates, for example) are dropped and listed;
+- for training (:func:`training_table`), a text column with more than :data:`MAX_CATEGORY_LEVELS`
+  distinct values, and a column of dates (typed, or text that parses as dates: :data:`DATE_SHARE`)
+  other than ``signup_date``, are left out of the features with a
+  :class:`~crmml.errors.CustomerTableWarning` each.
 
 A purchaser without a table row has unknown attributes and ``n_referrals`` 0; a table customer
 without purchases keeps a row with ``no_purchase_history`` (see :mod:`crmml.features`).
@@ -24,16 +28,19 @@ without purchases keeps a row with ``no_purchase_history`` (see :mod:`crmml.feat
 
 from __future__ import annotations
 
+import datetime
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from crmml.errors import DataValidationError
+from crmml.errors import CustomerTableWarning, DataValidationError
 
-__all__ = ["COST_COLUMN", "DERIVED_COLUMNS", "REFERRAL_RULE", "TableArrays", "check_ids", "checked_costs",
-           "counted_referrers", "like_customer_ids", "sign_up_days", "table_arrays", "table_columns"]
+__all__ = ["COST_COLUMN", "DATE_SHARE", "DERIVED_COLUMNS", "MAX_CATEGORY_LEVELS", "REFERRAL_RULE", "TableArrays",
+           "check_ids", "checked_costs", "counted_referrers", "like_customer_ids", "sign_up_days", "table_arrays",
+           "table_columns", "training_table"]
 
 #: The customer-table column that describes cost, not the customer: kept out of the features.
 COST_COLUMN = "cost_to_serve"
@@ -42,6 +49,17 @@ DERIVED_COLUMNS = {"signup_date": ("tenure_days",), "referred_by": ("has_referre
 #: Who counts as a referral of customer ``r``: table rows naming ``r`` in ``referred_by`` whose sign-up
 #: day is known and on or before ``as_of`` (every row naming ``r`` when the table has no signup_date).
 REFERRAL_RULE = "referred_by = r AND (no signup_date column OR signup_day <= as_of)"
+
+#: A text attribute with more than this many distinct values is left out of the training features: its
+#: one-hot encoding would outnumber the ~30 purchase features, with a few customers per level.
+MAX_CATEGORY_LEVELS = 50
+#: A text column holds dates when at least this share of its distinct values (the first
+#: :data:`_DATE_SAMPLE`) parse as dates (pandas' inferred format, month or day first), not counting
+#: plain numbers (``2019``).
+DATE_SHARE = 0.9
+_DATE_SAMPLE = 1000
+#: Columns with a role of their own: never attributes as they are (see the module docstring).
+_ROLE_COLUMNS = ("customer_id", "signup_date", "referred_by", "n_referrals", COST_COLUMN)
 
 #: Up to this many rows, text columns become categories without pandas' general conversion
 #: (the same categories, codes and dtype; pandas' conversion costs ~0.2 ms even for one row).
@@ -229,6 +247,104 @@ def table_columns(ids: np.ndarray, columns: Mapping[str, object], as_of_day: pd.
             out["n_referrals"] = out["n_referrals"][keep]
         ids = ids[keep]
     return TableArrays(ids, out, categories, order, referrers, excluded, dropped)
+
+
+def training_table(customers: pd.DataFrame | None) -> tuple[pd.DataFrame | None, dict[str, str]]:
+    """The customer table a model is trained on, and the columns left out of it with why.
+
+    Left out, each with a :class:`~crmml.errors.CustomerTableWarning` that names the column and
+    says what to do:
+
+    - a column of dates other than ``signup_date``: typed dates, or text of which at least
+      :data:`DATE_SHARE` of the distinct values parse as dates (and none as a plain number), such as
+      an unmapped sign-up column read from CSV. As a category each day would be a level of its own
+      and every later day unknown; a sign-up date should be mapped as ``signup_date`` (it then
+      becomes ``tenure_days``);
+    - a text (or categorical) column with more than :data:`MAX_CATEGORY_LEVELS` distinct values (an
+      email, a city, free text): its one-hot encoding would outnumber the purchase features, with
+      a few customers per level. Group its values into fewer levels to use it.
+
+    ``customer_id``, ``signup_date``, ``referred_by``, ``n_referrals`` and ``cost_to_serve`` are not
+    judged (they have roles of their own). :meth:`crmml.scorer.Scorer.fit` and
+    :func:`crmml.backtest.backtest` call this once, so the shipped model, its backtest and the
+    model's recorded attributes agree; scoring takes the same table as it is (the learners read
+    only the columns they were trained on).
+
+    Parameters
+    ----------
+    customers : pandas.DataFrame or None
+        The customer table, canonical column names (see :class:`crmml.customer_columns.CustomerColumns`).
+
+    Returns
+    -------
+    table : pandas.DataFrame or None
+        ``customers`` without the columns left out (the same object when none is).
+    left_out : dict of str to str
+        Each column left out, with the reason in a few words.
+    """
+    if customers is None:
+        return None, {}
+    if not isinstance(customers, pd.DataFrame):
+        raise TypeError(f"customers must be a pandas DataFrame. Got {type(customers).__name__} instead.")
+    left_out: dict[str, str] = {}
+    for name in customers.columns:
+        if name in _ROLE_COLUMNS:
+            continue
+        why, advice = _unusable(customers[name])
+        if why is None:
+            continue
+        left_out[name] = why
+        warnings.warn(f"The customer table's column {name!r} ({why}) is left out of the features. {advice}",
+                      CustomerTableWarning, stacklevel=2)
+    return (customers.drop(columns=list(left_out)) if left_out else customers), left_out
+
+
+def _unusable(column: pd.Series) -> tuple[str | None, str]:
+    """Why a table column is not a training feature (None when it is one), and what to do."""
+    name = column.name
+    mapping = f"map it as signup_date (config customer_columns: {{signup_date: {name}}}, or --signup-col {name})"
+    if pd.api.types.is_datetime64_any_dtype(column):
+        return "dates, not mapped as signup_date", f"If it is the sign-up date, {mapping}."
+    is_text = pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column)
+    if not (is_text or isinstance(column.dtype, pd.CategoricalDtype)):
+        return None, ""
+    values = pd.unique(column.dropna().to_numpy(dtype=object))
+    share = _date_share(values[:_DATE_SAMPLE])
+    if share >= DATE_SHARE:
+        kind = "text of dates" if any(isinstance(v, str) for v in values[:_DATE_SAMPLE]) else "dates"
+        return (f"{kind}, not mapped as signup_date",
+                f"{share:.0%} of its values parse as dates. If it is the sign-up date, {mapping}; other dates "
+                "are not used.")
+    if len(values) > MAX_CATEGORY_LEVELS:
+        return (f"text with {len(values):,} distinct values, more than {MAX_CATEGORY_LEVELS}",
+                f"As a category it would be {len(values):,} one-hot features. If it is an id or a date, map it "
+                f"(customer_columns: / --table-customer-col, --signup-col, --referrer-col); to use it, group its "
+                f"values into at most {MAX_CATEGORY_LEVELS} levels; or drop it from the table.")
+    return None, ""
+
+
+def _date_share(values: np.ndarray) -> float:
+    """The share of ``values`` (distinct, non-missing) that are dates: date objects, or text holding a
+    digit that parses as a date and not as a plain number (``2019`` and ``01234`` are not dates)."""
+    if not len(values):
+        return 0.0
+    if all(isinstance(v, (datetime.date, np.datetime64)) for v in values):  # e.g. Parquet dates as objects
+        return 1.0
+    text = pd.Series([v.strip() for v in values if isinstance(v, str) and any(c.isdigit() for c in v)],
+                     dtype=object)
+    if text.empty:
+        return 0.0
+    numbers = pd.to_numeric(text, errors="coerce").notna()
+    best = 0
+    for dayfirst in (False, True):  # 05/01/2024: the inferred format, month first or day first
+        with warnings.catch_warnings():  # pandas' notice when it cannot infer one format
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                parsed = pd.to_datetime(text, errors="coerce", utc=True, dayfirst=dayfirst).notna()
+            except (TypeError, ValueError, OverflowError):
+                continue
+        best = max(best, int((parsed & ~numbers).sum()))
+    return best / len(values)
 
 
 def counted_referrers(referred_by: pd.Series, signed_up: np.ndarray | None, ids) -> np.ndarray:

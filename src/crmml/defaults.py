@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["DEFAULT_EXPERIMENT", "DEFAULT_MODEL_NAME", "DEFAULT_TRACKING_URI", "tracking_uri_or_default"]
+__all__ = ["DEFAULT_EXPERIMENT", "DEFAULT_MODEL_NAME", "DEFAULT_TRACKING_URI", "UNSPECIFIED_CURRENCY",
+           "tracking_uri_or_default"]
 
 #: MLflow's tracking and registry store when none is given: a SQLite file ``mlflow.db`` in the
 #: *working directory* (a relative path), so a command run from another folder finds no registry
@@ -16,6 +17,8 @@ __all__ = ["DEFAULT_EXPERIMENT", "DEFAULT_MODEL_NAME", "DEFAULT_TRACKING_URI", "
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "crmml"
 DEFAULT_MODEL_NAME = "crmml-scorer"
+#: The currency label of amounts when the config names none (a label, never a conversion).
+UNSPECIFIED_CURRENCY = "unspecified"
 
 
 def tracking_uri_or_default(uri: str | None = None) -> str:

@@ -36,6 +36,12 @@ class InvalidTimezoneError(CrmmlError, ValueError):
     """A time zone setting that is not an IANA time zone name."""
 
 
+class CustomerTableWarning(UserWarning):
+    """A customer-table column that is not used as it might be meant: text with too many distinct
+    values for a category, or dates that are not mapped as the sign-up date (see
+    :func:`crmml.customer_table.training_table`). The column is left out of the features."""
+
+
 class ConvergenceError(CrmmlError, RuntimeError):
     """The maximum-likelihood optimiser found no point where the likelihood is finite.
 

@@ -9,11 +9,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
+from crmml.customer_columns import CustomerColumns
 from crmml.data.summary import as_day
 from crmml.data.transactions import LogColumns, read_transactions
 
@@ -44,33 +46,49 @@ class ScoreResult:
     model_version: str
     missing_attributes: list[str]
     columns: LogColumns = LogColumns()  #: the log's columns and time zone as read
+    customer_columns: CustomerColumns = CustomerColumns()  #: the customer table's columns as read
 
 
-def read_customer_table(path: str | Path | None) -> pd.DataFrame | None:
-    """A customer table from CSV or Parquet (one row per customer)."""
+def read_customer_table(path: str | Path | None,
+                        columns: CustomerColumns | Mapping | None = None) -> pd.DataFrame | None:
+    """A customer table from CSV or Parquet (one row per customer), its columns renamed to the
+    canonical names by ``columns`` (a :class:`~crmml.customer_columns.CustomerColumns`, or a mapping
+    of its roles to column names; default: the canonical names).
+
+    Raises
+    ------
+    FileNotFoundError
+        When there is no file at ``path``.
+    DataValidationError
+        Naming the column and the file, when the id column or a mapped column is missing.
+    """
     if path is None:
         return None
+    mapping = columns if isinstance(columns, CustomerColumns) else CustomerColumns().merged(columns)
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"No customer table at {path}")
     if file.suffix == ".parquet":
-        return pd.read_parquet(file)
-    if file.suffix == ".csv":
-        return pd.read_csv(file)
-    raise ValueError(f"The customer table must be .csv or .parquet; got {file.name!r}.")
+        table = pd.read_parquet(file)
+    elif file.suffix == ".csv":
+        table = pd.read_csv(file)
+    else:
+        raise ValueError(f"The customer table must be .csv or .parquet; got {file.name!r}.")
+    return mapping.apply(table, f"the customer table {str(path)!r}")
 
 
 def train_job(*, transactions, as_of, customers=None, config=None, churn_window_days=None,
               value_horizon_days=None, tracking_uri, experiment="crmml", model_name="crmml-scorer",
               promote="auto", bundle=None, time_format=None, progress=None, columns=None,
-              jobs=1) -> TrainResult:
+              jobs=1, customer_columns=None) -> TrainResult:
     """Fit, log, register and gate (see the module docstring).
 
     ``jobs`` is :meth:`crmml.scorer.Scorer.fit`'s (cores to use; the model does not depend on it).
 
     ``columns`` (a mapping with keys of :class:`~crmml.data.transactions.LogColumns`; None values
-    ignored) overrides the config's ``columns:`` section; the model records the mapping it was
-    trained with, and ``crmml score`` / ``crmml report`` default to it.
+    ignored) overrides the config's ``columns:`` section, and ``customer_columns`` (keys of
+    :class:`~crmml.customer_columns.CustomerColumns`) its ``customer_columns:`` section; the model
+    records the mappings it was trained with, and ``crmml score`` / ``crmml report`` default to them.
     """
     from crmml.registry import log_and_register
     from crmml.scorer import Scorer, ScorerConfig, load_config
@@ -81,11 +99,12 @@ def train_job(*, transactions, as_of, customers=None, config=None, churn_window_
                                    ("value_horizon_days", value_horizon_days)) if v is not None}
     if overrides:
         settings = settings.with_model(**overrides)
-    settings = replace(settings, columns=settings.columns.merged(columns))
+    settings = replace(settings, columns=settings.columns.merged(columns),
+                       customer_columns=settings.customer_columns.merged(customer_columns))
     step("read the data")
     log = read_transactions(transactions, time_format=time_format, on_invalid="reject",
                             **settings.columns.read_kwargs())
-    table = read_customer_table(customers)
+    table = read_customer_table(customers, settings.customer_columns)
     as_of_day = as_day(as_of, "as_of")
     scorer = Scorer(settings).fit(log, as_of=as_of_day, customers=table, progress=step, jobs=jobs)
     step("log to MLflow")
@@ -130,27 +149,30 @@ class ScorePartition:
 
 
 def score_job(*, model, transactions, as_of, output, customers=None, tracking_uri=None, time_format=None,
-              customers_per_partition=250_000, progress=None, jobs=1, columns=None) -> ScoreResult:
+              customers_per_partition=250_000, progress=None, jobs=1, columns=None,
+              customer_columns=None) -> ScoreResult:
     """Score every customer with the model at ``model`` (a URI or a bundle folder), ``jobs``
     partitions at a time (see :func:`crmml.batch.score_in_partitions`).
 
     The log is read with the model's training columns (``ScorerConfig.columns``), overridden by
-    ``columns`` (a mapping with keys of :class:`~crmml.data.transactions.LogColumns`).
+    ``columns`` (a mapping with keys of :class:`~crmml.data.transactions.LogColumns`), and the
+    customer table likewise (``ScorerConfig.customer_columns``, overridden by ``customer_columns``).
     """
     from crmml.batch import score_in_partitions
     from crmml.registry import load_scorer
 
     scorer = load_scorer(model, tracking_uri=tracking_uri)
     log_columns = scorer.config.columns.merged(columns)
+    table_columns = scorer.config.customer_columns.merged(customer_columns)
     as_of_day = as_day(as_of, "as_of")
     report = score_in_partitions(
         transactions, as_of=as_of_day, score_partition=ScorePartition(scorer, as_of_day), output=output,
         customers=customers, customers_per_partition=customers_per_partition, progress=progress,
         read_kwargs={**({"time_format": time_format} if time_format else {}), **log_columns.read_kwargs()},
-        jobs=jobs,
+        jobs=jobs, customer_columns=table_columns,
     )
     missing = {name for attrs in report.partition_attrs for name in attrs.get("missing_attributes", [])}
-    return ScoreResult(report, scorer.model_version, sorted(missing), log_columns)
+    return ScoreResult(report, scorer.model_version, sorted(missing), log_columns, table_columns)
 
 
 def demo_data(workdir: str | Path) -> dict:

@@ -394,7 +394,8 @@ def plot_value_by_channel(channel_table: pd.DataFrame, *, path: str | os.PathLik
     return _finish(fig, path)
 
 
-def plot_referral_value(referral_groups: pd.DataFrame, *, path: str | os.PathLike | None = None):
+def plot_referral_value(referral_groups: pd.DataFrame, *, value_unit: str | None = None,
+                        path: str | os.PathLike | None = None):
     """Mean predicted value of referred against unreferred customers, and of referrers against the rest.
 
     Parameters
@@ -402,6 +403,8 @@ def plot_referral_value(referral_groups: pd.DataFrame, *, path: str | os.PathLik
     referral_groups : DataFrame
         Indexed by group, with ``customers`` and ``mean_value`` columns (as
         :func:`crmml.insights.referral_summary`).
+    value_unit : str, optional
+        What a value is, on the axis label (:meth:`crmml.scorer.ScorerConfig.value_unit`, short).
     path : path-like, optional
         Where to write the PNG.
 
@@ -423,7 +426,7 @@ def plot_referral_value(referral_groups: pd.DataFrame, *, path: str | os.PathLik
                  padding=2, fontsize=8)
     ax.set_xticks(positions, [str(g) for g in referral_groups.index])
     ax.set_ylim(0, max(1e-9, float(mean_value.max(initial=0.0))) * 1.3)
-    ax.set(ylabel="Mean predicted value", title="Referral value")
+    ax.set(ylabel="Mean predicted value" + (f" ({value_unit})" if value_unit else ""), title="Referral value")
     return _finish(fig, path)
 
 

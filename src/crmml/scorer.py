@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
@@ -38,13 +39,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from crmml.channel_effects import fit_channel_effects
+from crmml.channel_effects import effect_records, fit_channel_effects
+from crmml.customer_columns import CustomerColumns, table_record
 from crmml.customer_model import CustomerModel, ModelConfig
 from crmml.customer_rows import CustomerRows, _positions, customer_rows
-from crmml.customer_table import COST_COLUMN, TableArrays, check_ids, checked_costs, table_arrays, table_columns
+from crmml.customer_table import (
+    COST_COLUMN,
+    TableArrays,
+    check_ids,
+    checked_costs,
+    table_arrays,
+    table_columns,
+    training_table,
+)
 from crmml.data.fingerprint import data_fingerprint
 from crmml.data.summary import as_day
 from crmml.data.transactions import LogColumns, as_transactions
+from crmml.defaults import UNSPECIFIED_CURRENCY
 from crmml.errors import DataValidationError
 from crmml.features import MODEL_COLUMNS, feature_columns
 from crmml.flags import _FLAG_TEXTS, FLAG_INPUTS, FLAG_NAMES, FLAGS, FlagConfig, FlagRule, flag_codes
@@ -104,6 +115,11 @@ class ScorerConfig:
     columns : LogColumns
         The transaction log's column names and time zone (the ``columns:`` section), used by the
         command line to read the data; :meth:`to_dict` lists it only when it is not the default.
+    customer_columns : CustomerColumns
+        The customer table's column names (the ``customer_columns:`` section), used likewise.
+    currency : str
+        The currency of the log's amounts (``EUR``, ``USD``, ...): a label, not a conversion, shown
+        with every value the scorer's doors print or return (default ``unspecified``).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -113,8 +129,13 @@ class ScorerConfig:
     backtest_cutoff: str | None = None
     baseline_models: tuple[str, ...] = tuple(TRANSACTION_MODELS)
     columns: LogColumns = LogColumns()  # a class default: bundles pickled before it existed load with it
+    customer_columns: CustomerColumns = CustomerColumns()  # (likewise)
+    currency: str = UNSPECIFIED_CURRENCY  # (likewise)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.currency, str) or not re.fullmatch(r"\S(.{0,18}\S)?", self.currency):
+            raise ValueError(f"currency must be a label of 1-20 characters without blanks at either end "
+                             f"(EUR, USD, ...); got {self.currency!r}.")
         if not 0 <= self.annual_discount_rate < np.inf:
             raise ValueError(f"annual_discount_rate must be >= 0; got {self.annual_discount_rate!r}.")
         object.__setattr__(self, "baseline_models", tuple(self.baseline_models))
@@ -131,7 +152,21 @@ class ScorerConfig:
             "backtest_cutoff": self.backtest_cutoff,
             "baseline_models": list(self.baseline_models),
             **({"columns": self.columns.to_dict()} if self.columns != LogColumns() else {}),
+            **({"customer_columns": self.customer_columns.to_dict()}
+               if self.customer_columns != CustomerColumns() else {}),
+            "currency": self.currency,
         }
+
+    def value_unit(self, *, short: bool = False) -> str:
+        """What a predicted value is, for labels: ``"spend over the next 365 days, discounted at 10 %/yr,
+        in EUR"``, or with ``short`` (an axis) ``"365-day spend, EUR"``; ``"the data's currency"``
+        (short: ``"currency unspecified"``) when :attr:`currency` is unspecified."""
+        unspecified = self.currency == UNSPECIFIED_CURRENCY
+        days = f"{self.model.value_horizon_days:g}"
+        if short:
+            return f"{days}-day spend, " + ("currency unspecified" if unspecified else self.currency)
+        currency = "the data's currency" if unspecified else self.currency
+        return f"spend over the next {days} days, discounted at {100 * self.annual_discount_rate:g} %/yr, in {currency}"
 
     @classmethod
     def from_dict(cls, values: dict | None) -> ScorerConfig:
@@ -152,11 +187,12 @@ class ScorerConfig:
             values[name] = kind.from_dict(section) if hasattr(kind, "from_dict") else kind(**section)
         if values.get("backtest_cutoff") is not None:
             values["backtest_cutoff"] = str(values["backtest_cutoff"])
-        if "columns" in values:
-            section = values["columns"] or {}
-            if not isinstance(section, dict):
-                raise ValueError(f"Config section 'columns' must be a mapping; got {section!r}.")
-            values["columns"] = LogColumns.from_dict(section)
+        for name, kind in (("columns", LogColumns), ("customer_columns", CustomerColumns)):
+            if name in values:
+                section = values[name] or {}
+                if not isinstance(section, dict):
+                    raise ValueError(f"Config section {name!r} must be a mapping; got {section!r}.")
+                values[name] = kind.from_dict(section)
         return cls(**values)
 
     def with_model(self, **changes) -> ScorerConfig:
@@ -205,6 +241,9 @@ class Scorer:
         Customer-table columns the features read.
     attribute_features_ : list of str
         The feature columns made from them (``tenure_days`` from ``signup_date``, ...).
+    customer_table_ : dict or None
+        Which table columns training used as what and which it left out, with why
+        (:func:`crmml.customer_columns.table_record`); None without a table.
     model_id_ : str
         A hash of the data fingerprint, the config and the as-of date.
     model_version : str
@@ -224,7 +263,10 @@ class Scorer:
         transactions : Transactions, DataFrame or path
         as_of : date-like
         customers : pandas.DataFrame, optional
-            The customer table; a ``cost_to_serve`` column is used for tiers, not as a feature.
+            The customer table, canonical column names; a ``cost_to_serve`` column is used for
+            tiers, not as a feature. Dates other than ``signup_date`` and text with too many
+            distinct values are left out, each with a :class:`~crmml.errors.CustomerTableWarning`
+            (:func:`crmml.customer_table.training_table`); ``customer_table_`` says what was used.
         progress : callable, optional
             ``progress(step: str)`` is called as each step starts.
         jobs : int, default 1
@@ -244,6 +286,7 @@ class Scorer:
                 f"as_of {as_of_day.date()} is before the first transaction ({log.first_timestamp.date()})."
             )
         table, costs = _split_costs(customers)
+        table, left_out = training_table(table)  # warns on each column left out
         self.fingerprint_ = data_fingerprint(log, customers)
         self.as_of_ = as_of_day
 
@@ -261,9 +304,13 @@ class Scorer:
             step("fit models")
             self.model_ = _fit_model(cfg.model, log, as_of_day, table)
         step("score the training population")
-        rows = self._rows(log, as_of_day, self._table(table, as_of_day), None)
+        arrays = self._table(table, as_of_day)
+        rows = self._rows(log, as_of_day, arrays, None)
         self.attribute_columns_ = [] if table is None else [c for c in table.columns if c != "customer_id"]
         self.attribute_features_ = list(rows.attributes)
+        self.customer_table_ = None if table is None else table_record(
+            cfg.customer_columns, customers.columns, self.attribute_features_,
+            {**left_out, **dict.fromkeys(arrays.dropped_columns, "not a number, text or boolean")})
         predicted = self._predictions(rows)
         self.tier_rule_ = TierRule.learn(predicted["predicted_value"], cfg.tiers)
         churned = churn = inputs = None
@@ -447,12 +494,14 @@ class Scorer:
             "config": self.config.to_dict(),
             "fingerprint": self.fingerprint_,
             "attribute_columns": self.attribute_columns_,
+            "customer_table": getattr(self, "customer_table_", None),  # (None in bundles from before it)
             "models": self.model_.summary(),
             "tiers": self.tier_rule_.to_dict(),
             "flags": {k: ((float(v) if np.isfinite(v) else None) if isinstance(v, (float, np.floating)) else v)
                       for k, v in self.flag_rule_.to_dict().items()},  # (None: not measured, no backtest)
             "backtest": backtest,
             "backtest_skipped": self.backtest_skipped_,
+            "channel_effects": effect_records(self.tables_.get("channel_effects")),
         }
 
     def save(self, path: str | Path) -> Path:

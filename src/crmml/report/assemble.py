@@ -286,8 +286,9 @@ def _tiers(context: _Context) -> ReportSection:
     else:
         table = scorer.tables_["tiers"]
         source = f"The training population ({scorer.n_customers_:,} customers as of {scorer.as_of_.date()})."
-    source += (" Cut points are amounts of predicted value learned at training: platinum from "
-               f"{scorer.tier_rule_.platinum_min_value:,.2f}, gold from {scorer.tier_rule_.gold_min_value:,.2f}.")
+    source += (f" Predicted value is {scorer.config.value_unit()}. Cut points are amounts of predicted value "
+               f"learned at training: platinum from {scorer.tier_rule_.platinum_min_value:,.2f}, gold from "
+               f"{scorer.tier_rule_.gold_min_value:,.2f}.")
     section = ReportSection("tiers", "Customer pyramid", source=source)
     section.figures.append(_figure("pyramid", plot_tier_pyramid(table), "Share of customers and of predicted "
                                                                         "value per tier."))
@@ -309,7 +310,8 @@ def _channels(context: _Context) -> ReportSection:
     from crmml.plots import plot_value_by_channel
 
     table, source = _insight_table(context, "channels", value_by_channel)
-    section = ReportSection("channels", "Value by acquisition channel", source=source)
+    section = ReportSection("channels", "Value by acquisition channel",
+                            source=f"{source} Predicted value is {context.scorer.config.value_unit()}.")
     if table is None:
         section.unavailable = "not available: no customer table with an acquisition_channel column"
         return section
@@ -337,11 +339,12 @@ def _referrals(context: _Context) -> ReportSection:
 
     groups, source = _insight_table(context, "referral_summary", referral_summary)
     top, _ = _insight_table(context, "referrals", lambda s, c: referral_value(s, c, top=10))
-    section = ReportSection("referrals", "Referral value", source=source)
+    section = ReportSection("referrals", "Referral value",
+                            source=f"{source} Predicted value is {context.scorer.config.value_unit()}.")
     if groups is None:
         section.unavailable = "not available: no customer table with a referred_by column"
         return section
-    section.figures.append(_figure("referrals", plot_referral_value(groups),
+    section.figures.append(_figure("referrals", plot_referral_value(groups, value_unit=context.scorer.config.value_unit(short=True)),
                                    "Mean predicted value of referred and unreferred customers, and of referrers."))
     section.tables.append(("Referred against not referred", groups))
     if top is not None:

@@ -304,7 +304,8 @@ class ScoreResponse(BaseModel):
                     "per year (0.10 = 10 %; 0: not discounted), with the timing of the expected purchases.")
     currency: str = Field(
         description="The currency of predicted_value and predicted_profit: the training data's amounts, "
-                    "never converted. A label the operator sets (CRMML_CURRENCY); 'unspecified' when not set.")
+                    "never converted. The label of the model's config (currency:), or CRMML_CURRENCY when the operator sets "
+                    "it; 'unspecified' when neither does.")
     n_customers: int = Field(description="Customers scored (all of the request's, in its order).")
     missing_attributes: list[str] = Field(description="Model attributes no customer gave: scored as unknown.")
     ignored_attributes: list[str] = Field(description="Attributes given that the model does not use.")
@@ -318,7 +319,8 @@ class ModelInfo(BaseModel):
     trained_as_of: dt.date
     horizons: Horizons
     annual_discount_rate: float = Field(description="The discount rate of predicted value, per year.")
-    currency: str = Field(description="The currency label of the answers (CRMML_CURRENCY; 'unspecified').")
+    currency: str = Field(description="The currency label of the answers (CRMML_CURRENCY, else the model "
+                                            "config's currency:, else 'unspecified').")
     loaded_at: dt.datetime
     n_training_customers: int
     data_fingerprint: dict
@@ -327,6 +329,12 @@ class ModelInfo(BaseModel):
     tiers: dict
     flags: dict
     models: dict
+    channel_effects: list[dict] = Field(
+        default_factory=list,
+        description="The acquisition channel's effect on the purchase rate and on dropout, per channel against "
+                    "the most frequent one: rate ratio with its 95 % interval and the channel's customers (the "
+                    "transaction model refitted with the channel as a covariate at training; empty without "
+                    "a channel column or with one channel).")
 
 
 class ReloadResult(BaseModel):

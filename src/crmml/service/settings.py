@@ -7,10 +7,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crmml.defaults import DEFAULT_TRACKING_URI
 
-__all__ = ["DEFAULT_CURRENCY", "ServiceSettings"]
-
-#: The currency label when none is set.
-DEFAULT_CURRENCY = "unspecified"
+__all__ = ["ServiceSettings"]
 
 
 class ServiceSettings(BaseSettings):
@@ -52,10 +49,11 @@ class ServiceSettings(BaseSettings):
     keep_alive_seconds : int
         An idle keep-alive connection is closed after this many seconds (uvicorn's
         ``timeout_keep_alive``).
-    currency : str
+    currency : str or None
         The currency of the training data's amounts (``EUR``, ``USD``, ...), a label returned with
         every answer (``currency``) and by ``GET /v1/model``: the model learns amounts as given and
-        converts nothing. Default ``unspecified``.
+        converts nothing. Default: the model's own label (its config's ``currency:``, itself
+        ``unspecified`` unless set at training).
     """
 
     model_config = SettingsConfigDict(env_prefix="CRMML_", extra="ignore", protected_namespaces=())
@@ -72,7 +70,7 @@ class ServiceSettings(BaseSettings):
     reload_interval_seconds: float = Field(0.0, ge=0)
     load_retry_seconds: float = Field(5.0, gt=0)
     body_timeout_seconds: float = Field(10.0, gt=0)
-    currency: str = Field(DEFAULT_CURRENCY, min_length=1, max_length=20, pattern=r"^\S(.*\S)?$")
+    currency: str | None = Field(None, min_length=1, max_length=20, pattern=r"^\S(.*\S)?$")
 
     @field_validator("api_key")
     @classmethod

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from crmml.defaults import UNSPECIFIED_CURRENCY
 from crmml.errors import first_line
 from crmml.registry import ModelNotFoundError, ModelTarget, load_target, resolve_model_uri
 from crmml.scorer import Scorer
 from crmml.service.schemas import ModelRef
 from crmml.service.scoring import check_answer, score_request, self_check_request
-from crmml.service.settings import DEFAULT_CURRENCY, ServiceSettings
+from crmml.service.settings import ServiceSettings
 
 __all__ = ["ModelHolder", "RegistryUnavailableError", "SelfCheckError", "ServedModel", "serving_version"]
 
@@ -43,7 +44,7 @@ class ServedModel:
     scorer: Scorer
     ref: ModelRef
     loaded_at: dt.datetime
-    currency: str = DEFAULT_CURRENCY
+    currency: str = UNSPECIFIED_CURRENCY
 
     @property
     def version(self) -> str:
@@ -127,7 +128,8 @@ class ModelHolder:
                 check_answer(score_request(scorer, self_check_request(scorer), None))
             except Exception as exc:
                 raise SelfCheckError(f"{target.describe()} failed its self-check: {first_line(exc)}") from exc
-            self.current = ServedModel(scorer, ref, dt.datetime.now(dt.UTC), self.settings.currency)
+            self.current = ServedModel(scorer, ref, dt.datetime.now(dt.UTC),
+                                       self.settings.currency or scorer.config.currency)
             _settle_memory()
             self.last_error = None
             self._on_change(old, self.current)

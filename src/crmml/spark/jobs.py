@@ -46,7 +46,8 @@ _SCORED = "scored"
 
 
 def score_job_spark(*, model, transactions, as_of, output, customers=None, tracking_uri=None, time_format=None,
-                    master: str | None = None, session: SparkSession | None = None, columns=None) -> ScoreResult:
+                    master: str | None = None, session: SparkSession | None = None, columns=None,
+                    customer_columns=None) -> ScoreResult:
     """Score every customer of a log with Spark (see the module docstring).
 
     Parameters
@@ -71,6 +72,10 @@ def score_job_spark(*, model, transactions, as_of, output, customers=None, track
         Overrides of the model's training columns and time zone (keys of
         :class:`~crmml.data.transactions.LogColumns`); with an ``order`` column, refunds net into
         their order's period, as in the local engine.
+    customer_columns : mapping, optional
+        Overrides of the model's customer-table columns (keys of
+        :class:`~crmml.customer_columns.CustomerColumns`); the mapped columns are renamed to the
+        canonical names as the table is read.
 
     Returns
     -------
@@ -92,13 +97,15 @@ def score_job_spark(*, model, transactions, as_of, output, customers=None, track
     as_of_day = as_day(as_of, "as_of")
     scorer = load_model(model, tracking_uri=tracking_uri)
     log_columns = scorer.config.columns.merged(columns)
+    table_columns = scorer.config.customer_columns.merged(customer_columns)
     started_here = session is None and SparkSession.getActiveSession() is None
     with warnings.catch_warnings():  # PySpark's notice about pandas 3: nothing a user can act on
         warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
         spark = session or spark_session(master)
         try:
-            result = _score(spark, scorer, transactions, as_of_day, output, customers, time_format, log_columns)
-            return replace(result, columns=log_columns)
+            result = _score(spark, scorer, transactions, as_of_day, output, customers, time_format, log_columns,
+                            table_columns)
+            return replace(result, columns=log_columns, customer_columns=table_columns)
         except AnalysisException as exc:  # unreadable input, as Spark says it
             raise DataValidationError(f"Spark could not read the input: {first_line(exc)}") from exc
         finally:
@@ -106,13 +113,14 @@ def score_job_spark(*, model, transactions, as_of, output, customers=None, track
                 spark.stop()
 
 
-def _score(spark, scorer, transactions, as_of_day, output: Path, customers, time_format, columns) -> ScoreResult:
+def _score(spark, scorer, transactions, as_of_day, output: Path, customers, time_format, columns,
+           table_columns) -> ScoreResult:
     log = validate_transactions(read_spark_table(spark, transactions, "transactions"), time_format=time_format,
                                 on_invalid="reject", persist=True, customer_col=columns.customer,
                                 time_col=columns.time, amount_col=columns.amount, timezone=columns.timezone,
                                 order_col=columns.order)
     try:
-        return _score_log(spark, scorer, log, transactions, as_of_day, output, customers)
+        return _score_log(spark, scorer, log, transactions, as_of_day, output, customers, table_columns)
     finally:
         log.unpersist()
 
@@ -124,11 +132,16 @@ def is_lake_path(output) -> bool:
     return "://" in text or not text.lower().endswith(_SUFFIXES)
 
 
-def _score_log(spark, scorer, log: SparkTransactions, transactions, as_of_day, output, customers) -> ScoreResult:
+def _score_log(spark, scorer, log: SparkTransactions, transactions, as_of_day, output, customers,
+               table_columns) -> ScoreResult:
     if as_of_day < log.first_timestamp.normalize():
         raise DataValidationError(f"as_of {as_of_day.date()} is before the first valid transaction "
                                   f"({log.first_timestamp.date()}) of {transactions}; there is nothing to score.")
-    table = None if customers is None else read_spark_table(spark, customers, "customer table")
+    table = None
+    if customers is not None:  # the canonical names from here on
+        table = read_spark_table(spark, customers, "customer table")
+        renames = table_columns.renames(table.columns, f"the customer table {str(customers)!r}")
+        table = table.withColumnsRenamed(renames) if renames else table
     if isinstance(output, str):  # a lake path: Spark writes the datasets where they go
         rejected_path = f"{output}.rejected"
         scores = score(log, scorer, as_of=as_of_day, customers=table)

@@ -23,7 +23,7 @@ router = APIRouter(tags=["model"], dependencies=[Depends(require_api_key)])
 async def model_info(request: Request) -> ModelInfo:
     """Name, registry version and alias, training date, the horizons, discount rate and currency of
     its answers, data fingerprint, backtest metrics (the champion gate's numbers), tier cut points
-    and flag thresholds."""
+    and flag thresholds, and the acquisition channels' measured effects."""
     served = served_model(request)
     summary = served.scorer.summary()
     return ModelInfo(
@@ -38,6 +38,7 @@ async def model_info(request: Request) -> ModelInfo:
         tiers=summary["tiers"],
         flags=summary["flags"],
         models=summary["models"],
+        channel_effects=summary.get("channel_effects") or [],
     )
 
 
