@@ -15,6 +15,7 @@ from crmml.holdout_intervals import (
     frequency_groups,
     holdout_pit,
     interval_coverage,
+    pit_bins,
 )
 from crmml.holdout_intervals import _pareto_active_moments  # the closed form, checked against the PMF
 from crmml.models import BetaGeo, ModifiedBetaGeo, ParetoNBD
@@ -98,6 +99,13 @@ def test_interval_coverage_counts_by_hand():
     assert table.loc[("1", "50"), "customers"] == 2
     assert interval_coverage(frame, np.array(["0", "0", "1", "1"]), levels=(0.5,), min_group=3).index.tolist() == [
         ("all", "50")]
+
+
+def test_pit_bins_counts_by_hand():
+    table = pit_bins([0.05, 0.15, 0.12, 0.95], np.array(["1", "0", "0", "1"], dtype=object), bins=2)
+    assert list(table.index) == ["all", "0", "1"]  # the frequency groups in their own order
+    assert table.loc["all", ["pit_1", "pit_2"]].tolist() == [75.0, 25.0]
+    assert table.loc["0", "pit_max_error"] == 50.0 and table.loc["1", "pit_max_error"] == 0.0
 
 
 def test_frequency_groups():

@@ -58,6 +58,7 @@ __all__ = [
     "holdout_pit",
     "interval_coverage",
     "level_name",
+    "pit_bins",
 ]
 
 #: Interval levels checked on the holdout.
@@ -206,16 +207,8 @@ def interval_coverage(pit: pd.DataFrame, groups=None, *, levels=LEVELS, min_grou
     """
     levels = _check_levels(levels)
     values = pit["pit"].to_numpy(dtype=float)
-    selections = [("all", np.ones(len(values), dtype=bool))]
-    if groups is not None:
-        labels = np.asarray(groups, dtype=object)
-        if labels.shape != values.shape:
-            raise ValueError(f"groups must hold one label per row ({len(values)}); got shape {labels.shape}.")
-        known = [label for _, _, label in FREQUENCY_GROUPS]
-        present = [g for g in known if g in set(labels)] + [g for g in pd.unique(labels) if g not in known]
-        selections += [(str(g), labels == g) for g in present if (labels == g).sum() >= min_group]
     records = []
-    for label, chosen in selections:
+    for label, chosen in _selections(len(values), groups, min_group):
         for level in levels:
             name = level_name(level)
             records.append({
@@ -225,6 +218,42 @@ def interval_coverage(pit: pd.DataFrame, groups=None, *, levels=LEVELS, min_grou
                 "expected": 100.0 * float(np.mean(pit[f"interval_mass_{name}"].to_numpy()[chosen])),
             })
     return pd.DataFrame.from_records(records).set_index(["group", "level"])
+
+
+def pit_bins(pit, groups=None, *, bins: int = 10, min_group: int = 1) -> pd.DataFrame:
+    """The randomised PIT's share per bin in percent (``100 / bins`` when calibrated), overall and per group.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per group (``"all"`` first, then the groups of :data:`FREQUENCY_GROUPS` present, then
+        any other label, each with at least ``min_group`` customers): ``customers``,
+        ``pit_1..pit_<bins>`` and ``pit_max_error`` (the largest distance from ``100 / bins``, in points).
+    """
+    values = np.asarray(pit, dtype=float)
+    edges = np.linspace(0.0, 1.0, int(bins) + 1)
+    records = []
+    for label, chosen in _selections(len(values), groups, min_group):
+        shares = 100.0 * np.histogram(values[chosen], bins=edges)[0] / max(int(chosen.sum()), 1)
+        record = {"group": label, "customers": int(chosen.sum())}
+        record.update({f"pit_{i + 1}": share for i, share in enumerate(shares)})
+        record["pit_max_error"] = float(np.max(np.abs(shares - 100.0 / bins)))
+        records.append(record)
+    return pd.DataFrame.from_records(records).set_index("group")
+
+
+def _selections(n: int, groups, min_group: int) -> list[tuple[str, np.ndarray]]:
+    """``("all", every row)`` then ``(label, rows)`` per group of at least ``min_group`` rows."""
+    selections = [("all", np.ones(n, dtype=bool))]
+    if groups is not None:
+        labels = np.asarray(groups, dtype=object)
+        if labels.shape != (n,):
+            raise ValueError(f"groups must hold one label per row ({n}); got shape {labels.shape}.")
+        known = [label for _, _, label in FREQUENCY_GROUPS]
+        seen = set(labels)
+        present = [g for g in known if g in seen] + [g for g in pd.unique(labels) if g not in known]
+        selections += [(str(g), labels == g) for g in present if (labels == g).sum() >= min_group]
+    return selections
 
 
 def cohort_band(model, summary: pd.DataFrame, horizons, *, levels=(0.8, 0.95),
