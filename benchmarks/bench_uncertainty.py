@@ -17,7 +17,8 @@ is what the columns add.
    transactions and a table row, from the service's in-memory log), ``--repeat`` calls each,
    interleaved in blocks of 50; medians. Target: at most +0.3 ms.
 
-It also prints the share of customers flagged ``tier_uncertain`` by tier on the 1M log.
+It also prints the share of customers flagged ``tier_uncertain`` by tier on the 1M log; ``--shares``
+prints it instead on the simulated base of part 2 and on CDNOW (calibration to 1997-09-30).
 """
 
 from __future__ import annotations
@@ -143,6 +144,32 @@ def one_customer(args) -> None:
         pstats.Stats(profile).sort_stats("cumulative").print_stats("uncertainty|purchase_distribution", 25)
 
 
+def _shares(scores: pd.DataFrame, name: str) -> None:
+    table = scores.groupby("tier").agg(customers=("tier_uncertain", "size"), flagged=("tier_uncertain", "mean"),
+                                       median_tier_probability=("tier_probability", "median"),
+                                       median_p_no_purchase=("p_no_purchase", "median"))
+    table = table.reindex(["platinum", "gold", "iron", "lead"])
+    print(f"\n{name}: tier_uncertain on {scores['tier_uncertain'].mean():.1%} of {len(scores):,} customers")
+    print(table.to_string(float_format="{:.3f}".format))
+
+
+def flag_shares(args) -> None:
+    """The share flagged tier_uncertain by tier: the simulated base of bench_one_customer.py and CDNOW
+    (the master file, calibration to 1997-09-30, the default config with lean learners)."""
+    from crmml.datasets import load_cdnow_transactions
+    from crmml.scorer import load_config
+
+    transactions, customers = _base()
+    scorer = _with_draws(_scorer(transactions, customers), args.draws)
+    _shares(scorer.score(transactions, as_of=ONE_AS_OF, customers=customers), "simulated base (3,000 customers, BG/NBD)")
+    cdnow = load_cdnow_transactions(sample=False)
+    config = load_config(HERE.parent / "models" / "default.yaml").with_model(
+        churn_learners=["logistic"], value_learners=["poisson_glm"])
+    fitted = Scorer(config).fit(cdnow, as_of="1997-09-30")
+    fitted = _with_draws(fitted, args.draws)
+    _shares(fitted.score(cdnow, as_of="1997-09-30"), "CDNOW (23,570 customers, Pareto/NBD, as of 1997-09-30)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1_000_000, help="customers of the batch part (ids below)")
@@ -151,8 +178,12 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=0, help="uncertainty.parameter_draws (default 0)")
     parser.add_argument("--skip-batch", action="store_true")
     parser.add_argument("--profile", action="store_true", help="profile the single-customer path")
+    parser.add_argument("--shares", action="store_true", help="only the tier_uncertain shares (simulated, CDNOW)")
     args = parser.parse_args()
     pd.set_option("display.width", 120)
+    if args.shares:
+        flag_shares(args)
+        return
     one_customer(args)
     if not args.skip_batch:
         batch(args)
