@@ -54,15 +54,19 @@ def test_scores_have_the_documented_columns_and_valid_values(scores, base):
 
 
 def test_flags_and_reasons_agree(scores):
-    for flag in ("at_risk", "high_value_at_risk", "lapsed", "new"):
+    for flag in ("at_risk", "high_value_at_risk", "lapsed", "new", "tier_uncertain"):
         listed = scores["flags"].str.split(";").apply(lambda names, f=flag: f in names)
         assert (listed == scores[flag]).all(), flag
     lapsed = scores[scores["lapsed"]]
     assert len(lapsed) and lapsed["reasons"].str.contains(r"no purchase for \d+ days, \d+\.\dx the").all()
     at_risk = scores[scores["at_risk"]]
     assert at_risk["reasons"].str.contains("above the at-risk threshold").all()
-    assert scores.loc[~scores["at_risk"] & ~scores["lapsed"] & ~scores["new"] & (scores["tier"] != "lead"),
-                      "reasons"].eq("").all()
+    uncertain = scores[scores["tier_uncertain"]]
+    assert len(uncertain) and uncertain.apply(lambda s: f"{s['tier']} tier uncertain: the value lies in the "
+                                              f"{s['tier']} range with probability {s['tier_probability']:.2f}"
+                                              in s["reasons"], axis=1).all()
+    assert scores.loc[~scores["at_risk"] & ~scores["lapsed"] & ~scores["new"] & ~scores["tier_uncertain"]
+                      & (scores["tier"] != "lead"), "reasons"].eq("").all()
 
 
 def test_tier_cut_points_come_from_the_training_population(scorer, scores):

@@ -15,6 +15,7 @@ from service_support import AS_OF, ServerThread, service_settings
 
 from crmml.scorer import SUMMARY_REASON
 from crmml.service import create_app
+from crmml.uncertainty import UNCERTAINTY_NUMBERS
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient
@@ -59,9 +60,10 @@ def test_ready_live_and_scores_equal_batch_scoring(client, service_model):
     table = service_model.customers[service_model.customers["customer_id"].isin(ids)]
     batch = service_model.scorer.score(rows, as_of=AS_OF, customers=table).set_index("customer_id").loc[ids]
     served = pd.DataFrame(body["customers"]).set_index("customer_id")
-    for column in ("expected_purchases", "p_alive", "churn_probability", "predicted_value"):
+    for column in ("expected_purchases", "p_alive", "churn_probability", "predicted_value", *UNCERTAINTY_NUMBERS):
         np.testing.assert_allclose(served[column].to_numpy(float), batch[column].to_numpy(float), rtol=1e-12)
-    for column in ("tier", "at_risk", "high_value_at_risk", "lapsed", "new"):
+    assert served["tier_probability"].between(0, 1).all()  # (issue 20: the uncertainty columns are answered)
+    for column in ("tier", "at_risk", "high_value_at_risk", "lapsed", "new", "tier_uncertain"):
         assert served[column].tolist() == batch[column].tolist()
     assert served["flags"].map(";".join).tolist() == batch["flags"].tolist()
     assert served["reasons"].map("; ".join).tolist() == batch["reasons"].tolist()
@@ -83,7 +85,7 @@ def test_summary_new_customer_costs_text_ids_and_unknown_attributes(client, serv
     assert [summary["input"], new["input"]] == ["summary", "transactions"]
     assert summary["reasons"][0] == SUMMARY_REASON
     assert summary["predicted_profit"] is not None  # cost given: margin x value - cost
-    assert new["new"] and "new" in new["flags"] and new["reasons"] == ["no purchase yet"]
+    assert new["new"] and "new" in new["flags"] and new["reasons"][0] == "no purchase yet"
     assert text_seven["customer_id"] == 7  # echoed as sent (scored as the text "7")
     assert body["ignored_attributes"] == ["loyalty_card"]
     assert set(body["missing_attributes"]) == {"acquisition_channel", "region", "signup_date", "referred_by"}

@@ -29,6 +29,9 @@ Flags
 ``new``
     Too little history to judge: no purchase yet, or a first purchase fewer than
     ``new_customer_days`` (default 90) days before the as-of date.
+``tier_uncertain``
+    The probability that the customer's value falls in her tier is below
+    ``uncertainty.tier_uncertain_below`` (set by the scorer, :mod:`crmml.uncertainty`).
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ from crmml.reasons import Reasons, formatted
 
 __all__ = ["AT_RISK_RULES", "FLAGS", "FLAG_INPUTS", "FLAG_NAMES", "FlagConfig", "FlagRule", "flag_codes"]
 
-FLAGS = ("at_risk", "high_value_at_risk", "lapsed", "new")
+#: ``tier_uncertain`` is set by the scorer from its tier probability (:mod:`crmml.uncertainty`).
+FLAGS = ("at_risk", "high_value_at_risk", "lapsed", "new", "tier_uncertain")
 #: The names of the flags set, per code of :func:`flag_codes`.
 FLAG_NAMES = tuple(tuple(name for bit, name in enumerate(FLAGS) if code >> bit & 1) for code in range(2 ** len(FLAGS)))
 _FLAG_TEXTS = np.array([";".join(names) for names in FLAG_NAMES], dtype=object)
@@ -235,10 +239,12 @@ class FlagRule:
 
 def flag_codes(flags) -> np.ndarray:
     """Per customer, which :data:`FLAGS` are set, as bits (``FLAGS[k]`` is bit ``k``); ``flags`` maps
-    each flag name to a bool array."""
+    each flag name to a bool array (a flag it lacks is unset: :meth:`FlagRule.evaluate` leaves
+    ``tier_uncertain`` to the scorer)."""
     codes = np.zeros(len(flags[FLAGS[0]]), dtype=np.intp)
     for bit, name in enumerate(FLAGS):
-        codes |= np.asarray(flags[name], dtype=bool).astype(np.intp) << bit
+        if name in flags:
+            codes |= np.asarray(flags[name], dtype=bool).astype(np.intp) << bit
     return codes
 
 

@@ -200,8 +200,10 @@ def input_example(scorer: Scorer) -> pd.DataFrame:
 def _output_example(scorer: Scorer) -> dict:
     return {
         "customer_id": 1, "expected_purchases": 1.0, "p_alive": 0.9, "churn_probability": 0.3,
-        "predicted_value": 10.0, "predicted_profit": np.nan, "tier": "iron", "at_risk": False,
-        "high_value_at_risk": False, "lapsed": False, "new": False, "flags": ["at_risk"],
+        "predicted_value": 10.0, "predicted_profit": np.nan, "p_no_purchase": 0.4, "purchases_lower": 0.0,
+        "purchases_upper": 2.0, "value_lower": 0.0, "value_upper": 25.0, "tier_probability": 0.7, "tier": "iron",
+        "at_risk": False, "high_value_at_risk": False, "lapsed": False, "new": False, "tier_uncertain": False,
+        "flags": ["at_risk"],
         "reasons": ["churn probability 0.30 over the next 90 days"],
         "model_version": scorer.model_version,
     }

@@ -143,6 +143,35 @@ class TierRule:
         reasons.add(lead, lead_reasons)
         return profit, codes, reasons
 
+    def value_bounds(self, codes: np.ndarray, cost_to_serve: np.ndarray | None = None):
+        """The range of predicted value that puts each customer in the tier ``codes`` gave it.
+
+        The inverse of :meth:`evaluate_codes` for one customer's cost: lead is ``value <= L`` with
+        ``L = cost / margin`` where a cost is known (every value when the margin is 0), else the
+        proxy's cut; the other tiers are their band ``[low cut, high cut)`` above ``L``.
+
+        Returns
+        -------
+        low, low_closed, high, high_closed : arrays of shape (n,)
+            The tier is ``value > low`` (``value >= low`` where ``low_closed``) and ``value < high``
+            (``value <= high`` where ``high_closed``); infinite bounds are open.
+        """
+        codes = np.asarray(codes)
+        n = len(codes)
+        cost = self._costs(n, cost_to_serve)
+        known = np.isfinite(cost)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            break_even = cost / self.margin if self.margin > 0 else np.where(cost >= 0, np.inf, -np.inf)
+        lead_cut = np.where(known, break_even, self.lead_max_value_without_costs)
+        band_low = np.array([self.platinum_min_value, self.gold_min_value, -np.inf, -np.inf])[codes]
+        band_high = np.array([np.inf, self.platinum_min_value, self.gold_min_value, np.inf])[codes]
+        lead = codes == 3
+        above_cut = lead_cut >= band_low
+        low = np.where(lead, -np.inf, np.where(above_cut, lead_cut, band_low))
+        low_closed = ~lead & ~above_cut
+        high = np.where(lead, lead_cut, band_high)
+        return low, low_closed, high, lead.copy()
+
     def _costs(self, n: int, cost_to_serve: np.ndarray | None) -> np.ndarray:
         cost = np.full(n, np.nan) if cost_to_serve is None else np.asarray(cost_to_serve, dtype=np.float64).copy()
         if self.cost_to_serve is not None:

@@ -65,6 +65,7 @@ from crmml.prediction import predict_rows
 from crmml.pyramid import TIER_NAMES, TierConfig, TierRule
 from crmml.reasons import Reasons
 from crmml.timetravel import TRANSACTION_MODELS
+from crmml.uncertainty import UNCERTAINTY_NUMBERS, ScoreUncertainty, UncertaintyConfig, uncertainty_flag
 
 __all__ = ["COST_COLUMN", "SCORE_COLUMNS", "SCORE_NUMBERS", "Scorer", "ScorerConfig", "Scores", "load_config"]
 
@@ -76,18 +77,17 @@ SCORE_COLUMNS = [
     "churn_probability",
     "predicted_value",
     "predicted_profit",
+    *UNCERTAINTY_NUMBERS,
     "tier",
-    "at_risk",
-    "high_value_at_risk",
-    "lapsed",
-    "new",
+    *FLAGS,
     "flags",
     "reasons",
     "model_version",
 ]
 #: The float columns of :data:`SCORE_COLUMNS` (the boolean ones are :data:`crmml.flags.FLAGS`; tier,
 #: flags, reasons and model_version are text).
-SCORE_NUMBERS = ("expected_purchases", "p_alive", "churn_probability", "predicted_value", "predicted_profit")
+SCORE_NUMBERS = ("expected_purchases", "p_alive", "churn_probability", "predicted_value", "predicted_profit",
+                 *UNCERTAINTY_NUMBERS)
 
 #: The reason every customer scored from an RFM summary carries.
 SUMMARY_REASON = "scored from an RFM summary: BTYD and spend models only"
@@ -120,6 +120,9 @@ class ScorerConfig:
     currency : str
         The currency of the log's amounts (``EUR``, ``USD``, ...): a label, not a conversion, shown
         with every value the scorer's doors print or return (default ``unspecified``).
+    uncertainty : UncertaintyConfig
+        Interval level, the ``tier_uncertain`` level, parameter draws (the ``uncertainty:`` section,
+        :mod:`crmml.uncertainty`); :meth:`to_dict` lists it only when it is not the default.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -131,6 +134,7 @@ class ScorerConfig:
     columns: LogColumns = LogColumns()  # a class default: bundles pickled before it existed load with it
     customer_columns: CustomerColumns = CustomerColumns()  # (likewise)
     currency: str = UNSPECIFIED_CURRENCY  # (likewise)
+    uncertainty: UncertaintyConfig = UncertaintyConfig()  # (likewise)
 
     def __post_init__(self) -> None:
         if not isinstance(self.currency, str) or not re.fullmatch(r"\S(.{0,18}\S)?", self.currency):
@@ -155,6 +159,7 @@ class ScorerConfig:
             **({"customer_columns": self.customer_columns.to_dict()}
                if self.customer_columns != CustomerColumns() else {}),
             "currency": self.currency,
+            **({"uncertainty": self.uncertainty.to_dict()} if self.uncertainty != UncertaintyConfig() else {}),
         }
 
     def value_unit(self, *, short: bool = False) -> str:
@@ -175,7 +180,7 @@ class ScorerConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"Unknown config key(s) {unknown}; known keys: {sorted(known)}.")
-        parts = {"model": ModelConfig, "tiers": TierConfig, "flags": FlagConfig}
+        parts = {"model": ModelConfig, "tiers": TierConfig, "flags": FlagConfig, "uncertainty": UncertaintyConfig}
         for name, kind in parts.items():
             section = values.get(name) or {}
             if not isinstance(section, dict):
@@ -465,6 +470,8 @@ class Scorer:
             churn_window_days=self.config.model.churn_window_days,
         )
         reasons.extend(flag_reasons)
+        uncertainty = self._uncertainty(rows, value, tier, cost_to_serve)
+        flags["tier_uncertain"] = uncertainty_flag(uncertainty, tier, self.config.uncertainty, reasons)
         if rows.from_summary is not None and rows.from_summary.any():
             summary = Reasons(len(rows))
             summary.add_text(rows.from_summary, SUMMARY_REASON)
@@ -476,8 +483,28 @@ class Scorer:
             "churn_probability": predicted["churn_probability"],
             "predicted_value": value,
             "predicted_profit": profit,
+            **uncertainty,
         }
         return Scores(rows.ids, numbers, tier, flags, reasons, self.model_version)
+
+    def _uncertainty(self, rows: CustomerRows, value: np.ndarray, tier: np.ndarray, cost_to_serve) -> dict:
+        """:data:`~crmml.uncertainty.UNCERTAINTY_NUMBERS` of the rows (:mod:`crmml.uncertainty`)."""
+        unit = self.config.model.time_unit_days
+        x, t_x, T = (np.fmax(np.asarray(rows[name], dtype=float), 0.0) / scale  # (NaN: no purchase yet, 0)
+                     for name, scale in (("frequency", 1.0), ("recency_days", unit), ("age_days", unit)))
+        bounds = self.tier_rule_.value_bounds(tier, cost_to_serve)
+        return self.score_uncertainty().evaluate(x, t_x, T, value, *bounds)
+
+    def score_uncertainty(self) -> ScoreUncertainty:
+        """The scorer's :class:`~crmml.uncertainty.ScoreUncertainty`, made once (not saved: bundles
+        from before it make it on first use)."""
+        made = self.__dict__.get("_score_uncertainty")
+        if made is None:
+            btyd, cfg = self.model_.btyd_, self.config
+            made = ScoreUncertainty(btyd.transaction_model, btyd.spend_model,
+                                    cfg.model.value_horizon_days / cfg.model.time_unit_days, cfg.uncertainty)
+            self._score_uncertainty = made
+        return made
 
     # ------------------------------------------------------------------------------------------
     def summary(self) -> dict:
@@ -499,6 +526,8 @@ class Scorer:
             "tiers": self.tier_rule_.to_dict(),
             "flags": {k: ((float(v) if np.isfinite(v) else None) if isinstance(v, (float, np.floating)) else v)
                       for k, v in self.flag_rule_.to_dict().items()},  # (None: not measured, no backtest)
+            "uncertainty": {**self.config.uncertainty.to_dict(), "unavailable": self.score_uncertainty().reason,
+                            "draws_not_made": self.score_uncertainty().draws_reason},
             "backtest": backtest,
             "backtest_skipped": self.backtest_skipped_,
             "channel_effects": effect_records(self.tables_.get("channel_effects")),
@@ -532,10 +561,12 @@ class Scorer:
                              f"{type(exc).__name__})") from None
         if not isinstance(scorer, cls):
             raise ValueError(f"{file} holds a {type(scorer).__name__}, not a crmml Scorer.")
+        scorer.score_uncertainty()  # the per-model constants, once at load rather than on the first request
         return scorer
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
+        state.pop("_score_uncertainty", None)  # made again on first use (Scorer.score_uncertainty)
         if state.get("backtest_") is not None:  # per-customer backtest scores stay out of the bundle
             state["backtest_"] = {k: v for k, v in state["backtest_"].items() if k != "result"}
         return state

@@ -273,6 +273,21 @@ class CustomerScore(BaseModel):
         description="margin x predicted_value - cost to serve (the cost over the value horizon, not discounted), "
                     "in the answer's `currency`; null without a cost to serve (the customer's cost_to_serve "
                     "attribute or the model's configured cost).")
+    p_no_purchase: float | None = Field(
+        description="Probability (0 to 1) of no purchase in the `horizons.value_horizon_days` days after as_of, "
+                    "from the purchase distribution (null when the model has none).")
+    purchases_lower: float | None = Field(
+        description="Lower end of the interval of purchases over the value horizon holding the model's interval "
+                    "level (GET /v1/model, `uncertainty.level`, default 80 %: the 10th percentile of the count).")
+    purchases_upper: float | None = Field(
+        description="Upper end of that interval (the 90th percentile of the count at 80 %).")
+    value_lower: float | None = Field(
+        description=f"Lower end of the interval of the customer's value ({_VALUE}): its 10th percentile at the "
+                    "default 80 %. The value distribution has mean predicted_value; null without a spend model.")
+    value_upper: float | None = Field(description="Upper end of that interval (the 90th percentile at 80 %).")
+    tier_probability: float | None = Field(
+        description="Probability (0 to 1) that the customer's value over the value horizon falls in the range of "
+                    "the tier assigned (its cut points, and margin and cost to serve for lead).")
     tier: Tier = Field(
         description="Customer-pyramid tier, top down: platinum, gold, iron, lead (lead: unprofitable, or without "
                     "cost data the lowest predicted values). Cut points are amounts of predicted value learned at "
@@ -283,6 +298,8 @@ class CustomerScore(BaseModel):
         description="No purchase for longer than a multiple of the customer's own mean gap between purchase days "
                     "(a one-time buyer: the training population's median gap).")
     new: bool = Field(description="Too little history to judge: no purchase yet, or a recent first purchase.")
+    tier_uncertain: bool = Field(
+        description="tier_probability is below the model's level (`uncertainty.tier_uncertain_below`, default 0.5).")
     flags: list[Flag] = Field(description="The names of the flags that are true, in this order: "
                                           + ", ".join(FLAGS) + ".")
     reasons: list[str] = Field(description="Why the tier and flags, one sentence each (text for people).")
@@ -328,6 +345,11 @@ class ModelInfo(BaseModel):
     backtest: dict | None
     tiers: dict
     flags: dict
+    uncertainty: dict = Field(
+        default_factory=dict,
+        description="How the intervals and tier_probability are made: `level` (interval level), "
+                    "`tier_uncertain_below`, `parameter_draws`, `seed`, `tail`, and `unavailable` (why the "
+                    "columns are null, or null).")
     models: dict
     channel_effects: list[dict] = Field(
         default_factory=list,

@@ -37,6 +37,7 @@ async def model_info(request: Request) -> ModelInfo:
         backtest=summary["backtest"],
         tiers=summary["tiers"],
         flags=summary["flags"],
+        uncertainty=summary["uncertainty"],
         models=summary["models"],
         channel_effects=summary.get("channel_effects") or [],
     )

@@ -1,0 +1,462 @@
+"""How sure a score is: per-customer purchase and value intervals, P(no purchase) and tier probability.
+
+:class:`ScoreUncertainty` holds what one fitted scorer needs (the transaction model's parameters or
+seeded draws of them, the Gamma-Gamma shapes, the horizon) and :meth:`ScoreUncertainty.evaluate`
+gives, per customer, the columns :data:`UNCERTAINTY_NUMBERS` over the value horizon:
+
+``p_no_purchase``
+    ``P(X = 0 | history)`` from the purchase distribution
+    (:mod:`crmml.models.purchase_distribution`): the model's ``probability_no_purchase`` over the
+    value horizon, or with parameter draws its mean over the draws.
+``purchases_lower``, ``purchases_upper``
+    The equal-tailed ``level`` interval of the count: the smallest ``k`` with ``F(k) > (1 - level)/2``
+    and the smallest with ``F(k) >= (1 + level)/2``
+    (:func:`~crmml.models.purchase_distribution.purchase_interval`).
+``value_lower``, ``value_upper``
+    The ``(1 - level)/2`` and ``(1 + level)/2`` quantiles of the customer's value.
+``tier_probability``
+    ``P(value in the range of the tier the customer was assigned)``
+    (:meth:`crmml.pyramid.TierRule.value_bounds`: value bands and, for lead, margin and cost to serve).
+
+The value distribution
+----------------------
+Given ``k`` purchases in the horizon, their total spend under the Gamma-Gamma model (Fader, Hardie
+& Lee 2005, "RFM and CLV: Using Iso-Value Curves for Customer Base Analysis", *JMR* 42(4); Hardie's
+note "The Gamma-Gamma Model of Monetary Value", 2013) is a compound gamma: each transaction is
+``Gamma(p, nu)``, so ``k`` of them sum to ``Gamma(p k, nu)``, and the customer's ``nu`` given ``x``
+repeat transactions of mean ``m`` is ``Gamma(q' = q + p x, gamma' = gamma + x m)`` (the note's
+posterior, from which its eq. 5 is the mean). Integrating ``nu`` out, ``S_k / gamma'`` is beta-prime
+``(p k, q')``, i.e.::
+
+    P(S_k <= c | k) = I_{c / (c + gamma')}(p k, q')            (regularised incomplete beta)
+
+with mean ``k p gamma' / (q' - 1)``: ``k`` times the note's eq. 5. The customer's total spend is the
+mixture over ``k`` with the purchase PMF (an atom ``P(X = 0)`` at 0). Its shape per unit of
+``gamma'`` depends only on ``(x, t_x, T)``, so it is evaluated once per distinct history.
+
+The scorer's ``predicted_value`` is the discounted spend of the shipped value model (a learner or
+the BTYD product ``E[X] E[Z]``; :mod:`crmml.scorer`). The value distribution is this BTYD /
+Gamma-Gamma distribution rescaled so that its mean is ``predicted_value``: the shipped model sets the
+level (discounting, learner), the BTYD and spend models the shape (relative spread, the atom at 0).
+So ``value / predicted_value`` is ``S / E[S]`` and the intervals and tier probability are consistent
+with the value the tier was assigned from.
+
+Evaluation
+----------
+Only the terms with ``P(X = k) >= tail / (K + 1)`` enter (the rest hold at most ``tail``). The
+quantiles are found per distinct history by safeguarded Newton steps on ``u = w / (1 + w)`` (the
+beta variable), started from the single beta-prime with the mean count; the tier probability is two
+CDF evaluations per customer. A transaction model without a purchase distribution (the covariate
+models, ...) gives NaN columns and no flag (:attr:`ScoreUncertainty.reason` says why); without a
+spend model the value columns are NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+from scipy import special
+
+from crmml.models.purchase_distribution import (
+    _SMALL,
+    _chunks,
+    _distinct,
+    _mixture_pmf,
+    _upper_counts,
+    purchase_interval,
+    supported,
+)
+from crmml.pyramid import TIER_NAMES
+from crmml.reasons import Reasons, formatted
+
+__all__ = ["UNCERTAINTY_NUMBERS", "ScoreUncertainty", "UncertaintyConfig", "uncertainty_flag"]
+
+#: The float columns the uncertainty adds to a score row, in order.
+UNCERTAINTY_NUMBERS = ("p_no_purchase", "purchases_lower", "purchases_upper", "value_lower", "value_upper",
+                       "tier_probability")
+#: Newton steps before a quantile is given up as not found (NaN); a few suffice in practice.
+_MAX_STEPS = 60
+#: A quantile is found when the CDF is within this of its level.
+_CDF_TOLERANCE = 2e-5
+#: ``u = w/(1+w)`` is kept inside these (the logarithms of the beta density stay finite).
+_U_MIN, _U_MAX = 1e-300, 1.0 - 1e-16
+
+
+@dataclass(frozen=True)
+class UncertaintyConfig:
+    """The ``uncertainty:`` section of the scorer config.
+
+    Parameters
+    ----------
+    level : float
+        Level of the purchase and value intervals, in (0, 1) (default 0.8: the 10th to 90th percentile).
+    tier_uncertain_below : float
+        ``tier_uncertain`` is set when ``tier_probability`` is below this, in [0, 1] (default 0.5:
+        the customer's value is more likely outside her tier than in it; 0 turns the flag off).
+    parameter_draws : int
+        Draws of the transaction model's parameters mixed into each customer's distribution
+        (:mod:`crmml.models.parameter_uncertainty`); 0 (default) uses the point estimate.
+    seed : int
+        Seed of the draws.
+    tail : float
+        Probability left out of each customer's distribution, in (0, 0.01] (default 1e-4).
+    """
+
+    level: float = 0.8
+    tier_uncertain_below: float = 0.5
+    parameter_draws: int = 0
+    seed: int = 0
+    tail: float = 1e-4
+
+    def __post_init__(self) -> None:
+        def number(name):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ValueError(f"uncertainty.{name} must be a number; got {value!r}.")
+            return value
+
+        if not 0 < number("level") < 1:
+            raise ValueError(f"uncertainty.level must be in (0, 1), e.g. 0.8; got {self.level!r}.")
+        if not 0 <= number("tier_uncertain_below") <= 1:
+            raise ValueError(f"uncertainty.tier_uncertain_below must be in [0, 1]; got {self.tier_uncertain_below!r}.")
+        for name in ("parameter_draws", "seed"):
+            value = number(name)
+            if value != int(value) or value < 0:
+                raise ValueError(f"uncertainty.{name} must be a whole number >= 0; got {value!r}.")
+            object.__setattr__(self, name, int(value))
+        if not 0 < number("tail") <= 0.01:
+            raise ValueError(f"uncertainty.tail must be in (0, 0.01]; got {self.tail!r}.")
+        if self.tail >= (1 - self.level) / 2:
+            raise ValueError(f"uncertainty.tail ({self.tail:g}) must be below (1 - level)/2 "
+                             f"({(1 - self.level) / 2:g}): the interval's quantiles need that mass.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> UncertaintyConfig:
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(values) - known)
+        if extra:
+            raise ValueError(f"Unknown key(s) {extra} in config section 'uncertainty'; known keys: {sorted(known)}.")
+        return cls(**values)
+
+
+class ScoreUncertainty:
+    """A scorer's uncertainty columns (see the module docstring), its per-model constants computed once.
+
+    Parameters
+    ----------
+    transaction_model : fitted BTYD model
+    spend_model : fitted GammaGamma or None
+    horizon : float
+        The value horizon in the transaction model's time units.
+    config : UncertaintyConfig
+
+    Attributes
+    ----------
+    reason : str or None
+        Why there are no uncertainty columns (NaN), or None.
+    draws_reason : str or None
+        Why the parameters were not drawn although ``parameter_draws`` asked for it, or None.
+    """
+
+    def __init__(self, transaction_model, spend_model, horizon: float, config: UncertaintyConfig):
+        self.config, self.horizon, self.model = config, float(horizon), transaction_model
+        self.reason = self.draws_reason = None
+        self.shapes = None  # Gamma-Gamma (p, q)
+        if not supported(transaction_model):
+            self.reason = (f"the transaction model ({type(transaction_model).__name__}) has no purchase "
+                           "distribution")
+            return
+        if config.parameter_draws > 0:
+            from crmml.models.parameter_uncertainty import draw_parameters
+
+            drawn = draw_parameters(transaction_model, config.parameter_draws, config.seed)
+            self.draws, self.draws_reason = drawn.params, drawn.reason
+        else:
+            self.draws = transaction_model._params()[None, :]
+        if spend_model is not None:
+            p, q = (float(v) for v in np.asarray(spend_model._params(), dtype=float)[:2])
+            self.shapes = (p, q)
+            self.table = _BetaCdfTable(p, q)  # grows with the histories scored (not saved with the scorer)
+        low, high = 0.5 * (1.0 - config.level), 0.5 * (1.0 + config.level)
+        self.levels = np.array([low, high])
+
+    def evaluate(self, x, t_x, T, predicted_value, low, low_closed, high, high_closed) -> dict[str, np.ndarray]:
+        """The columns :data:`UNCERTAINTY_NUMBERS` per customer.
+
+        Parameters
+        ----------
+        x, t_x, T : arrays of shape (n,)
+            Repeat purchases, recency and age in the model's time units (the BTYD summary).
+        predicted_value : array of shape (n,)
+            The scorer's value, the mean of the value distribution.
+        low, low_closed, high, high_closed : arrays of shape (n,)
+            The assigned tier's value range (:meth:`crmml.pyramid.TierRule.value_bounds`).
+        """
+        n = len(x)
+        out = {name: np.full(n, np.nan) for name in UNCERTAINTY_NUMBERS}
+        if self.reason is not None or n == 0:
+            return out
+        x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
+        first, inverse = _distinct([x, t_x, T])
+        distinct = _Distinct(len(first))
+        if len(first) <= _SMALL:  # a request's few customers: one PMF, without the chunking's bookkeeping
+            upper = _upper_counts(self.draws, x[first], T[first], self.horizon, self.config.tail)
+            pmf = _mixture_pmf(self.model, self.draws, x[first], t_x[first], T[first], self.horizon, int(upper.max()))
+            distinct.add(np.arange(len(first)), pmf, self.config.level, self.config.tail)
+        else:
+            for rows, pmf in _chunks(self.model, self.draws, x[first], t_x[first], T[first], self.horizon, None,
+                                     self.config.tail):
+                distinct.add(rows, pmf, self.config.level, self.config.tail)
+        out["p_no_purchase"] = distinct.p_none[inverse]
+        out["purchases_lower"] = distinct.lower[inverse].astype(float)
+        out["purchases_upper"] = distinct.upper[inverse].astype(float)
+        if self.shapes is None:
+            return out
+        spend = _SpendMixture(distinct, x[first], self.table)
+        quantiles = spend.relative_quantiles(self.levels)  # (distinct rows, 2): value / predicted value
+        value = np.asarray(predicted_value, dtype=float)
+        out["value_lower"] = value * quantiles[inverse, 0]
+        out["value_upper"] = value * quantiles[inverse, 1]
+        out["tier_probability"] = spend.tier_probability(inverse, value, low, low_closed, high, high_closed)
+        return out
+
+
+class _Distinct:
+    """Per distinct history: P(X = 0), the count interval, E[X] and the PMF terms ``1 <= k <= K`` holding
+    at least ``tail`` each, sorted by row (pair arrays ``row``, ``k``, ``mass``).
+
+    ``K``, the row's own largest count, is the smallest with ``P(X <= K) >= 1 - tail``: it depends on the
+    row's own PMF only, not on how many columns its chunk evaluated, so a row does not depend on its batch.
+    """
+
+    def __init__(self, n: int):
+        self.p_none, self.mean = np.empty(n), np.empty(n)
+        self.lower, self.upper = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        self._pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, rows: np.ndarray, pmf: np.ndarray, level: float, tail: float) -> None:
+        self.p_none[rows] = pmf[:, 0]
+        cdf = np.cumsum(pmf, axis=1)
+        upper = np.minimum(np.sum(cdf < 1.0 - tail, axis=1), pmf.shape[1] - 1)[:, None]
+        counts = np.arange(pmf.shape[1], dtype=float)
+        own = np.where(counts[None, :] <= upper, pmf, 0.0)
+        self.mean[rows] = own @ counts
+        self.lower[rows], self.upper[rows] = purchase_interval(own, level, "equal-tailed")
+        at_row, at_k = np.nonzero(own[:, 1:] >= tail)
+        self._pairs.append((rows[at_row], at_k + 1.0, own[at_row, at_k + 1]))
+
+    def pairs(self):
+        row, k, mass = (np.concatenate(parts) for parts in zip(*self._pairs, strict=True))
+        if np.any(row[1:] < row[:-1]):  # (chunks hold their rows in their own order)
+            order = np.argsort(row, kind="stable")
+            row, k, mass = row[order], k[order], mass[order]
+        return row, k, mass
+
+
+class _BetaCdfTable:
+    """``I_u(p k, q + p x)`` tabulated per ``(x, k)`` for fast evaluation, grown on demand.
+
+    Each row is the CDF on a grid of ``z = (logit u - m) / s`` from -10 to 10 in steps of 0.05, with
+    ``m``, ``s`` the mean and standard deviation of ``logit U`` for ``U ~ Beta(a, b)`` (``psi(a) - psi(b)``
+    and ``sqrt(psi'(a) + psi'(b))``), and evaluated by linear interpolation: the CDF of ``logit U`` is
+    close to normal, so the interpolation error is below about ``h^2/8 max|F''| < 1e-4`` (checked
+    against :func:`scipy.special.betainc` in the tests); outside the grid it is 0 or 1. The rows of one
+    ``x`` are contiguous in ``k``; those of ``x <= 20``, ``k <= 20`` are made at once.
+    """
+
+    _Z, _N = 10.0, 401
+
+    def __init__(self, p: float, q: float):
+        self.p, self.q = p, q
+        self.h = 2 * self._Z / (self._N - 1)
+        self.z = np.linspace(-self._Z, self._Z, self._N)
+        self.values = np.empty((0, self._N))
+        self.m, self.s = np.empty(0), np.empty(0)
+        self.blocks: dict[float, tuple[int, int]] = {}  # x -> (first row, rows)
+        self.base(np.arange(21, dtype=float), np.full(21, 20))
+
+    def base(self, xs: np.ndarray, k_max: np.ndarray) -> np.ndarray:
+        """The row of ``k = 1`` for each distinct ``x`` of ``xs``, its rows made up to ``k_max``."""
+        out = np.empty(len(xs), dtype=np.int64)
+        new_values, new_m, new_s = [], [], []
+        next_row = len(self.m)
+        for i, (x, needed) in enumerate(zip(xs.tolist(), np.asarray(k_max).tolist(), strict=True)):
+            first, rows = self.blocks.get(x, (0, 0))
+            if rows < needed:
+                rows = max(int(needed), 2 * rows, 20)
+                a = self.p * np.arange(1, rows + 1, dtype=float)
+                b = self.q + self.p * x
+                m = special.digamma(a) - special.digamma(b)
+                s = np.sqrt(special.polygamma(1, a) + special.polygamma(1, b))
+                u = special.expit(m[:, None] + s[:, None] * self.z[None, :])
+                new_values.append(special.betainc(a[:, None], b, u))
+                new_m.append(m)
+                new_s.append(s)
+                first = next_row
+                next_row += rows
+                self.blocks[x] = (first, rows)
+            out[i] = first
+        if new_values:
+            self.values = np.concatenate([self.values, *new_values])
+            self.m, self.s = np.concatenate([self.m, *new_m]), np.concatenate([self.s, *new_s])
+        return out
+
+    def cdf(self, ids: np.ndarray, u: np.ndarray, density: bool):
+        """``I_u`` of the rows ``ids`` at ``u`` in (0, 1), and with ``density`` its ``u``-derivative."""
+        s = self.s[ids]
+        position = ((np.log(u) - np.log1p(-u) - self.m[ids]) / s + self._Z) / self.h
+        j = np.clip(position, 0, self._N - 2).astype(np.int64)
+        flat = ids * self._N + j
+        table = self.values.ravel()
+        low, high = table[flat], table[flat + 1]
+        step = high - low
+        fraction = position - j
+        inside = (position >= 0) & (position <= self._N - 1)
+        value = np.where(inside, low + fraction * step, np.where(position > 0, 1.0, 0.0))
+        if not density:
+            return value, None
+        return value, np.where(inside, step / (self.h * s * u * (1.0 - u)), 0.0)
+
+
+class _SpendMixture:
+    """The distribution of ``W = S / gamma'`` per distinct history: an atom ``P(X = 0)`` at 0 and
+    ``sum_k P(X = k) BetaPrime(p k, q + p x)`` (module docstring); in units of its mean ``E[W]``."""
+
+    def __init__(self, distinct: _Distinct, x: np.ndarray, table: _BetaCdfTable):
+        p, q = table.p, table.q
+        self.table = table
+        self.p_none = distinct.p_none
+        q_post = q + p * x
+        row, k, self.mass = distinct.pairs()
+        self.start = np.searchsorted(row, np.arange(len(x) + 1))  # pairs of row j: start[j]:start[j+1]
+        # Table rows: per distinct x, rows up to its largest k (pairs are sorted by k within a row).
+        has = self.start[1:] > self.start[:-1]
+        xs, x_index = np.unique(x, return_inverse=True)
+        k_max = np.zeros(len(xs), dtype=np.int64)
+        np.maximum.at(k_max, x_index[has], k[self.start[1:][has] - 1].astype(np.int64))
+        base = table.base(xs, k_max)
+        self.ids = base[x_index[row]] + k.astype(np.int64) - 1
+        self.mean = np.divide(distinct.mean * p, q_post - 1.0, out=np.full(len(x), np.nan), where=q_post > 1.0)
+        self.mean_count = np.divide(distinct.mean, 1.0 - distinct.p_none, out=np.ones(len(x)),
+                                    where=distinct.p_none < 1.0)
+        self.p, self.q_post = p, q_post
+
+    def _expand(self, rows: np.ndarray):
+        """The pair positions of each target's row and the target of each pair."""
+        counts = self.start[rows + 1] - self.start[rows]
+        target = np.repeat(np.arange(len(rows)), counts)
+        first = np.repeat(self.start[rows] - np.cumsum(counts) + counts, counts)
+        return first + np.arange(len(target)), target
+
+    def _continuous(self, rows: np.ndarray, u: np.ndarray, density: bool = False, expanded=None):
+        """``sum_{k>=1} P(X=k) I_u(p k, q')`` for targets of rows ``rows`` at ``u`` in (0, 1) (and its
+        ``u``-derivative); ``expanded`` is :meth:`_expand` of ``rows`` if already made."""
+        at, target = self._expand(rows) if expanded is None else expanded
+        weighted = self.mass[at]
+        value, slope = self.table.cdf(self.ids[at], u[target], density)
+        cdf = np.bincount(target, weighted * value, minlength=len(rows))
+        if not density:
+            return cdf, None
+        return cdf, np.bincount(target, weighted * slope, minlength=len(rows))
+
+    def relative_quantiles(self, levels: np.ndarray) -> np.ndarray:
+        """Quantiles of ``W / E[W]`` at ``levels`` per distinct row, shape (rows, len(levels))."""
+        n_rows = len(self.p_none)
+        rows = np.repeat(np.arange(n_rows), len(levels))
+        target = np.tile(levels, n_rows)
+        w = np.zeros(len(rows))
+        todo = np.flatnonzero(self.p_none[rows] < target)  # the others are 0 (the atom holds the level)
+        if todo.size:
+            w[todo] = self._solve(rows[todo], target[todo])
+        relative = np.divide(w, self.mean[rows], out=np.where(np.isnan(self.mean[rows]), np.nan, 0.0),
+                             where=self.mean[rows] > 0)  # (a mean of 0: no purchase possible, all at 0)
+        return relative.reshape(n_rows, len(levels))
+
+    def _solve(self, rows: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """``w`` with ``P(W <= w) = target`` by Newton steps on ``u = w/(1+w)`` kept inside a bracket."""
+        # Start: the beta-prime of the mean count given a purchase, at the level left above the atom.
+        inner = (target - self.p_none[rows]) / (1.0 - self.p_none[rows])
+        u = np.clip(special.betaincinv(self.p * self.mean_count[rows], self.q_post[rows], inner), _U_MIN, _U_MAX)
+        lo, hi = np.zeros(len(rows)), np.ones(len(rows))
+        found = np.full(len(rows), np.nan)
+        active = np.arange(len(rows))
+        expanded = self._expand(rows)
+        p_none, target = self.p_none[rows], target.copy()
+        for _ in range(_MAX_STEPS):
+            cdf, pdf = self._continuous(rows, u, density=True, expanded=expanded)
+            error = p_none + cdf - target
+            done = np.abs(error) <= _CDF_TOLERANCE
+            above = error > 0
+            hi = np.where(above, u, hi)
+            lo = np.where(above, lo, u)
+            step = u - np.divide(error, pdf, out=np.full(len(u), np.inf), where=pdf > 0)
+            inside = (step > lo) & (step < hi)
+            stop = done | (hi - lo <= 1e-15)
+            found[active[stop]] = u[stop]
+            u = np.clip(np.where(inside, step, 0.5 * (lo + hi)), _U_MIN, _U_MAX)
+            if stop.all():
+                break
+            if stop.any():
+                keep = ~stop
+                active, u, lo, hi, rows = active[keep], u[keep], lo[keep], hi[keep], rows[keep]
+                p_none, target = p_none[keep], target[keep]
+                expanded = self._expand(rows)
+        return found / (1.0 - found)
+
+    def cdf(self, rows: np.ndarray, relative: np.ndarray, closed: np.ndarray) -> np.ndarray:
+        """``P(W/E[W] <= relative)`` (``<`` where not ``closed``) per target of row ``rows``."""
+        out = np.where(relative >= np.inf, 1.0, 0.0)
+        out = np.where((relative == 0) & closed, self.p_none[rows], out)
+        inner = np.flatnonzero((relative > 0) & (relative < np.inf))
+        if inner.size:
+            w = relative[inner] * self.mean[rows[inner]]
+            continuous, _ = self._continuous(rows[inner], np.clip(w / (1.0 + w), _U_MIN, _U_MAX))
+            out[inner] = self.p_none[rows[inner]] + continuous
+        return np.where(np.isnan(relative), np.nan, out)
+
+    def tier_probability(self, rows, value, low, low_closed, high, high_closed) -> np.ndarray:
+        """``P(value in the tier's range)`` per customer (the value distribution's mean is ``value``)."""
+        n = len(rows)
+        bounds, values = np.concatenate([high, low]), np.concatenate([value, value])
+        relative = np.divide(bounds, values, out=np.full(2 * n, np.nan), where=values > 0)
+        closed = np.concatenate([np.asarray(high_closed, bool), ~np.asarray(low_closed, bool)])
+        both = self.cdf(np.concatenate([rows, rows]), relative, closed)
+        probability = np.clip(both[:n] - both[n:], 0.0, 1.0)
+        # A value of 0 is 0 with certainty (the scale is 0): its tier holds it.
+        probability = np.where(value == 0, 1.0, probability)
+        return np.where(np.isfinite(value) & (value >= 0), probability, np.nan)
+
+
+def uncertainty_flag(columns: dict, tier: np.ndarray, config: UncertaintyConfig, reasons: Reasons) -> np.ndarray:
+    """``tier_uncertain``: ``tier_probability`` below ``config.tier_uncertain_below`` (never where it is
+    NaN), with its reason added to ``reasons`` in words.
+
+    Parameters
+    ----------
+    columns : dict
+        :meth:`ScoreUncertainty.evaluate`'s columns.
+    tier : array of tier codes (positions in :data:`crmml.pyramid.TIERS`)
+    config : UncertaintyConfig
+    reasons : Reasons
+        The score's reasons; the flag's sentences are appended.
+    """
+    probability = columns["tier_probability"]
+    with np.errstate(invalid="ignore"):
+        flag = probability < config.tier_uncertain_below
+    below, percent = f"{config.tier_uncertain_below:.2f}", f"{100 * config.level:g} %"
+    lower, upper = columns["value_lower"], columns["value_upper"]
+
+    def render(at: np.ndarray) -> list[str]:
+        return [
+            f"{name} tier uncertain: the value lies in the {name} range with probability {p_i} (below {below}), "
+            f"{percent} interval {lo_i} to {hi_i}"
+            for name, p_i, lo_i, hi_i in zip(TIER_NAMES[tier[at]], formatted(probability[at], ".2f"),
+                                             formatted(lower[at], ",.2f"), formatted(upper[at], ",.2f"), strict=True)
+        ]
+
+    reasons.add(flag, render)
+    return flag

@@ -1,0 +1,200 @@
+"""Per-customer uncertainty columns of the scorer (issue 20, item 3): intervals, P(no purchase), tier probability."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crmml.customer_model import ModelConfig
+from crmml.data.simulate import simulate_customer_base
+from crmml.features import btyd_summary, compute_features
+from crmml.models.beta_geo_covariates import BetaGeoCovariates
+from crmml.scorer import SCORE_COLUMNS, Scorer, ScorerConfig, load_config
+from crmml.uncertainty import UNCERTAINTY_NUMBERS, ScoreUncertainty, UncertaintyConfig
+
+CONFIG = ScorerConfig(
+    model=ModelConfig(churn_window_days=90, value_horizon_days=180, churn_learners=("logistic",),
+                      value_learners=("poisson_glm",), transaction_model="bg_nbd"),
+    baseline_models=("bg_nbd",),
+)
+AS_OF = pd.Timestamp("2025-06-30")
+
+
+@pytest.fixture(scope="module")
+def base():
+    sim = simulate_customer_base(1500, start="2023-01-01", end="2025-09-30", acquisition_end="2025-06-15", seed=11)
+    rng = np.random.default_rng(3)
+    customers = sim.customers[["customer_id", "acquisition_channel", "region"]].copy()
+    customers["cost_to_serve"] = np.where(rng.random(len(customers)) < 0.5, 4.0, np.nan)
+    return sim.transactions, customers
+
+
+@pytest.fixture(scope="module")
+def scorer(base):
+    transactions, customers = base
+    return Scorer(CONFIG).fit(transactions, as_of=AS_OF, customers=customers)
+
+
+@pytest.fixture(scope="module")
+def scores(scorer, base):
+    transactions, customers = base
+    return scorer.score(transactions, as_of=AS_OF, customers=customers)
+
+
+def test_columns_are_present_finite_and_in_range(scores):
+    assert list(scores.columns) == SCORE_COLUMNS
+    assert set(UNCERTAINTY_NUMBERS) | {"tier_uncertain"} <= set(SCORE_COLUMNS)
+    for name in UNCERTAINTY_NUMBERS:
+        assert np.isfinite(scores[name]).all(), name
+    for name in ("p_no_purchase", "tier_probability"):
+        assert scores[name].between(0, 1).all(), name
+    assert (scores["purchases_lower"] <= scores["purchases_upper"]).all()
+    assert (scores["purchases_lower"] == np.round(scores["purchases_lower"])).all()
+    assert (0 <= scores["value_lower"]).all() and (scores["value_lower"] <= scores["value_upper"]).all()
+    assert (scores["value_lower"] <= scores["predicted_value"]).all()
+    # Equal-tailed 80 % intervals: the lower end is 0 exactly when P(X = 0) > 10 %, the upper when >= 90 %.
+    p0 = scores["p_no_purchase"]
+    assert ((scores["purchases_lower"] == 0) == (p0 > 0.1)).all()
+    assert ((scores["purchases_upper"] == 0) == (p0 >= 0.9)).all()
+    assert ((scores["value_lower"] == 0) == (p0 >= 0.1)).all()
+    assert ((scores["value_upper"] == 0) == (p0 >= 0.9)).all()
+    # Customers likely to buy: the point lies in its interval.
+    likely = p0 < 0.1
+    assert likely.sum() >= 10
+    assert (scores.loc[likely, "value_upper"] >= scores.loc[likely, "predicted_value"]).all()
+    assert (scores["tier_uncertain"] == (scores["tier_probability"] < 0.5)).all()
+
+
+def test_p_no_purchase_is_the_models_probability_no_purchase(scorer, scores, base):
+    transactions, _ = base
+    features = compute_features(transactions, as_of=AS_OF)
+    unit = scorer.config.model.time_unit_days
+    summary = btyd_summary(features, time_unit_days=unit)
+    model = scorer.model_.btyd_.transaction_model
+    expected = model.probability_no_purchase(summary, scorer.config.model.value_horizon_days / unit)
+    actual = scores.set_index("customer_id").loc[features.index, "p_no_purchase"]
+    np.testing.assert_allclose(actual.to_numpy(), np.asarray(expected, dtype=float), rtol=0, atol=1e-10)
+
+
+def test_value_distribution_matches_a_monte_carlo_of_the_model(scorer, scores, base):
+    """The compound (beta-prime) value distribution against draws of the model it stands for: the
+    count from the purchase PMF, then the customer's spend rate nu from its Gamma-Gamma posterior and
+    k transactions Gamma(p, nu), rescaled to the predicted value."""
+    from crmml.models.purchase_distribution import purchase_pmf
+
+    transactions, customers = base
+    features = compute_features(transactions, as_of=AS_OF)
+    unit = scorer.config.model.time_unit_days
+    summary = btyd_summary(features, time_unit_days=unit)
+    model, spend = scorer.model_.btyd_.transaction_model, scorer.model_.btyd_.spend_model
+    p, q, gamma = (float(v) for v in spend._params())
+    indexed = scores.set_index("customer_id")
+    repeaters = summary.index[(summary["frequency"] >= 2).to_numpy()]
+    rng = np.random.default_rng(0)
+    chosen = rng.choice(np.flatnonzero((summary["frequency"] >= 2).to_numpy()), 4, replace=False)
+    bounds = scorer.tier_rule_.value_bounds(np.array([0, 1, 2, 3])[
+        pd.Categorical(indexed.loc[features.index[chosen], "tier"], categories=["platinum", "gold", "iron", "lead"]).codes],
+        None)
+    assert len(repeaters)
+    pmf = purchase_pmf(model, summary.iloc[chosen], scorer.config.model.value_horizon_days / unit, tail=1e-9)
+    n = 400_000
+    for j, i in enumerate(chosen):
+        row = summary.iloc[i]
+        x, m = row["frequency"], row["monetary_value"]
+        k = rng.choice(pmf.shape[1], size=n, p=pmf[j] / pmf[j].sum())
+        nu = rng.gamma(q + p * x, 1.0 / (gamma + x * m), size=n)
+        spent = np.where(k > 0, rng.gamma(np.maximum(p * k, 1e-300), 1.0) / nu, 0.0)
+        row_scores = indexed.loc[features.index[i]]
+        value = spent / spent.mean() * row_scores["predicted_value"]
+        assert np.quantile(value, 0.1) == pytest.approx(row_scores["value_lower"], rel=0.02, abs=1e-9)
+        assert np.quantile(value, 0.9) == pytest.approx(row_scores["value_upper"], rel=0.02)
+        if np.isnan(row_scores["predicted_profit"]):  # the cost-free bounds computed above apply
+            low, low_closed, high, high_closed = (b[j] for b in bounds)
+            inside = ((value >= low) if low_closed else (value > low)) & ((value <= high) if high_closed else (value < high))
+            assert row_scores["tier_probability"] == pytest.approx(inside.mean(), abs=0.005)
+
+
+def test_value_bounds_hold_the_value_the_tier_was_assigned_from(scorer, scores, base):
+    _, customers = base
+    costs = customers.set_index("customer_id")["cost_to_serve"].reindex(scores["customer_id"]).to_numpy()
+    codes = pd.Categorical(scores["tier"], categories=["platinum", "gold", "iron", "lead"]).codes
+    low, low_closed, high, high_closed = scorer.tier_rule_.value_bounds(codes, costs)
+    value = scores["predicted_value"].to_numpy()
+    assert np.all(np.where(low_closed, value >= low, value > low))
+    assert np.all(np.where(high_closed, value <= high, value < high))
+
+
+def test_parameter_draws_are_deterministic_and_do_not_depend_on_the_batch(scorer, base, scores):
+    transactions, customers = base
+    drawn = Scorer(replace(CONFIG, uncertainty=UncertaintyConfig(parameter_draws=4, seed=7)))
+    drawn.__dict__.update({k: v for k, v in scorer.__dict__.items() if k not in ("config", "_score_uncertainty")})
+    first = drawn.score(transactions, as_of=AS_OF, customers=customers)
+    drawn._score_uncertainty = None  # the draws made again from the seed
+    again = drawn.score(transactions, as_of=AS_OF, customers=customers)
+    pd.testing.assert_frame_equal(first, again)
+    assert drawn.score_uncertainty().draws.shape[0] == 4
+    assert not np.allclose(first["p_no_purchase"], scores["p_no_purchase"], rtol=1e-6)  # the mixture is not the point
+    one = first["customer_id"].iloc[5]
+    alone = drawn.score(transactions[transactions["customer_id"] == one], as_of=AS_OF,
+                        customers=customers[customers["customer_id"] == one])
+    for name in UNCERTAINTY_NUMBERS:
+        assert alone[name].iloc[0] == pytest.approx(first.loc[first["customer_id"] == one, name].iloc[0], rel=1e-12)
+
+
+def test_an_unsupported_transaction_model_gives_null_columns_and_no_flag(scorer, base):
+    transactions, customers = base
+    degraded = Scorer(CONFIG)
+    degraded.__dict__.update({k: v for k, v in scorer.__dict__.items() if k != "_score_uncertainty"})
+    degraded._score_uncertainty = ScoreUncertainty(BetaGeoCovariates(), None, 26.0, UncertaintyConfig())
+    scores = degraded.score(transactions, as_of=AS_OF, customers=customers)
+    assert scores[list(UNCERTAINTY_NUMBERS)].isna().all().all()
+    assert not scores["tier_uncertain"].any() and not scores["reasons"].str.contains("tier uncertain").any()
+    assert scores["predicted_value"].notna().all()
+    assert "no purchase distribution" in degraded.score_uncertainty().reason
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ({"level": 1.2}, "uncertainty.level must be in"),
+    ({"level": "high"}, "uncertainty.level must be a number"),
+    ({"tier_uncertain_below": -0.1}, "uncertainty.tier_uncertain_below must be in"),
+    ({"parameter_draws": 2.5}, "uncertainty.parameter_draws must be a whole number"),
+    ({"parameter_draws": -1}, "uncertainty.parameter_draws must be a whole number"),
+    ({"tail": 0.05}, "uncertainty.tail must be in"),
+    ({"level": 0.99, "tail": 0.01}, r"must be below \(1 - level\)/2"),
+    ({"levels": 0.8}, r"Unknown key\(s\) \['levels'\] in config section 'uncertainty'"),
+])
+def test_config_errors_name_the_field(section, message):
+    with pytest.raises(ValueError, match=message):
+        ScorerConfig.from_dict({"uncertainty": section})
+
+
+def test_config_round_trip_and_yaml(tmp_path):
+    assert "uncertainty" not in ScorerConfig().to_dict()  # the default is left out (model ids unchanged)
+    config = ScorerConfig.from_dict({"uncertainty": {"level": 0.5, "parameter_draws": 10, "seed": 3}})
+    assert config.uncertainty == UncertaintyConfig(level=0.5, parameter_draws=10, seed=3)
+    assert ScorerConfig.from_dict(config.to_dict()) == config
+    path = tmp_path / "bad.yaml"
+    path.write_text("uncertainty:\n  level: 80\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: uncertainty.level must be in"):
+        load_config(path)
+
+
+def test_a_bundle_pickled_before_the_section_scores_with_the_defaults(scorer):
+    state = scorer.config.__dict__.copy()
+    del state["uncertainty"]  # as pickled before issue 20
+    old = object.__new__(ScorerConfig)
+    object.__setattr__(old, "__dict__", state)
+    assert old.uncertainty == UncertaintyConfig()
+
+
+def test_a_customer_s_columns_do_not_depend_on_who_else_is_scored(scorer, scores, base):
+    transactions, customers = base
+    some = scores["customer_id"].sample(40, random_state=1).to_numpy()  # more than the tiny-input path's 32
+    alone = scorer.score(transactions[transactions["customer_id"].isin(some)], as_of=AS_OF,
+                         customers=customers[customers["customer_id"].isin(some)]).set_index("customer_id")
+    whole = scores.set_index("customer_id").loc[alone.index]
+    for name in UNCERTAINTY_NUMBERS:
+        np.testing.assert_allclose(alone[name].to_numpy(), whole[name].to_numpy(), rtol=1e-12, err_msg=name)
