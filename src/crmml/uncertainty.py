@@ -92,8 +92,12 @@ class UncertaintyConfig:
     level : float
         Level of the purchase and value intervals, in (0, 1) (default 0.8: the 10th to 90th percentile).
     tier_uncertain_below : float
-        ``tier_uncertain`` is set when ``tier_probability`` is below this, in [0, 1] (default 0.5:
-        the customer's value is more likely outside her tier than in it; 0 turns the flag off).
+        ``tier_uncertain`` is set when ``tier_probability`` is below this, in [0, 1]; 0 (the default)
+        turns the flag off. Off by default because a horizon's realised value is mostly its atom at 0:
+        on the 1M-customer benchmark base (BG/NBD, one-year horizon) P(no purchase) is at least 0.5
+        for 82 % of customers, the median ``tier_probability`` is 0.17, and a level of 0.5 flagged
+        67 % of customers (99.5 % of gold, 99.9 % of iron) -- a flag on everyone tells no one
+        anything. Set it where the value bands are wide against the value's spread.
     parameter_draws : int
         Draws of the transaction model's parameters mixed into each customer's distribution
         (:mod:`crmml.models.parameter_uncertainty`); 0 (default) uses the point estimate.
@@ -104,7 +108,7 @@ class UncertaintyConfig:
     """
 
     level: float = 0.8
-    tier_uncertain_below: float = 0.5
+    tier_uncertain_below: float = 0.0
     parameter_draws: int = 0
     seed: int = 0
     tail: float = 1e-4
