@@ -153,3 +153,65 @@ def test_returned_figure_without_path_is_not_registered_with_pyplot(churn):
     fig = plot_roc_pr(y, scores)
     assert plt.get_fignums() == []
     assert fig.canvas.get_width_height()[0] > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Purchase-distribution charts (crmml.plots_intervals)
+
+
+def _coverage_table() -> pd.DataFrame:
+    from crmml.holdout_intervals import interval_coverage
+
+    rng = np.random.default_rng(4)
+    n = 600
+    frame = pd.DataFrame({"pit": rng.uniform(size=n)})
+    for name in ("50", "80", "90", "95"):
+        frame[f"covered_{name}"] = rng.uniform(size=n) < float(name) / 100 + 0.03
+        frame[f"interval_mass_{name}"] = float(name) / 100 + 0.03
+    return interval_coverage(frame, np.where(np.arange(n) < 400, "0", "1").astype(object)), frame["pit"]
+
+
+def test_plot_interval_calibration(tmp_path):
+    from crmml.plots_intervals import plot_interval_calibration
+
+    coverage, pit = _coverage_table()
+    path = tmp_path / "coverage.png"
+    fig = plot_interval_calibration(coverage, pit, path=path)
+    assert_png(path)
+    ax_coverage, ax_pit = fig.axes
+    # the diagonal and one line per group (all, 0, 1); two marker sets for the integer intervals
+    assert len(ax_coverage.get_lines()) == 4 and len(ax_coverage.collections) == 2
+    assert legend_texts(ax_coverage)[:4] == ["calibrated", "all customers (600)", "frequency 0 (400)",
+                                             "frequency 1 (200)"]
+    heights = [p.get_height() for p in ax_pit.patches if p.get_width() == pytest.approx(0.1)]
+    assert len(heights) == 10 and sum(heights) == pytest.approx(100.0)
+
+
+def test_plot_interval_calibration_bad_inputs():
+    from crmml.errors import DataValidationError
+    from crmml.plots_intervals import plot_interval_calibration
+
+    coverage, pit = _coverage_table()
+    with pytest.raises(DataValidationError, match="Required column randomized missing"):
+        plot_interval_calibration(coverage.drop(columns="randomized"), pit)
+    with pytest.raises(ValueError, match="pit must be a non-empty array of values in \\[0, 1\\]"):
+        plot_interval_calibration(coverage, np.array([0.2, 1.5]))
+
+
+def test_plot_purchase_fan(tmp_path):
+    from crmml.plots_intervals import plot_purchase_fan
+
+    days = pd.date_range("2024-07-01", periods=26, freq="W")
+    expected = np.arange(1, 27) * 10.0
+    sd = np.sqrt(expected)
+    bands = {"95 %": (expected - 2 * sd, expected + 2 * sd), "80 %": (expected - 1.3 * sd, expected + 1.3 * sd)}
+    path = tmp_path / "fan.png"
+    fig = plot_purchase_fan(days, expected, expected + 3, bands, path=path)
+    assert_png(path)
+    (ax,) = fig.axes
+    assert legend_texts(ax) == ["95 % band", "80 % band", "Model (mean)", "Actual"]
+    assert len(ax.collections) == 2
+    with pytest.raises(ValueError, match="band '80 %' must have one lower and one upper value per time point"):
+        plot_purchase_fan(days, expected, expected, {"80 %": (expected[:3], expected[:3])})
+    with pytest.raises(ValueError, match="equally long"):
+        plot_purchase_fan(days, expected, expected[:5], bands)

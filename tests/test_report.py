@@ -38,7 +38,8 @@ model:
   value_learners: []
 baseline_models: [bg_nbd]
 """
-EVALUATION_SECTIONS = ("tracking", "calibration-by-frequency", "churn", "gains")
+EVALUATION_SECTIONS = ("tracking", "purchase-fan", "calibration-by-frequency", "interval-calibration", "churn",
+                       "gains")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
@@ -71,7 +72,7 @@ def test_training_run_logs_the_report_and_its_figures(trained):
     figures = {Path(a.path).name for a in client.list_artifacts(run_id, "report/figures")}
     expected = {"tracking_tracking.png", "calibration-by-frequency_by_frequency.png", "churn_roc_pr.png",
                 "churn_calibration.png", "gains_gains.png", "tiers_pyramid.png", "channels_channels.png",
-                "referrals_referrals.png"}
+                "referrals_referrals.png", "purchase-fan_fan.png", "interval-calibration_coverage.png"}
     assert expected <= figures
     page = Path(client.download_artifacts(run_id, "report/report.html", str(trained["folder"]))).read_text()
     assert all(f'<section id="{key}">' in page for key in SECTION_KEYS)
@@ -82,8 +83,9 @@ def test_cli_report_from_the_bundle_alone_lists_what_needs_data(trained, tmp_pat
     output = tmp_path / "model.html"
     assert main(["report", "--model", str(trained["folder"] / "bundle"), "--output", str(output)]) == 0
     printed = capsys.readouterr().out
-    assert "not available: tracking, calibration-by-frequency, churn, gains, win-back" in printed
-    assert output.read_text().count("not available: needs --transactions") == 5
+    assert ("not available: tracking, purchase-fan, calibration-by-frequency, interval-calibration, churn, gains, "
+            "win-back") in printed
+    assert output.read_text().count("not available: needs --transactions") == 7
 
 
 def test_report_from_the_bundle_alone_says_what_needs_transactions(trained):
@@ -119,6 +121,54 @@ def test_report_on_later_data_is_an_out_of_time_test_of_the_model(trained):
     assert set(listed["tier"]) <= {"platinum", "gold"} and listed["predicted_value"].is_monotonic_decreasing
     tiers = dict(report.section("tiers").tables)["Customers and value per tier"]
     assert tiers["value_share"].sum() == pytest.approx(1.0)
+
+
+def test_interval_sections_judge_each_customers_distribution_on_the_holdout(trained):
+    """The out-of-time holdout: every known customer has a PIT in (0, 1); the coverage table has the four
+    levels overall with the integer intervals covering at least their level minus noise; the fan's
+    band contains the model's mean and is the normal band of its standard deviation."""
+    from crmml.holdout_intervals import LEVELS
+
+    report = build_report(trained["scorer"], transactions=trained["transactions"], as_of="2025-06-30")
+    calibration = report.section("interval-calibration")
+    assert calibration.unavailable is None and [f.name for f in calibration.figures] == ["coverage"]
+    coverage, bins = (table for _, table in calibration.tables)
+    overall = coverage.loc["all"]
+    assert list(overall.index) == ["50", "80", "90", "95"] and list(overall["nominal"]) == [100 * v for v in LEVELS]
+    assert (overall["expected"] >= overall["nominal"] - 1e-9).all()  # integer intervals hold at least their level
+    assert bins.loc["all", [f"pit_{i}" for i in range(1, 11)]].sum() == pytest.approx(100.0, abs=0.5)
+    assert bins.loc["all", "customers"] == overall["customers"].iloc[0] > 100
+    fan = report.section("purchase-fan")
+    [(_, curve)] = fan.tables
+    assert ((curve["band_lower_95"] <= curve["band_lower_80"]) & (curve["band_lower_80"] <= curve["btyd_expected"])
+            & (curve["btyd_expected"] <= curve["band_upper_80"]) & (curve["band_upper_80"] <= curve["band_upper_95"])).all()
+    width = (curve["band_upper_95"] - curve["band_lower_95"]) / (2 * curve["btyd_sd"])
+    assert np.allclose(width, 1.96, atol=0.06)  # table values rounded to 0.1
+
+
+def test_interval_sections_say_why_they_are_empty(trained):
+    """A transaction model without purchase distributions (a covariate model) and a holdout without
+    known customers: both sections say why, without a figure."""
+    from types import SimpleNamespace
+
+    from crmml.models import BetaGeoCovariates
+    from crmml.report.evaluation import HoldoutEvaluation
+    from crmml.report.intervals import interval_sections
+
+    scorer = trained["scorer"]
+    curve = pd.DataFrame({"day": [7], "date": [pd.Timestamp("2024-07-11")], "actual": [0.0], "btyd_expected": [1.0]})
+    scores = pd.DataFrame({"frequency": [np.nan], "purchases_in_horizon": [1.0]})
+    evaluation = HoldoutEvaluation("backtest", pd.Timestamp("2024-07-04"), 90, 180, "A holdout.", scores, curve)
+    covariate = SimpleNamespace(model_=SimpleNamespace(btyd_=SimpleNamespace(transaction_model=BetaGeoCovariates())))
+    for owner, reason in ((covariate, "the transaction model (BetaGeoCovariates) has no conditional purchase "
+                                      "distribution"),
+                          (scorer, "no customer had purchases before the cutoff 2024-07-04")):
+        context = SimpleNamespace(scorer=owner, evaluation=evaluation, evaluation_unavailable=None)
+        sections = interval_sections(context)
+        assert [s.key for s in sections] == ["interval-calibration", "purchase-fan"]
+        for section in sections:
+            assert section.unavailable.startswith("not available: ") and reason in section.unavailable
+            assert not section.figures
 
 
 def test_report_inside_the_holdout_backtests_the_config(trained):
@@ -222,8 +272,9 @@ def test_report_renders_every_section_and_image_in_a_headless_browser(trained, c
             assert page.locator("section#win-back table tbody tr").count() >= 1
             images = page.evaluate(
                 "Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth}))")
-            # tracking, by frequency, ROC/PR, calibration, gains, pyramid, channels, channel effects, referrals
-            assert len(images) == 9
+            # tracking, purchase fan, by frequency, interval calibration, ROC/PR, calibration, gains, pyramid,
+            # channels, channel effects, referrals
+            assert len(images) == 11
             assert all(i["complete"] and i["width"] > 0 for i in images), images
             page.screenshot(path=str(screenshot), full_page=True)
         finally:

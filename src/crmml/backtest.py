@@ -8,7 +8,11 @@ data scientist would otherwise use:
   the window) and its expected purchases (ranked low to high, ``-E[X]``);
 - value: ``past spend`` (total spend to the cutoff: a ranking, not a forecast) and each BTYD model's
   expected purchases x Gamma-Gamma expected spend;
-- transactions: the total predicted purchases against the actual total.
+- transactions: the total predicted purchases against the actual total;
+- purchase distributions (BG/NBD, MBG/NBD and Pareto/NBD transaction models): each known customer's
+  randomised PIT of her holdout purchases and her count against her 50/80/90/95 % intervals
+  (:func:`holdout_pit_columns`), and a normal band around the cumulative tracking curve
+  (:func:`holdout_tracking`; :mod:`crmml.holdout_intervals`).
 
 :func:`cdnow_backtest` is the CDNOW protocol: the full ``CDNOW_master`` log (23,570 customers of the
 first quarter of 1997), calibration to 1997-09-30, a 273-day (39-week) holdout to 1998-06-30, churn =
@@ -26,12 +30,14 @@ import pandas as pd
 
 from crmml.customer_model import CustomerModel, ModelConfig
 from crmml.customer_table import training_table
-from crmml.features import model_columns
+from crmml.features import btyd_summary, model_columns
 from crmml.flags import FLAG_INPUTS
+from crmml.holdout_intervals import LEVELS, cohort_band, holdout_pit, level_name
 from crmml.data.summary import as_day, purchase_occasions
 from crmml.data.transactions import as_transactions
 from crmml.labels import outcome_labels
 from crmml.metrics import churn_metrics, decile_table, value_metrics
+from crmml.models.purchase_distribution import supported
 from crmml.timetravel import TRANSACTION_MODELS, fit_btyd_models
 
 __all__ = [
@@ -42,6 +48,7 @@ __all__ = [
     "BacktestResult",
     "backtest",
     "cdnow_backtest",
+    "holdout_pit_columns",
     "holdout_tracking",
     "model_scores",
 ]
@@ -130,6 +137,8 @@ def backtest(
         frame = _baseline_scores(log, features, predicted, config, baseline_models, cutoff)
         frame = pd.concat([frame, labels, features[["frequency", *FLAG_INPUTS]]], axis=1)  # the flags' inputs, for
         # their precision on the backtest (crmml.flags.FlagRule.learn)
+        frame = frame.join(holdout_pit_columns(model, features, labels["purchases_in_horizon"],
+                                               config.value_horizon_days))
         rows.extend(_metric_rows(frame, cutoff))
         scores[cutoff] = frame
         summaries[cutoff] = model.summary()
@@ -143,7 +152,10 @@ def holdout_tracking(log, model: CustomerModel, features: pd.DataFrame, horizon_
     ``step_days`` days to ``horizon_days``, for the customers with purchases at the cutoff.
 
     Actual counts are purchase days (the data layer's occasions) after the cutoff; the expectation is
-    the sum over customers of the model's conditional expected purchases by each day.
+    the sum over customers of the model's conditional expected purchases by each day. For a
+    transaction model with purchase distributions, ``btyd_sd`` and the normal bands ``band_lower_80``,
+    ``band_upper_80``, ``band_lower_95``, ``band_upper_95`` of the total
+    (:func:`crmml.holdout_intervals.cohort_band`: independent customers, fitted parameters).
     """
     cutoff = model.as_of_
     known = features.index[~features["no_purchase_history"].to_numpy(dtype=bool)]
@@ -160,8 +172,49 @@ def holdout_tracking(log, model: CustomerModel, features: pd.DataFrame, horizon_
     columns = model_columns(rows, model.btyd_.transaction_model, horizons_days=[float(d) for d in days],
                             time_unit_days=model.config.time_unit_days)  # P(alive) once for every day
     expected = [float(columns[float(d)]["btyd_expected_purchases"].sum()) for d in days]
-    return pd.DataFrame({"day": days, "date": cutoff + pd.to_timedelta(days, unit="D"),
-                         "actual": actual, "btyd_expected": expected})
+    curve = pd.DataFrame({"day": days, "date": cutoff + pd.to_timedelta(days, unit="D"),
+                          "actual": actual, "btyd_expected": expected})
+    transaction_model = model.btyd_.transaction_model
+    if len(rows) and supported(transaction_model):
+        time_unit = model.config.time_unit_days
+        band = cohort_band(transaction_model, btyd_summary(rows, time_unit_days=time_unit), days / time_unit)
+        curve["btyd_sd"] = band["sd"].to_numpy()
+        for name in ("80", "95"):
+            curve[f"band_lower_{name}"] = band[f"lower_{name}"].to_numpy()
+            curve[f"band_upper_{name}"] = band[f"upper_{name}"].to_numpy()
+    return curve
+
+
+def holdout_pit_columns(model: CustomerModel, features: pd.DataFrame, purchases: pd.Series,
+                        horizon_days: int, *, seed: int = 0) -> pd.DataFrame:
+    """Per customer with purchases at the cutoff: the randomised PIT of ``purchases`` (her purchase
+    days in the ``horizon_days`` after it) under the BTYD transaction model's conditional distribution,
+    and per level of :data:`crmml.holdout_intervals.LEVELS` (e.g. 80) whether it fell in her shortest
+    80 % interval and that interval's probability.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed like ``features``: ``purchases_pit``, ``purchases_covered_80``,
+        ``purchases_interval_mass_80``, ... (NaN for customers without purchases at the cutoff). No
+        columns when the transaction model has no purchase distribution (covariate models) or no
+        customer had purchases.
+    """
+    transaction_model = model.btyd_.transaction_model
+    known = ~features["no_purchase_history"].to_numpy(dtype=bool)
+    out = pd.DataFrame(index=features.index)
+    if not known.any() or not supported(transaction_model):
+        return out
+    time_unit = model.config.time_unit_days
+    rows = features[known]
+    pit = holdout_pit(transaction_model, btyd_summary(rows, time_unit_days=time_unit),
+                      purchases.reindex(rows.index).to_numpy(), horizon_days / time_unit, seed=seed)
+    out["purchases_pit"] = pd.Series(pit["pit"].to_numpy(), index=rows.index)
+    for level in LEVELS:
+        name = level_name(level)
+        out[f"purchases_covered_{name}"] = pd.Series(pit[f"covered_{name}"].to_numpy(dtype=float), index=rows.index)
+        out[f"purchases_interval_mass_{name}"] = pd.Series(pit[f"interval_mass_{name}"].to_numpy(), index=rows.index)
+    return out
 
 
 def model_scores(features: pd.DataFrame, predicted: pd.DataFrame) -> pd.DataFrame:

@@ -19,15 +19,12 @@ import pandas as pd
 
 from crmml.data.summary import rfm_summary
 from crmml.errors import ConvergenceError, DataValidationError
-from crmml.models import BetaGeoCovariates, ModifiedBetaGeoCovariates, ParetoNBDCovariates
+from crmml.timetravel import COVARIATE_MODELS
 
 __all__ = ["CHANNEL_COLUMN", "COVARIATE_MODELS", "EFFECT_COLUMNS", "describe_effects", "effect_records",
            "fit_channel_effects"]
 
 CHANNEL_COLUMN = "acquisition_channel"
-#: The covariate version of each transaction model.
-COVARIATE_MODELS = {"pareto_nbd": ParetoNBDCovariates, "bg_nbd": BetaGeoCovariates,
-                    "mbg_nbd": ModifiedBetaGeoCovariates}
 #: Columns of the effects table (one row per process and non-reference channel).
 EFFECT_COLUMNS = ["process", "effect", "level", "reference", "customers", "ratio", "ratio_lower_95",
                   "ratio_upper_95", "estimate", "standard_error"]

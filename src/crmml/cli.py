@@ -322,6 +322,9 @@ def _run_train(args: argparse.Namespace) -> int:
               f"as of {scorer.as_of_.date()}; data hash {scorer.fingerprint_['content_hash']}")
         choices = scorer.model_.summary()
         print(f"churn: shipped {choices['churn']['shipped']}; value: shipped {choices['value']['shipped']}")
+        covariates = choices["transaction_model"].get("covariates")
+        if covariates is not None:
+            print(f"transaction model ({choices['transaction_model']['kind']}): {covariates['reason']}")
         if scorer.backtest_ is not None:
             print(f"\nbacktest at {scorer.backtest_['cutoff']} (crmml and baselines):")
             print(result.backtest_table().to_string(), end="\n\n")

@@ -21,6 +21,12 @@
    trained on rescaled windows keeps its ranking but takes its total from the BTYD model
    (:meth:`CustomerModel._btyd_level`).
 
+Before all this, with ``transaction_covariates`` configured, the transaction model itself is chosen
+(:func:`crmml.transaction_choice.choose_transaction_covariates`, recorded in
+:attr:`CustomerModel.transaction_choice_`): the BTYD model with the customer attributes as covariates
+ships only when it beats the plain one out of time by more than the noise, by the same rule; every
+BTYD score and feature then comes from the model that shipped.
+
 Above ``max_validation_customers`` / ``max_training_customers`` customers, the folds and the final
 learner fit use a hash sample of the customers; the BTYD models and the scores use everyone. Candidates
 are listed in :mod:`crmml.validation`.
@@ -36,6 +42,7 @@ import pandas as pd
 from crmml.data.summary import as_day
 from crmml.data.transactions import as_transactions, duckdb_session, partition_number_sql
 from crmml.errors import DataValidationError
+from crmml.features import MODEL_COLUMNS
 from crmml.learners import CHURN_LEARNERS, VALUE_LEARNERS
 from crmml.selection import choose_candidate
 from crmml.timetravel import (
@@ -46,6 +53,7 @@ from crmml.timetravel import (
     plan_validation_folds,
     training_frame,
 )
+from crmml.transaction_choice import TransactionChoice, choose_transaction_covariates
 from crmml.validation import BTYD_SCORES, fit_learner, validate_fold
 
 __all__ = ["Choice", "CustomerModel", "ModelConfig", "PREDICTION_COLUMNS"]
@@ -94,6 +102,10 @@ class ModelConfig:
         always use everyone.
     seed : int
         Seed of every randomised learner.
+    transaction_covariates : tuple of str
+        Customer-table columns (features, e.g. ``acquisition_channel``) the covariate version of the
+        transaction model reads in both processes; it ships only when it beats the plain model out of
+        time (:mod:`crmml.transaction_choice`). Empty (the default): the plain model, no choice.
     """
 
     churn_window_days: int = 90
@@ -111,6 +123,7 @@ class ModelConfig:
     max_validation_customers: int = 25_000
     max_training_customers: int = 200_000
     seed: int = 0
+    transaction_covariates: tuple[str, ...] = ()  # a class default: bundles pickled before it existed load with it
 
     def __post_init__(self) -> None:
         for name in ("churn_window_days", "value_horizon_days", "min_window_days", "n_rescaled_windows",
@@ -126,6 +139,17 @@ class ModelConfig:
         object.__setattr__(self, "churn_learners", tuple(self.churn_learners))
         object.__setattr__(self, "value_learners", tuple(self.value_learners))
         object.__setattr__(self, "feature_windows_days", tuple(self.feature_windows_days))
+        covariates = self.transaction_covariates
+        if isinstance(covariates, str) or not all(isinstance(c, str) and c for c in covariates):
+            raise ValueError(f"ModelConfig.transaction_covariates must be a list of customer-table column names; "
+                             f"got {covariates!r}.")
+        object.__setattr__(self, "transaction_covariates", tuple(covariates))
+        if len(set(self.transaction_covariates)) != len(self.transaction_covariates):
+            raise ValueError(f"ModelConfig.transaction_covariates names a column twice: {list(covariates)}.")
+        reserved = [c for c in self.transaction_covariates if c in (*MODEL_COLUMNS, "customer_id", "no_purchase_history")]
+        if reserved:
+            raise ValueError(f"ModelConfig.transaction_covariates must name customer-table attributes; {reserved} "
+                             "are not.")
         for name, allowed in (("churn_learners", CHURN_LEARNERS), ("value_learners", VALUE_LEARNERS)):
             unknown = [v for v in getattr(self, name) if v not in allowed]
             if unknown:
@@ -221,11 +245,16 @@ class CustomerModel:
         cfg = self.config
         snapshots = self._snapshots(log, customers)
         self.as_of_ = as_of_day
-        self.btyd_ = snapshots.models(as_of_day)
         base = snapshots.base_features(as_of_day)
         self.n_customers_ = len(base)
         # Label windows end on the last day with data: days without data are not days without purchases.
         label_end = min(as_of_day, last_day)
+        self.transaction_choice_ = None
+        if cfg.transaction_covariates:
+            self.transaction_choice_ = self._transaction_choice(snapshots, log, customers, base, label_end)
+            if self.transaction_choice_.shipped:
+                snapshots = snapshots.with_covariates(cfg.transaction_covariates)
+        self.btyd_ = snapshots.models(as_of_day)
         ages = base["age_days"].dropna().to_numpy() - (as_of_day - label_end).days
         validation = self._sampled(snapshots, log, customers, len(base), cfg.max_validation_customers)
         training = self._sampled(snapshots, log, customers, len(base), cfg.max_training_customers)
@@ -251,13 +280,29 @@ class CustomerModel:
                 self.value_level_ = self._btyd_level(base)
         return self
 
+    def _transaction_choice(self, snapshots: Snapshots, log, customers, base: pd.DataFrame,
+                            end: pd.Timestamp) -> TransactionChoice:
+        """:func:`~crmml.transaction_choice.choose_transaction_covariates` on the customers (a hash sample
+        above ``max_validation_customers``), judged over the churn window before ``end``."""
+        cfg = self.config
+        absent = [c for c in cfg.transaction_covariates if c not in base.columns]
+        if absent:
+            found = list(base.columns[base.columns.get_loc("no_purchase_history") + 1:])
+            raise DataValidationError(
+                f"ModelConfig.transaction_covariates names {absent}, which the customer table does not give "
+                f"(attributes found: {found if customers is not None else 'no customer table'}).", column=absent[0])
+        sample = self._sampled(snapshots, log, customers, len(base), cfg.max_validation_customers)
+        return choose_transaction_covariates(sample, sample.with_covariates(cfg.transaction_covariates), end,
+                                             window_days=cfg.churn_window_days, seed=cfg.seed)
+
     def _sampled(self, snapshots: Snapshots, log, customers, n_customers: int, limit: int) -> Snapshots:
         """``snapshots``, or snapshots of a hash sample of about ``limit`` customers when there are more."""
         if n_customers <= limit:
             return snapshots
         count = int(np.ceil(n_customers / limit))
         part = log.partition(0, count)
-        return self._snapshots(part, None if customers is None else _table_partition(customers, count))
+        return self._snapshots(part, None if customers is None else _table_partition(customers, count),
+                               snapshots.covariates)
 
     def _btyd_level(self, base: pd.DataFrame) -> dict:
         """Scales that give the learner's predictions, summed over the customers at ``as_of``, the BTYD
@@ -276,11 +321,11 @@ class CustomerModel:
         return {"source": "learner ranking, BTYD total", "spend_scale": float(spend_scale),
                 "purchases_scale": float(purchases_scale)}
 
-    def _snapshots(self, log, customers) -> Snapshots:
+    def _snapshots(self, log, customers, covariates=()) -> Snapshots:
         cfg = self.config
         return Snapshots(
             log, customers, transaction_model=cfg.transaction_model, time_unit_days=cfg.time_unit_days,
-            feature_windows_days=cfg.feature_windows_days,
+            feature_windows_days=cfg.feature_windows_days, covariates=covariates,
         )
 
     def _fit_task(self, task: str, validation: Snapshots, training: Snapshots, ages: np.ndarray,
@@ -350,7 +395,7 @@ class CustomerModel:
         log = as_transactions(transactions, **read_kwargs)
         as_of_day = self.as_of_ if as_of is None else as_day(as_of, "as_of")
         snapshots = self._snapshots(log, customers)
-        return self.predict_features(snapshots.base_features(as_of_day))
+        return self.predict_features(snapshots.base_features(as_of_day))  # (the BTYD columns: self.btyd_'s)
 
     def predict_features(self, features) -> pd.DataFrame:
         """:meth:`predict` from :func:`crmml.features.compute_features` rows (a frame, or
@@ -376,6 +421,7 @@ class CustomerModel:
                 "kind": self.config.transaction_model,
                 "params": {k: float(v) for k, v in self.btyd_.transaction_model.params_.items()},
                 "penalizer": self.btyd_.penalizer,
+                "covariates": self._covariates_record(),
             },
             "spend_model": None if self.btyd_.spend_model is None else {
                 k: float(v) for k, v in self.btyd_.spend_model.params_.items()
@@ -384,6 +430,16 @@ class CustomerModel:
             "value": self.value_choice_.to_dict(),
             "value_level": self.value_level_,
         }
+
+    def _covariates_record(self) -> dict | None:
+        """The transaction model's covariate choice for :meth:`summary` (None when none was configured)."""
+        choice = getattr(self, "transaction_choice_", None)  # (absent in bundles from before it)
+        if choice is None:
+            return None
+        record = choice.to_dict()
+        if choice.shipped:
+            record["fitted"] = self.btyd_.covariates
+        return record
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "btyd_"):

@@ -39,9 +39,8 @@ from crmml.customer_table import table_arrays
 from crmml.data.summary import as_day
 from crmml.data.transactions import as_transactions
 
-__all__ = ["TREND_DAYS", "btyd_summary", "check_windows", "compute_features", "feature_columns", "features_frame",
-           "model_columns", "model_features",
-           "model_predictions"]
+__all__ = ["TREND_DAYS", "attribute_values", "btyd_summary", "check_windows", "compute_features", "feature_columns",
+           "features_frame", "model_columns", "model_features", "model_predictions", "transaction_covariates"]
 
 #: The BTYD columns :func:`model_features` adds (customer-table columns may not take these names).
 MODEL_COLUMNS = ("btyd_expected_purchases", "btyd_p_alive", "btyd_p_no_purchase", "expected_spend")
@@ -244,6 +243,8 @@ def model_predictions(features, transaction_model=None, spend_model=None, *, hor
     if transaction_model is None and spend_model is None:
         return out, summed
     model_summary = btyd_summary(features, time_unit_days=time_unit)
+    for name in transaction_covariates(transaction_model):  # a covariate model reads the customer's attributes
+        model_summary[name] = attribute_values(features, name)
     if transaction_model is not None:
         no_purchase = hasattr(transaction_model, "probability_no_purchase")
         units = [h / time_unit for h in checked]
@@ -281,6 +282,48 @@ def btyd_summary(features: pd.DataFrame | Mapping, *, time_unit_days: float = 7.
         },
         copy=False,
     )
+
+
+def transaction_covariates(model) -> list[str]:
+    """The customer attributes a transaction model reads besides the RFM summary: the covariates of a
+    :class:`~crmml.models.covariate_btyd.CovariateTransactionModel` (``design_.names``), none for a
+    plain model (or None)."""
+    design = getattr(model, "design_", None)
+    return [] if design is None else list(design.names)
+
+
+def attribute_values(features, column: str) -> np.ndarray:
+    """One attribute per customer as the covariate models read it, from :func:`compute_features` rows
+    (a frame, or :class:`~crmml.customer_rows.CustomerRows`).
+
+    A categorical attribute is an object array of its levels as text (None where missing), a numeric
+    one (booleans are 0/1 numbers in the features) a float array (NaN where missing). An attribute
+    the rows lack is missing for everyone (an all-NaN float array): the covariate model scores such
+    customers at its reference level and says so
+    (:meth:`~crmml.models.covariate_btyd.CovariateTransactionModel.covariate_fallback`).
+    """
+    if isinstance(features, CustomerRows):
+        if column in features.categories:
+            codes, categories = features.categories[column]
+            return _levels_as_text(np.asarray(codes), pd.Index(categories))
+        if column in features.numbers:
+            return np.asarray(features.numbers[column], dtype=np.float64)
+        return np.full(len(features), np.nan)
+    if column not in features.columns:
+        return np.full(len(features), np.nan)
+    values = features[column]
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return _levels_as_text(values.cat.codes.to_numpy(), values.cat.categories)
+    if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    text = values.astype(object)
+    return np.where(values.isna().to_numpy(), None, text.astype(str).to_numpy()).astype(object)
+
+
+def _levels_as_text(codes: np.ndarray, categories: pd.Index) -> np.ndarray:
+    """Category codes (-1 missing) as an object array of the levels' text, None where missing."""
+    levels = np.array([str(c) for c in categories] + [None], dtype=object)
+    return levels[np.where(codes >= 0, codes, len(categories))]
 
 
 def _floats(values) -> np.ndarray:

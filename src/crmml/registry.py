@@ -220,6 +220,10 @@ def _params(scorer: Scorer) -> dict[str, str]:
         choice = getattr(scorer.model_, f"{task}_choice_")
         flat[f"{task}.shipped"] = choice.shipped
         flat[f"{task}.choice"] = choice.rule  # why, with the folds and the measured noise (scorer.json has all)
+    covariates = getattr(scorer.model_, "transaction_choice_", None)  # (absent in bundles from before it)
+    if covariates is not None:
+        flat["transaction_model.covariates_shipped"] = covariates.shipped
+        flat["transaction_model.covariates_choice"] = covariates.reason
     flat["flags.at_risk_threshold_learned"] = round(scorer.flag_rule_.at_risk_threshold, 6)
     flat["tiers.platinum_min_value"] = round(scorer.tier_rule_.platinum_min_value, 6)
     flat["tiers.gold_min_value"] = round(scorer.tier_rule_.gold_min_value, 6)

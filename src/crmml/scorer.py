@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from crmml.channel_effects import effect_records, fit_channel_effects
+from crmml.covariate_fallback import add_covariate_fallbacks
 from crmml.customer_columns import CustomerColumns, table_record
 from crmml.customer_model import CustomerModel, ModelConfig
 from crmml.customer_rows import CustomerRows, _positions, customer_rows
@@ -384,7 +385,9 @@ class Scorer:
         Attributes the model was trained with and the rows lack are scored as unknown and listed in
         ``missing_attributes``; categories the learners never saw (scored as unknown too) are marked
         per row in ``unknown_categories`` (rows from an RFM summary, which the learners do not
-        score, are never marked).
+        score, are never marked). A covariate transaction model scores a missing or unseen
+        attribute at its reference level: the customer's reasons say so and unseen categories are
+        marked too (:func:`crmml.covariate_fallback.add_covariate_fallbacks`).
         """
         self._check_fitted()
         missing = [c for c in self.attribute_features_ if c not in rows]
@@ -399,6 +402,7 @@ class Scorer:
             unseen = {c: m & ~rows.from_summary for c, m in unseen.items()}
             unseen = {c: m for c, m in unseen.items() if m.any()}
         scores.unknown_categories = unseen
+        add_covariate_fallbacks(scores, model.btyd_.transaction_model, rows)
         return scores
 
     def _table(self, table: pd.DataFrame | None, as_of_day: pd.Timestamp) -> TableArrays | None:

@@ -18,6 +18,7 @@ describe a different population.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -26,16 +27,27 @@ import pandas as pd
 from crmml.data import rfm_summary
 from crmml.data.summary import as_day
 from crmml.data.transactions import Transactions, as_transactions
-from crmml.features import compute_features, model_columns
+from crmml.errors import DataValidationError
+from crmml.features import attribute_values, compute_features, model_columns
 from crmml.labels import outcome_labels
-from crmml.models import BetaGeo, GammaGamma, ModifiedBetaGeo, ParetoNBD
+from crmml.models import (
+    BetaGeo,
+    BetaGeoCovariates,
+    GammaGamma,
+    ModifiedBetaGeo,
+    ModifiedBetaGeoCovariates,
+    ParetoNBD,
+    ParetoNBDCovariates,
+)
 
 __all__ = [
     "BTYDModels",
+    "COVARIATE_MODELS",
     "Snapshots",
     "TRANSACTION_MODELS",
     "TrainingPlan",
     "ValidationFold",
+    "covariate_summary",
     "fit_btyd_models",
     "plan_validation_folds",
     "plan_training_windows",
@@ -46,6 +58,10 @@ __all__ = [
 
 #: The transaction models a config can name.
 TRANSACTION_MODELS = {"bg_nbd": BetaGeo, "mbg_nbd": ModifiedBetaGeo, "pareto_nbd": ParetoNBD}
+#: The covariate version of each (Fader & Hardie 2007, "Incorporating Time-Invariant Covariates into the
+#: Pareto/NBD and BG/NBD Models"): the attributes scale both the purchase and the dropout process.
+COVARIATE_MODELS = {"bg_nbd": BetaGeoCovariates, "mbg_nbd": ModifiedBetaGeoCovariates,
+                    "pareto_nbd": ParetoNBDCovariates}
 
 
 @dataclass(frozen=True)
@@ -61,10 +77,23 @@ class BTYDModels:
     fit_warning: str | None = None
     #: The same for the spend model.
     spend_fit_warning: str | None = None
+    #: The covariates of a covariate transaction model: ``names`` and the customers left out of its
+    #: fit for a missing value (``n_missing``); None for a plain model.
+    covariates: dict | None = None
+
+
+def covariate_summary(summary: pd.DataFrame, features: pd.DataFrame, covariates) -> pd.DataFrame:
+    """``summary`` (indexed by ``customer_id``) with one column per covariate, each customer's value
+    from the :func:`~crmml.features.compute_features` rows ``features`` as the covariate models read
+    it at scoring (:func:`~crmml.features.attribute_values`); missing where the customer has no row
+    or no value."""
+    rows = features.reindex(summary.index)
+    return summary.assign(**{name: attribute_values(rows, name) for name in covariates})
 
 
 def fit_btyd_models(
-    log: Transactions, as_of, *, kind: str = "pareto_nbd", time_unit_days: float = 7.0
+    log: Transactions, as_of, *, kind: str = "pareto_nbd", time_unit_days: float = 7.0,
+    features: pd.DataFrame | None = None, covariates=(),
 ) -> BTYDModels:
     """Fit the transaction model ``kind`` and (with amounts) Gamma-Gamma on the rows up to ``as_of``.
 
@@ -74,12 +103,41 @@ def fit_btyd_models(
     is, with a :class:`~crmml.models.base.FitWarning` whose sentence is recorded in
     :attr:`BTYDModels.fit_warning` (no L2 fallback: a penalty on parameters of very different scales
     would move them by amounts that depend on the units).
+
+    With ``covariates`` (customer attributes, read from the features at ``as_of``, ``features``), the
+    transaction model is :data:`COVARIATE_MODELS` ``[kind]`` with the attributes in both processes,
+    fitted on the customers whose attributes are all known (a customer without a value is scored at
+    the reference level later, and is left out of the fit rather than counted as one); the spend model
+    is the same as without.
     """
     if kind not in TRANSACTION_MODELS:
         raise ValueError(f"transaction_model must be one of {sorted(TRANSACTION_MODELS)}; got {kind!r}.")
     as_of_day = as_day(as_of, "as_of")
     summary = rfm_summary(log, as_of=as_of_day, freq="D", freq_multiplier=time_unit_days)
-    transaction_model = TRANSACTION_MODELS[kind]().fit(summary)
+    covariates = list(covariates)
+    record = None
+    if covariates:
+        if features is None:
+            raise ValueError("fit_btyd_models: covariates need the features (with the attributes) at as_of.")
+        attributes = covariate_summary(summary, features, covariates)
+        known = np.ones(len(attributes), dtype=bool)
+        for name in covariates:
+            known &= attributes[name].notna().to_numpy()
+        if not known.any():
+            raise DataValidationError(f"No customer with purchases at {as_of_day.date()} has a value of every "
+                                      f"covariate {covariates}; the covariate model cannot be fitted.",
+                                      column=covariates[0])
+        transaction_model = COVARIATE_MODELS[kind](covariates, covariates)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            transaction_model.fit(attributes[known])
+        fit_warning = "; ".join(str(w.message) for w in caught) or None
+        for warning in caught:  # said again, from here, as a plain model's FitWarning is
+            warnings.warn(warning.message, warning.category, stacklevel=2)
+        record = {"names": covariates, "n_missing": int((~known).sum())}
+    else:
+        transaction_model = TRANSACTION_MODELS[kind]().fit(summary)
+        fit_warning = transaction_model.fit_warning_
     spend_model = GammaGamma().fit(summary) if log.has_amount else None
     return BTYDModels(
         as_of_day,
@@ -87,8 +145,9 @@ def fit_btyd_models(
         spend_model,
         transaction_model.penalizer,
         len(summary),
-        fit_warning=transaction_model.fit_warning_,
+        fit_warning=fit_warning,
         spend_fit_warning=None if spend_model is None else spend_model.fit_warning_,
+        covariates=record,
     )
 
 
@@ -330,22 +389,35 @@ class Snapshots:
         Key of :data:`TRANSACTION_MODELS`.
     time_unit_days : float
     feature_windows_days : tuple of int
+    covariates : tuple of str
+        Customer attributes of the transaction model (:func:`fit_btyd_models`); empty: the plain model.
     """
 
     def __init__(self, log: Transactions, customers, *, transaction_model: str, time_unit_days: float,
-                 feature_windows_days):
+                 feature_windows_days, covariates=()):
         self.log = as_transactions(log)
         self.customers = customers
         self.transaction_model = transaction_model
         self.time_unit_days = time_unit_days
         self.feature_windows_days = tuple(feature_windows_days)
+        self.covariates = tuple(covariates)
         self._base: dict[pd.Timestamp, pd.DataFrame] = {}
         self._models: dict[pd.Timestamp, BTYDModels] = {}
+
+    def with_covariates(self, covariates) -> Snapshots:
+        """The same snapshots with the transaction model fitted with ``covariates``: the features
+        already computed are shared (the BTYD fits are not)."""
+        other = Snapshots(self.log, self.customers, transaction_model=self.transaction_model,
+                          time_unit_days=self.time_unit_days, feature_windows_days=self.feature_windows_days,
+                          covariates=covariates)
+        other._base = self._base
+        return other
 
     def models(self, as_of: pd.Timestamp) -> BTYDModels:
         if as_of not in self._models:
             self._models[as_of] = fit_btyd_models(
-                self.log, as_of, kind=self.transaction_model, time_unit_days=self.time_unit_days
+                self.log, as_of, kind=self.transaction_model, time_unit_days=self.time_unit_days,
+                features=self.base_features(as_of) if self.covariates else None, covariates=self.covariates,
             )
         return self._models[as_of]
 

@@ -93,14 +93,18 @@ _MAX_SERIES_TERMS = 400
 
 
 def supported(model) -> bool:
-    """True for the models with a conditional PMF here: BG/NBD, MBG/NBD and Pareto/NBD."""
+    """True for the models with a conditional PMF here: BG/NBD, MBG/NBD and Pareto/NBD (not their covariate
+    versions, whose parameters differ by customer)."""
     return isinstance(model, (BetaGeo, ParetoNBD))
 
 
 def _check_model(model) -> None:
     if not supported(model):
+        covariate = " (a covariate model: its parameters differ by customer, which the PMF here does not take)" \
+            if hasattr(model, "design_") else ""
         raise TypeError(
-            f"Purchase distributions exist for BetaGeo, ModifiedBetaGeo and ParetoNBD; got {type(model).__name__}."
+            f"Purchase distributions exist for BetaGeo, ModifiedBetaGeo and ParetoNBD; got {type(model).__name__}"
+            f"{covariate}."
         )
 
 

@@ -9,9 +9,11 @@ overview                  the model, its training data, the report data,   the m
                           the training backtest's metrics                  data, backtest metrics
 parameters                BTYD and Gamma-Gamma estimates with standard     same (fitted at training)
                           errors; churn and value candidates
-tracking, calibration-    the holdout of :mod:`crmml.report.evaluation`    not available (the bundle does
-by-frequency, churn,      (out-of-time test or backtest)                   not keep per-customer backtest
-gains                                                                      scores)
+tracking, purchase-fan,   the holdout of :mod:`crmml.report.evaluation`    not available (the bundle does
+calibration-by-           (out-of-time test or backtest); the two          not keep per-customer backtest
+frequency, interval-      purchase-distribution sections                   scores)
+calibration, churn,       (:mod:`crmml.report.intervals`) also need a
+gains                     BG/NBD, MBG/NBD or Pareto/NBD transaction model
 tiers                     the scored population at ``as_of``               the training population
 channels, referrals       the scored population (with ``customers``)       the training population
 win-back                  the top of the scored win-back list              not available
@@ -31,6 +33,7 @@ from crmml.data.summary import as_day
 from crmml.data.transactions import as_transactions
 from crmml.errors import DataValidationError
 from crmml.report.document import ModelReport, ReportFigure, ReportSection, figure_png
+from crmml.report.intervals import interval_sections
 from crmml.report.evaluation import (
     EvaluationUnavailable,
     HoldoutEvaluation,
@@ -41,8 +44,8 @@ from crmml.report.evaluation import (
 __all__ = ["SECTION_KEYS", "build_report"]
 
 #: The report's sections, in order (their HTML ids).
-SECTION_KEYS = ("overview", "parameters", "tracking", "calibration-by-frequency", "churn", "gains", "tiers",
-                "channels", "referrals", "win-back")
+SECTION_KEYS = ("overview", "parameters", "tracking", "purchase-fan", "calibration-by-frequency",
+                "interval-calibration", "churn", "gains", "tiers", "channels", "referrals", "win-back")
 NEEDS_TRANSACTIONS = ("not available: needs --transactions (the model bundle does not keep per-customer "
                       "backtest scores; the training run's MLflow artifacts hold these charts under report/)")
 WIN_BACK_COLUMNS = ["customer_id", "tier", "predicted_value", "churn_probability", "p_alive", "reasons"]
@@ -85,11 +88,13 @@ def build_report(scorer, *, transactions=None, as_of=None, customers: pd.DataFra
         _overview(context),
         _parameters(scorer),
         *_evaluation_sections(context),
+        *interval_sections(context),
         _tiers(context),
         _channels(context),
         _referrals(context),
         _win_back(context, top),
     ]
+    sections.sort(key=lambda section: SECTION_KEYS.index(section.key))
     title = f"crmml model report: {scorer.model_version}"
     subtitle = (f"trained as of {summary['as_of']} on {summary['n_customers']:,} customers; "
                 f"{context.data_description}")

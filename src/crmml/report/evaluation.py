@@ -13,6 +13,10 @@ tracking curve, in the column layout of :attr:`crmml.backtest.BacktestResult.sco
   what its customers did next (baselines: recency, past spend and the model's own BTYD scores);
 - a **backtest of the model's config** (refitted) at the report's as-of date minus the longer
   label window, as training does, when the data do not reach that far past the model's as-of.
+
+All three carry, for a BG/NBD, MBG/NBD or Pareto/NBD transaction model, each known customer's
+randomised PIT and interval hits (``purchases_pit``, ``purchases_covered_80``, ...;
+:func:`crmml.backtest.holdout_pit_columns`) and the tracking curve's normal band.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from crmml.backtest import (
     BTYD_LABELS,
     backtest,
     churn_probabilities,
+    holdout_pit_columns,
     holdout_tracking,
     model_scores,
     value_predictions,
@@ -156,6 +161,8 @@ def _out_of_time(scorer, log, table) -> HoldoutEvaluation:
     frame[f"churn:{btyd} P(no purchase)"] = predicted["btyd_churn_probability"]
     frame[f"value:{btyd}+GG"] = predicted["btyd_predicted_spend"]
     frame = pd.concat([frame, labels, features[["frequency"]]], axis=1)
+    frame = frame.join(holdout_pit_columns(scorer.model_, features, labels["purchases_in_horizon"],
+                                           cfg.value_horizon_days))
     tracking = holdout_tracking(log, scorer.model_, features, cfg.value_horizon_days)
     description = (f"Out-of-time test of this fitted model: its predictions at its as-of date {cutoff.date()} "
                    f"against the next {cfg.churn_window_days} days (churn) and {cfg.value_horizon_days} days "
