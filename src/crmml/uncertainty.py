@@ -345,8 +345,20 @@ class _SpendMixture:
         base = table.base(xs, k_max)
         self.ids = base[x_index[row]] + k.astype(np.int64) - 1
         self.mean = np.divide(distinct.mean * p, q_post - 1.0, out=np.full(len(x), np.nan), where=q_post > 1.0)
-        self.mean_count = np.divide(distinct.mean, 1.0 - distinct.p_none, out=np.ones(len(x)),
-                                    where=distinct.p_none < 1.0)
+        # The Newton start: the beta-prime with the mixture's first two moments given a purchase
+        # (E[W | k] = p k / (q' - 1), E[W^2 | k] = p k (p k + 1) / ((q' - 1)(q' - 2))); for q' <= 2
+        # (no variance) the beta-prime of the mean count.
+        a, b = p * k, q_post[row]
+        weight = np.bincount(row, self.mass, minlength=len(x))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            first = np.bincount(row, self.mass * a / (b - 1.0), minlength=len(x)) / weight
+            second = np.bincount(row, self.mass * a * (a + 1.0) / ((b - 1.0) * (b - 2.0)), minlength=len(x)) / weight
+            variance = second - first**2
+            start_b = 2.0 + first * (first + 1.0) / variance
+            start_a = first * (start_b - 1.0)
+        mean_count = np.divide(distinct.mean, 1.0 - distinct.p_none, out=np.ones(len(x)), where=distinct.p_none < 1.0)
+        usable = (q_post > 2.0) & np.isfinite(start_a) & np.isfinite(start_b) & (start_a > 0) & (variance > 0)
+        self.start_shapes = (np.where(usable, start_a, p * mean_count), np.where(usable, start_b, q_post))
         self.p, self.q_post = p, q_post
 
     def _expand(self, rows: np.ndarray):
@@ -382,9 +394,9 @@ class _SpendMixture:
 
     def _solve(self, rows: np.ndarray, target: np.ndarray) -> np.ndarray:
         """``w`` with ``P(W <= w) = target`` by Newton steps on ``u = w/(1+w)`` kept inside a bracket."""
-        # Start: the beta-prime of the mean count given a purchase, at the level left above the atom.
+        # Start: the moment-matched beta-prime (``__init__``) at the level left above the atom.
         inner = (target - self.p_none[rows]) / (1.0 - self.p_none[rows])
-        u = np.clip(special.betaincinv(self.p * self.mean_count[rows], self.q_post[rows], inner), _U_MIN, _U_MAX)
+        u = np.clip(special.betaincinv(self.start_shapes[0][rows], self.start_shapes[1][rows], inner), _U_MIN, _U_MAX)
         lo, hi = np.zeros(len(rows)), np.ones(len(rows))
         found = np.full(len(rows), np.nan)
         active = np.arange(len(rows))
@@ -397,7 +409,10 @@ class _SpendMixture:
             above = error > 0
             hi = np.where(above, u, hi)
             lo = np.where(above, lo, u)
-            step = u - np.divide(error, pdf, out=np.full(len(u), np.inf), where=pdf > 0)
+            # The step in y = logit(u) = log w, where the CDF is closer to linear: dF/dy = f(u) u (1 - u).
+            slope = pdf * u * (1.0 - u)
+            step = special.expit(np.log(u) - np.log1p(-u)
+                                 - np.divide(error, slope, out=np.full(len(u), np.inf), where=slope > 0))
             inside = (step > lo) & (step < hi)
             stop = done | (hi - lo <= 1e-15)
             found[active[stop]] = u[stop]
