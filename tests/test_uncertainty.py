@@ -215,3 +215,22 @@ def test_the_flag_is_off_by_default_and_the_columns_stay(scorer, scores, base):
     assert not plain["reasons"].str.contains("tier uncertain").any()
     for name in UNCERTAINTY_NUMBERS:
         np.testing.assert_array_equal(plain[name].to_numpy(), scores[name].to_numpy(), err_msg=name)
+
+
+def test_the_tabulated_beta_cdf_is_within_1e_4_of_scipy():
+    from scipy import special
+
+    from crmml.uncertainty import _BetaCdfTable
+
+    table = _BetaCdfTable(6.25, 3.74)  # CDNOW's Gamma-Gamma shapes
+    rng = np.random.default_rng(0)
+    x, k = rng.integers(0, 40, 5000).astype(float), rng.integers(1, 40, 5000)
+    xs, index = np.unique(x, return_inverse=True)
+    k_max = np.zeros(len(xs), dtype=np.int64)
+    np.maximum.at(k_max, index, k)
+    ids = table.base(xs, k_max)[index] + k - 1
+    u = special.expit(table.m[ids] + table.s[ids] * rng.uniform(-6, 6, len(ids)))
+    value, slope = table.cdf(ids, u, density=True)
+    exact = special.betainc(6.25 * k, 3.74 + 6.25 * x, u)
+    assert np.max(np.abs(value - exact)) < 1e-4
+    assert np.all(slope >= 0)

@@ -43,10 +43,13 @@ with the value the tier was assigned from.
 
 Evaluation
 ----------
-Only the terms with ``P(X = k) >= tail / (K + 1)`` enter (the rest hold at most ``tail``). The
-quantiles are found per distinct history by safeguarded Newton steps on ``u = w / (1 + w)`` (the
-beta variable), started from the single beta-prime with the mean count; the tier probability is two
-CDF evaluations per customer. A transaction model without a purchase distribution (the covariate
+Each row keeps ``k <= K``, ``K`` the smallest count with ``P(X <= K) >= 1 - tail``, and of those
+the terms with ``P(X = k) >= tail``. The incomplete beta functions ``I_u(p k, q + p x)`` are
+tabulated per ``(x, k)`` on a logit grid and interpolated (error below 1e-4; :class:`_BetaCdfTable`,
+kept with the scorer's constants and grown as new histories come). The quantiles are found per
+distinct history by safeguarded Newton steps on ``u = w / (1 + w)`` (the beta variable), started
+from the beta-prime with the mixture's first two moments, to a CDF within 2e-5 of the level; the
+tier probability is one or two CDF evaluations per customer. A transaction model without a purchase distribution (the covariate
 models, ...) gives NaN columns and no flag (:attr:`ScoreUncertainty.reason` says why); without a
 spend model the value columns are NaN.
 """
