@@ -12,12 +12,14 @@ from crmml.errors import DataValidationError
 from crmml.flags import FlagConfig, FlagRule
 from crmml.pyramid import TierConfig, TierRule
 from crmml.scorer import SCORE_COLUMNS, Scorer, ScorerConfig, load_config
+from crmml.uncertainty import UncertaintyConfig
 
 AS_OF = pd.Timestamp("2025-06-30")
 FAST = ScorerConfig(
     model=ModelConfig(churn_window_days=90, value_horizon_days=180, churn_learners=("logistic",),
                       value_learners=("poisson_glm",), transaction_model="bg_nbd"),
     baseline_models=("bg_nbd",),
+    uncertainty=UncertaintyConfig(tier_uncertain_below=0.5),  # (the flag is off by default)
 )
 TABLE_COLUMNS = ["customer_id", "acquisition_channel", "region", "signup_date", "referred_by"]
 

@@ -19,6 +19,7 @@ CONFIG = ScorerConfig(
     model=ModelConfig(churn_window_days=90, value_horizon_days=180, churn_learners=("logistic",),
                       value_learners=("poisson_glm",), transaction_model="bg_nbd"),
     baseline_models=("bg_nbd",),
+    uncertainty=UncertaintyConfig(tier_uncertain_below=0.5),  # (the flag is off by default)
 )
 AS_OF = pd.Timestamp("2025-06-30")
 
@@ -198,3 +199,38 @@ def test_a_customer_s_columns_do_not_depend_on_who_else_is_scored(scorer, scores
     whole = scores.set_index("customer_id").loc[alone.index]
     for name in UNCERTAINTY_NUMBERS:
         np.testing.assert_allclose(alone[name].to_numpy(), whole[name].to_numpy(), rtol=1e-12, err_msg=name)
+
+
+def test_the_flag_is_off_by_default_and_the_columns_stay(scorer, scores, base):
+    """``tier_uncertain_below`` defaults to 0: the same scorer with the default section flags no one and
+    gives no tier-uncertain reason, with the same columns."""
+    import copy
+    from dataclasses import replace
+
+    transactions, customers = base
+    default = copy.copy(scorer)
+    default.config = replace(scorer.config, uncertainty=UncertaintyConfig())
+    plain = default.score(transactions, as_of=AS_OF, customers=customers)
+    assert scores["tier_uncertain"].any() and not plain["tier_uncertain"].any()
+    assert not plain["reasons"].str.contains("tier uncertain").any()
+    for name in UNCERTAINTY_NUMBERS:
+        np.testing.assert_array_equal(plain[name].to_numpy(), scores[name].to_numpy(), err_msg=name)
+
+
+def test_the_tabulated_beta_cdf_is_within_1e_4_of_scipy():
+    from scipy import special
+
+    from crmml.uncertainty import _BetaCdfTable
+
+    table = _BetaCdfTable(6.25, 3.74)  # CDNOW's Gamma-Gamma shapes
+    rng = np.random.default_rng(0)
+    x, k = rng.integers(0, 40, 5000).astype(float), rng.integers(1, 40, 5000)
+    xs, index = np.unique(x, return_inverse=True)
+    k_max = np.zeros(len(xs), dtype=np.int64)
+    np.maximum.at(k_max, index, k)
+    ids = table.base(xs, k_max)[index] + k - 1
+    u = special.expit(table.m[ids] + table.s[ids] * rng.uniform(-6, 6, len(ids)))
+    value, slope = table.cdf(ids, u, density=True)
+    exact = special.betainc(6.25 * k, 3.74 + 6.25 * x, u)
+    assert np.max(np.abs(value - exact)) < 1e-4
+    assert np.all(slope >= 0)

@@ -299,7 +299,7 @@ class CustomerScore(BaseModel):
                     "(a one-time buyer: the training population's median gap).")
     new: bool = Field(description="Too little history to judge: no purchase yet, or a recent first purchase.")
     tier_uncertain: bool = Field(
-        description="tier_probability is below the model's level (`uncertainty.tier_uncertain_below`, default 0.5).")
+        description="tier_probability is below the model's level (`uncertainty.tier_uncertain_below`; 0, off, by default).")
     flags: list[Flag] = Field(description="The names of the flags that are true, in this order: "
                                           + ", ".join(FLAGS) + ".")
     reasons: list[str] = Field(description="Why the tier and flags, one sentence each (text for people).")
