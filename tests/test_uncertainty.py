@@ -164,7 +164,7 @@ def test_an_unsupported_transaction_model_gives_null_columns_and_no_flag(scorer,
     ({"parameter_draws": 2.5}, "uncertainty.parameter_draws must be a whole number"),
     ({"parameter_draws": -1}, "uncertainty.parameter_draws must be a whole number"),
     ({"tail": 0.05}, "uncertainty.tail must be in"),
-    ({"level": 0.99, "tail": 0.01}, r"must be below \(1 - level\)/2"),
+    ({"level": 0.99, "tail": 0.01}, r"must be below \(1 - level\)/4"),
     ({"levels": 0.8}, r"Unknown key\(s\) \['levels'\] in config section 'uncertainty'"),
 ])
 def test_config_errors_name_the_field(section, message):
@@ -234,3 +234,79 @@ def test_the_tabulated_beta_cdf_is_within_1e_4_of_scipy():
     exact = special.betainc(6.25 * k, 3.74 + 6.25 * x, u)
     assert np.max(np.abs(value - exact)) < 1e-4
     assert np.all(slope >= 0)
+
+
+def test_spread_out_purchase_distributions_keep_their_value_quantiles(scorer):
+    """A heavy buyer's count spreads over thousands of values, each below ``tail``: the terms left
+    out total at most ``tail``, so the value quantiles are the exact mixture's (they once ran off to
+    1e18 when every term below ``tail`` was dropped)."""
+    from scipy import special
+
+    from crmml.models.purchase_distribution import purchase_pmf
+
+    model, spend = scorer.model_.btyd_.transaction_model, scorer.model_.btyd_.spend_model
+    p, q, _ = (float(v) for v in spend._params())
+    uncertainty = scorer.score_uncertainty()
+    x, t_x, T = np.array([5.0, 300.0, 1500.0]), np.array([20.0, 20.0, 20.0]), np.array([20.0, 20.0, 20.0])
+    value = np.array([100.0, 1000.0, 5000.0])
+    none = np.zeros(3)
+    columns = uncertainty.evaluate(x, t_x, T, value, none, np.ones(3, bool), np.full(3, np.inf), np.zeros(3, bool))
+    summary = pd.DataFrame({"frequency": x, "recency": t_x, "T": T})
+    pmf = purchase_pmf(model, summary, uncertainty.horizon, tail=1e-10)
+    k = np.arange(pmf.shape[1])
+    for i in range(3):
+        q_post = q + p * x[i]
+        mean_w = (pmf[i] @ k) * p / (q_post - 1.0)
+        for name, level in (("value_lower", 0.1), ("value_upper", 0.9)):
+            if pmf[i, 0] >= level:  # the atom at 0 holds the level
+                assert columns[name][i] == 0
+                continue
+            w = columns[name][i] / value[i] * mean_w
+            cdf = pmf[i, 0] + pmf[i, 1:] @ special.betainc(p * k[1:], q_post, w / (1.0 + w))
+            assert cdf == pytest.approx(level, abs=1e-3), (x[i], name)  # table 1e-4; cut, terms left out 1e-4 each
+        assert columns["purchases_upper"][i] > columns["purchases_lower"][i] >= 0
+
+
+def test_histories_beyond_reach_get_null_columns_and_a_reason(scorer, scores, base):
+    """A summary whose horizon count reaches past MAX_HORIZON_PURCHASES (here 100,000 repeat purchases in
+    70 days: about 370,000 over the horizon, whose columns once took minutes) is NaN with a reason;
+    the other customers' columns are those they have alone."""
+    from crmml.uncertainty import MAX_HORIZON_PURCHASES
+
+    transactions, customers = base
+    summaries = pd.DataFrame({"customer_id": [10**9, 10**9 + 1], "frequency": [100_000, 4],
+                              "recency_days": [70.0, 60.0], "age_days": [70.0, 200.0],
+                              "monetary_value": [20.0, 30.0]})
+    some = scores["customer_id"].iloc[:5].to_numpy()
+    scored = scorer.score(transactions[transactions["customer_id"].isin(some)], as_of=AS_OF,
+                          customers=customers[customers["customer_id"].isin(some)],
+                          summaries=summaries).set_index("customer_id")
+    extreme, ordinary = scored.loc[10**9], scored.loc[10**9 + 1]
+    assert all(np.isnan(extreme[name]) for name in UNCERTAINTY_NUMBERS)
+    assert f"beyond {MAX_HORIZON_PURCHASES:,} purchases" in extreme["reasons"]
+    assert np.isfinite(extreme["predicted_value"]) and not extreme["tier_uncertain"]
+    assert all(np.isfinite(ordinary[name]) for name in UNCERTAINTY_NUMBERS)
+    assert "beyond" not in ordinary["reasons"]
+    alone = scorer.score(transactions[transactions["customer_id"].isin(some)], as_of=AS_OF,
+                         summaries=summaries.iloc[1:]).set_index("customer_id")
+    for name in UNCERTAINTY_NUMBERS:
+        assert ordinary[name] == pytest.approx(alone.loc[10**9 + 1, name], rel=1e-12), name
+    whole = scores.set_index("customer_id").loc[some]
+    for name in UNCERTAINTY_NUMBERS:
+        np.testing.assert_allclose(scored.loc[some, name].to_numpy(), whole[name].to_numpy(), rtol=1e-12)
+
+
+def test_the_beta_cdf_table_starts_afresh_past_its_size_with_the_same_numbers(scorer):
+    from crmml.uncertainty import ScoreUncertainty
+
+    fresh = ScoreUncertainty(scorer.model_.btyd_.transaction_model, scorer.model_.btyd_.spend_model,
+                             scorer.score_uncertainty().horizon, scorer.config.uncertainty)
+    fresh.table.ROWS_KEPT = 50  # (the instance's, not the class's)
+    x, t_x, T = np.array([2.0, 40.0, 300.0]), np.array([10.0, 18.0, 20.0]), np.full(3, 20.0)
+    args = (np.full(3, 500.0), np.zeros(3), np.ones(3, bool), np.full(3, np.inf), np.zeros(3, bool))
+    first = fresh.evaluate(x, t_x, T, *args)
+    grown = len(fresh.table.m)
+    again = fresh.evaluate(x[::-1], t_x[::-1], T[::-1], *args)
+    assert grown > 50 and len(fresh.table.m) <= grown  # started afresh, then made what it needed
+    for name in UNCERTAINTY_NUMBERS:
+        np.testing.assert_allclose(first[name], again[name][::-1], rtol=1e-12, err_msg=name)

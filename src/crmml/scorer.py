@@ -66,7 +66,13 @@ from crmml.prediction import predict_rows
 from crmml.pyramid import TIER_NAMES, TierConfig, TierRule
 from crmml.reasons import Reasons
 from crmml.timetravel import TRANSACTION_MODELS
-from crmml.uncertainty import UNCERTAINTY_NUMBERS, ScoreUncertainty, UncertaintyConfig, uncertainty_flag
+from crmml.uncertainty import (
+    MAX_HORIZON_PURCHASES,
+    UNCERTAINTY_NUMBERS,
+    ScoreUncertainty,
+    UncertaintyConfig,
+    uncertainty_flag,
+)
 
 __all__ = ["COST_COLUMN", "SCORE_COLUMNS", "SCORE_NUMBERS", "Scorer", "ScorerConfig", "Scores", "load_config"]
 
@@ -474,7 +480,7 @@ class Scorer:
             churn_window_days=self.config.model.churn_window_days,
         )
         reasons.extend(flag_reasons)
-        uncertainty = self._uncertainty(rows, value, tier, cost_to_serve)
+        uncertainty = self._uncertainty(rows, value, tier, cost_to_serve, reasons)
         flags["tier_uncertain"] = uncertainty_flag(uncertainty, tier, self.config.uncertainty, reasons)
         if rows.from_summary is not None and rows.from_summary.any():
             summary = Reasons(len(rows))
@@ -491,13 +497,18 @@ class Scorer:
         }
         return Scores(rows.ids, numbers, tier, flags, reasons, self.model_version)
 
-    def _uncertainty(self, rows: CustomerRows, value: np.ndarray, tier: np.ndarray, cost_to_serve) -> dict:
-        """:data:`~crmml.uncertainty.UNCERTAINTY_NUMBERS` of the rows (:mod:`crmml.uncertainty`)."""
+    def _uncertainty(self, rows: CustomerRows, value: np.ndarray, tier: np.ndarray, cost_to_serve,
+                     reasons: Reasons) -> dict:
+        """:data:`~crmml.uncertainty.UNCERTAINTY_NUMBERS` of the rows (:mod:`crmml.uncertainty`); a row
+        beyond its reach (:data:`~crmml.uncertainty.MAX_HORIZON_PURCHASES`) is NaN with a reason."""
         unit = self.config.model.time_unit_days
         x, t_x, T = (np.fmax(np.asarray(rows[name], dtype=float), 0.0) / scale  # (NaN: no purchase yet, 0)
                      for name, scale in (("frequency", 1.0), ("recency_days", unit), ("age_days", unit)))
         bounds = self.tier_rule_.value_bounds(tier, cost_to_serve)
-        return self.score_uncertainty().evaluate(x, t_x, T, value, *bounds)
+        beyond = self.score_uncertainty().beyond_reach(x, T)
+        reasons.add_text(beyond, f"no intervals or tier probability: the purchase history reaches beyond "
+                                 f"{MAX_HORIZON_PURCHASES:,} purchases over the value horizon")
+        return self.score_uncertainty().evaluate(x, t_x, T, value, *bounds, beyond=beyond)
 
     def score_uncertainty(self) -> ScoreUncertainty:
         """The scorer's :class:`~crmml.uncertainty.ScoreUncertainty`, made once (not saved: bundles

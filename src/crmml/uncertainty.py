@@ -44,7 +44,8 @@ with the value the tier was assigned from.
 Evaluation
 ----------
 Each row keeps ``k <= K``, ``K`` the smallest count with ``P(X <= K) >= 1 - tail``, and of those
-the terms with ``P(X = k) >= tail``. The incomplete beta functions ``I_u(p k, q + p x)`` are
+all but the smallest terms totalling at most ``tail``; a history whose ``K`` exceeds
+:data:`MAX_HORIZON_PURCHASES` gets NaN columns (and the scorer a reason). The incomplete beta functions ``I_u(p k, q + p x)`` are
 tabulated per ``(x, k)`` on a logit grid and interpolated (error below 1e-4; :class:`_BetaCdfTable`,
 kept with the scorer's constants and grown as new histories come). The quantiles are found per
 distinct history by safeguarded Newton steps on ``u = w / (1 + w)`` (the beta variable), started
@@ -56,6 +57,7 @@ spend model the value columns are NaN.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -73,11 +75,16 @@ from crmml.models.purchase_distribution import (
 from crmml.pyramid import TIER_NAMES
 from crmml.reasons import Reasons, formatted
 
-__all__ = ["UNCERTAINTY_NUMBERS", "ScoreUncertainty", "UncertaintyConfig", "uncertainty_flag"]
+__all__ = ["MAX_HORIZON_PURCHASES", "UNCERTAINTY_NUMBERS", "ScoreUncertainty", "UncertaintyConfig", "uncertainty_flag"]
 
 #: The float columns the uncertainty adds to a score row, in order.
 UNCERTAINTY_NUMBERS = ("p_no_purchase", "purchases_lower", "purchases_upper", "value_lower", "value_upper",
                        "tier_probability")
+#: A history whose purchase distribution over the horizon reaches beyond this many purchases (its
+#: ``K`` below) gets NaN uncertainty columns and a reason: its PMF and beta terms would cost seconds
+#: to minutes (x = 100,000 over ten periods reached K = 362,000 and took 105 s), and such a customer
+#: is a data question, not a forecast. Measured cost at the cap: see :meth:`ScoreUncertainty.evaluate`.
+MAX_HORIZON_PURCHASES = 10_000
 #: Newton steps before a quantile is given up as not found (NaN); a few suffice in practice.
 _MAX_STEPS = 60
 #: A quantile is found when the CDF is within this of its level.
@@ -134,9 +141,10 @@ class UncertaintyConfig:
             object.__setattr__(self, name, int(value))
         if not 0 < number("tail") <= 0.01:
             raise ValueError(f"uncertainty.tail must be in (0, 0.01]; got {self.tail!r}.")
-        if self.tail >= (1 - self.level) / 2:
-            raise ValueError(f"uncertainty.tail ({self.tail:g}) must be below (1 - level)/2 "
-                             f"({(1 - self.level) / 2:g}): the interval's quantiles need that mass.")
+        if 2 * self.tail >= (1 - self.level) / 2:
+            raise ValueError(f"uncertainty.tail ({self.tail:g}) must be below (1 - level)/4 "
+                             f"({(1 - self.level) / 4:g}): the interval's quantiles need the mass that the "
+                             "count's cut and the terms left out (each up to tail) may take.")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -173,6 +181,7 @@ class ScoreUncertainty:
         self.config, self.horizon, self.model = config, float(horizon), transaction_model
         self.reason = self.draws_reason = None
         self.shapes = None  # Gamma-Gamma (p, q)
+        self._table_lock = threading.Lock()
         if not supported(transaction_model):
             self.reason = (f"the transaction model ({type(transaction_model).__name__}) has no purchase "
                            "distribution")
@@ -191,7 +200,24 @@ class ScoreUncertainty:
         low, high = 0.5 * (1.0 - config.level), 0.5 * (1.0 + config.level)
         self.levels = np.array([low, high])
 
-    def evaluate(self, x, t_x, T, predicted_value, low, low_closed, high, high_closed) -> dict[str, np.ndarray]:
+    def beyond_reach(self, x, T) -> np.ndarray:
+        """Rows whose purchase distribution over the horizon reaches beyond :data:`MAX_HORIZON_PURCHASES`
+        (their columns are NaN; empty when the model has no purchase distribution).
+
+        Parameters
+        ----------
+        x, T : arrays of shape (n,)
+            Repeat purchases and age in the model's time units.
+        """
+        x, T = (np.asarray(v, dtype=float) for v in (x, T))
+        if self.reason is not None or len(x) == 0:
+            return np.zeros(len(x), dtype=bool)
+        first, inverse = _distinct([x, T])
+        upper = _upper_counts(self.draws, x[first], T[first], self.horizon, self.config.tail)
+        return (upper > MAX_HORIZON_PURCHASES)[inverse]
+
+    def evaluate(self, x, t_x, T, predicted_value, low, low_closed, high, high_closed,
+                 beyond=None) -> dict[str, np.ndarray]:
         """The columns :data:`UNCERTAINTY_NUMBERS` per customer.
 
         Parameters
@@ -202,12 +228,24 @@ class ScoreUncertainty:
             The scorer's value, the mean of the value distribution.
         low, low_closed, high, high_closed : arrays of shape (n,)
             The assigned tier's value range (:meth:`crmml.pyramid.TierRule.value_bounds`).
+        beyond : bool array of shape (n,), optional
+            :meth:`beyond_reach` if already known (computed otherwise): those rows are NaN.
         """
         n = len(x)
         out = {name: np.full(n, np.nan) for name in UNCERTAINTY_NUMBERS}
         if self.reason is not None or n == 0:
             return out
         x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
+        beyond = self.beyond_reach(x, T) if beyond is None else np.asarray(beyond, dtype=bool)
+        if beyond.any():  # those rows stay NaN; the others are evaluated as if alone
+            kept = ~beyond
+            if kept.any():
+                part = self.evaluate(*(np.asarray(v)[kept] for v in (x, t_x, T, predicted_value, low, low_closed,
+                                                                      high, high_closed)),
+                                     beyond=np.zeros(int(kept.sum()), dtype=bool))
+                for name in UNCERTAINTY_NUMBERS:
+                    out[name][kept] = part[name]
+            return out
         first, inverse = _distinct([x, t_x, T])
         distinct = _Distinct(len(first))
         if len(first) <= _SMALL:  # a request's few customers: one PMF, without the chunking's bookkeeping
@@ -223,18 +261,19 @@ class ScoreUncertainty:
         out["purchases_upper"] = distinct.upper[inverse].astype(float)
         if self.shapes is None:
             return out
-        spend = _SpendMixture(distinct, x[first], self.table)
-        quantiles = spend.relative_quantiles(self.levels)  # (distinct rows, 2): value / predicted value
         value = np.asarray(predicted_value, dtype=float)
+        with self._table_lock:  # the table grows (or starts afresh) under a caller's rows: one caller at a time
+            spend = _SpendMixture(distinct, x[first], self.table)
+            quantiles = spend.relative_quantiles(self.levels)  # (distinct rows, 2): value / predicted value
+            out["tier_probability"] = spend.tier_probability(inverse, value, low, low_closed, high, high_closed)
         out["value_lower"] = value * quantiles[inverse, 0]
         out["value_upper"] = value * quantiles[inverse, 1]
-        out["tier_probability"] = spend.tier_probability(inverse, value, low, low_closed, high, high_closed)
         return out
 
 
 class _Distinct:
-    """Per distinct history: P(X = 0), the count interval, E[X] and the PMF terms ``1 <= k <= K`` holding
-    at least ``tail`` each, sorted by row (pair arrays ``row``, ``k``, ``mass``).
+    """Per distinct history: P(X = 0), the count interval, E[X] and the PMF terms ``1 <= k <= K`` but the
+    smallest ones totalling at most ``tail``, sorted by row (pair arrays ``row``, ``k``, ``mass``).
 
     ``K``, the row's own largest count, is the smallest with ``P(X <= K) >= 1 - tail``: it depends on the
     row's own PMF only, not on how many columns its chunk evaluated, so a row does not depend on its batch.
@@ -253,7 +292,15 @@ class _Distinct:
         own = np.where(counts[None, :] <= upper, pmf, 0.0)
         self.mean[rows] = own @ counts
         self.lower[rows], self.upper[rows] = purchase_interval(own, level, "equal-tailed")
-        at_row, at_k = np.nonzero(own[:, 1:] >= tail)
+        terms = own[:, 1:]
+        # Leave out each row's smallest terms while their total stays within ``tail`` (a spread-out
+        # PMF of thousands of counts has every term below ``tail``: a threshold on single terms would
+        # leave out most of its mass and its upper quantiles would not exist).
+        order = np.argsort(terms, axis=1, kind="stable")
+        smallest_total = np.cumsum(np.take_along_axis(terms, order, axis=1), axis=1)
+        kept = np.empty(terms.shape, dtype=bool)
+        np.put_along_axis(kept, order, smallest_total > tail, axis=1)
+        at_row, at_k = np.nonzero(kept & (terms > 0))
         self._pairs.append((rows[at_row], at_k + 1.0, own[at_row, at_k + 1]))
 
     def pairs(self):
@@ -276,18 +323,27 @@ class _BetaCdfTable:
     """
 
     _Z, _N = 10.0, 401
+    #: Rows kept between calls (about 80 MB): a table past this starts afresh at the next call, so a
+    #: long-running service fed ever new large histories does not grow without bound. A row's values
+    #: depend on its ``(x, k)`` only, so starting afresh changes no number.
+    ROWS_KEPT = 25_000
 
     def __init__(self, p: float, q: float):
         self.p, self.q = p, q
         self.h = 2 * self._Z / (self._N - 1)
         self.z = np.linspace(-self._Z, self._Z, self._N)
+        self._start_afresh()
+        self.base(np.arange(21, dtype=float), np.full(21, 20))
+
+    def _start_afresh(self) -> None:
         self.values = np.empty((0, self._N))
         self.m, self.s = np.empty(0), np.empty(0)
         self.blocks: dict[float, tuple[int, int]] = {}  # x -> (first row, rows)
-        self.base(np.arange(21, dtype=float), np.full(21, 20))
 
     def base(self, xs: np.ndarray, k_max: np.ndarray) -> np.ndarray:
         """The row of ``k = 1`` for each distinct ``x`` of ``xs``, its rows made up to ``k_max``."""
+        if len(self.m) > self.ROWS_KEPT:
+            self._start_afresh()
         out = np.empty(len(xs), dtype=np.int64)
         new_values, new_m, new_s = [], [], []
         next_row = len(self.m)
@@ -417,8 +473,8 @@ class _SpendMixture:
             step = special.expit(np.log(u) - np.log1p(-u)
                                  - np.divide(error, slope, out=np.full(len(u), np.inf), where=slope > 0))
             inside = (step > lo) & (step < hi)
-            stop = done | (hi - lo <= 1e-15)
-            found[active[stop]] = u[stop]
+            stop = done | (hi - lo <= 1e-15)  # a bracket closed without the level: not found (NaN)
+            found[active[done]] = u[done]
             u = np.clip(np.where(inside, step, 0.5 * (lo + hi)), _U_MIN, _U_MAX)
             if stop.all():
                 break
