@@ -17,7 +17,10 @@ is what the columns add.
    transactions and a table row, from the service's in-memory log), ``--repeat`` calls each,
    interleaved in blocks of 50; medians. Target: at most +0.3 ms.
 
-It also prints the share of customers flagged ``tier_uncertain`` by tier on the 1M log; ``--shares``
+The scorers carry the uncertainty section of the run (``--draws``, ``--flag-below``, default 0: the
+flag off, as shipped), whatever their bundle was saved with. It also prints the share of customers
+whose ``tier_probability`` is below 0.5 (those ``tier_uncertain_below: 0.5`` would flag) by tier on
+the 1M log; ``--shares``
 prints it instead on the simulated base of part 2 and on CDNOW (calibration to 1997-09-30).
 """
 
@@ -54,18 +57,18 @@ def _without(scorer: Scorer) -> Scorer:
     return off
 
 
-def _with_draws(scorer: Scorer, draws: int) -> Scorer:
+def _configured(scorer: Scorer, args) -> Scorer:
+    """The scorer with the uncertainty section of the run: ``--draws`` parameter draws and the flag at
+    ``--flag-below`` (default 0, the shipped default: off), whatever the bundle was saved with."""
+    import copy
     from dataclasses import replace
 
-    if not draws:
-        return scorer
-    import copy
-
-    drawn = copy.copy(scorer)
-    drawn.config = replace(scorer.config, uncertainty=UncertaintyConfig(parameter_draws=draws))
-    drawn._score_uncertainty = None
-    drawn.score_uncertainty()
-    return drawn
+    configured = copy.copy(scorer)
+    configured.config = replace(scorer.config, uncertainty=UncertaintyConfig(parameter_draws=args.draws,
+                                                                             tier_uncertain_below=args.flag_below))
+    configured._score_uncertainty = None
+    configured.score_uncertainty()
+    return configured
 
 
 def batch(args) -> None:
@@ -77,7 +80,7 @@ def batch(args) -> None:
     if not (bundle / "scorer.joblib").exists():
         print("training the bench_score bundle (50,000 customers) ...", flush=True)
         train_worker(log, 50_000, write_config("bg_nbd"), bundle)
-    scorer = _with_draws(Scorer.load(bundle), args.draws)
+    scorer = _configured(Scorer.load(bundle), args)
     transactions = pq.read_table(log, filters=[("customer_id", "<", args.customers)]).to_pandas()
     peers = {"with the columns": scorer, "without (peer)": _without(scorer)}
     times: dict[str, list[float]] = {name: [] for name in peers}
@@ -91,14 +94,15 @@ def batch(args) -> None:
                 scores = out
     with_s, without_s = min(times["with the columns"]), min(times["without (peer)"])
     print(f"\nbatch: Scorer.score on {len(scores):,} customers ({len(transactions):,} rows), "
-          f"best of {args.batch_repeat}, parameter draws {args.draws}")
+          f"best of {args.batch_repeat}, parameter draws {args.draws}, tier_uncertain_below {args.flag_below:g}")
     print(f"{'':<20} {'seconds':>8}")
     for name in peers:
         print(f"{name:<20} {min(times[name]):8.2f}")
     print(f"ratio {with_s / without_s:.3f}x (+{with_s - without_s:.2f} s); target <= 1.20x: "
           f"{'met' if with_s / without_s <= 1.2 else 'not met'}")
-    shares = scores.groupby("tier")["tier_uncertain"].agg(["mean", "size"])
-    print(f"tier_uncertain: {scores['tier_uncertain'].mean():.1%} of customers; by tier:")
+    below = scores["tier_probability"] < 0.5
+    shares = below.groupby(scores["tier"]).agg(["mean", "size"])
+    print(f"tier_probability below 0.5 (flagged with tier_uncertain_below: 0.5): {below.mean():.1%} of customers; by tier:")
     print(shares.rename(columns={"mean": "flagged share", "size": "customers"}).to_string(float_format="{:.3f}".format))
     print(f"median tier_probability {scores['tier_probability'].median():.3f}; P(no purchase) >= 0.5: "
           f"{(scores['p_no_purchase'] >= 0.5).mean():.1%} of customers")
@@ -106,7 +110,7 @@ def batch(args) -> None:
 
 def one_customer(args) -> None:
     transactions, customers = _base()
-    scorer = _with_draws(_scorer(transactions, customers), args.draws)
+    scorer = _configured(_scorer(transactions, customers), args)
     counts = transactions.groupby("customer_id").size()
     customer = counts.index[counts.to_numpy() == 6][0]
     frame = transactions[transactions["customer_id"] == customer].reset_index(drop=True)
@@ -145,11 +149,13 @@ def one_customer(args) -> None:
 
 
 def _shares(scores: pd.DataFrame, name: str) -> None:
-    table = scores.groupby("tier").agg(customers=("tier_uncertain", "size"), flagged=("tier_uncertain", "mean"),
+    scores = scores.assign(below=scores["tier_probability"] < 0.5)
+    table = scores.groupby("tier").agg(customers=("below", "size"), below_0_5=("below", "mean"),
                                        median_tier_probability=("tier_probability", "median"),
                                        median_p_no_purchase=("p_no_purchase", "median"))
     table = table.reindex(["platinum", "gold", "iron", "lead"])
-    print(f"\n{name}: tier_uncertain on {scores['tier_uncertain'].mean():.1%} of {len(scores):,} customers")
+    print(f"\n{name}: tier_probability below 0.5 (flagged at tier_uncertain_below 0.5) on "
+          f"{scores['below'].mean():.1%} of {len(scores):,} customers")
     print(table.to_string(float_format="{:.3f}".format))
 
 
@@ -160,13 +166,13 @@ def flag_shares(args) -> None:
     from crmml.scorer import load_config
 
     transactions, customers = _base()
-    scorer = _with_draws(_scorer(transactions, customers), args.draws)
+    scorer = _configured(_scorer(transactions, customers), args)
     _shares(scorer.score(transactions, as_of=ONE_AS_OF, customers=customers), "simulated base (3,000 customers, BG/NBD)")
     cdnow = load_cdnow_transactions(sample=False)
     config = load_config(HERE.parent / "models" / "default.yaml").with_model(
         churn_learners=["logistic"], value_learners=["poisson_glm"])
     fitted = Scorer(config).fit(cdnow, as_of="1997-09-30")
-    fitted = _with_draws(fitted, args.draws)
+    fitted = _configured(fitted, args)
     _shares(fitted.score(cdnow, as_of="1997-09-30"), "CDNOW (23,570 customers, Pareto/NBD, as of 1997-09-30)")
 
 
@@ -176,6 +182,8 @@ def main() -> None:
     parser.add_argument("--batch-repeat", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1000, help="single-customer calls per side")
     parser.add_argument("--draws", type=int, default=0, help="uncertainty.parameter_draws (default 0)")
+    parser.add_argument("--flag-below", type=float, default=0.0,
+                        help="uncertainty.tier_uncertain_below (default 0: off, the shipped default)")
     parser.add_argument("--skip-batch", action="store_true")
     parser.add_argument("--profile", action="store_true", help="profile the single-customer path")
     parser.add_argument("--shares", action="store_true", help="only the tier_uncertain shares (simulated, CDNOW)")

@@ -89,8 +89,8 @@ MAX_HORIZON_PURCHASES = 10_000
 _MAX_STEPS = 60
 #: A quantile is found when the CDF is within this of its level.
 _CDF_TOLERANCE = 2e-5
-#: ``u = w/(1+w)`` is kept inside these (the logarithms of the beta density stay finite).
-_U_MIN, _U_MAX = 1e-300, 1.0 - 1e-16
+#: ``log w = logit u`` is kept inside these (``u`` from 1e-300 to 1 - 1e-16, as a double holds it).
+_Y_MIN, _Y_MAX = float(np.log(1e-300)), float(-np.log(1e-16))
 
 
 @dataclass(frozen=True)
@@ -338,6 +338,7 @@ class _BetaCdfTable:
     def _start_afresh(self) -> None:
         self.values = np.empty((0, self._N))
         self.m, self.s = np.empty(0), np.empty(0)
+        self.scale, self.offset = np.empty(0), np.empty(0)
         self.blocks: dict[float, tuple[int, int]] = {}  # x -> (first row, rows)
 
     def base(self, xs: np.ndarray, k_max: np.ndarray) -> np.ndarray:
@@ -366,23 +367,26 @@ class _BetaCdfTable:
         if new_values:
             self.values = np.concatenate([self.values, *new_values])
             self.m, self.s = np.concatenate([self.m, *new_m]), np.concatenate([self.s, *new_s])
+            # The grid position of logit u is ``logit u * scale + offset`` (one multiply-add per term).
+            self.scale = 1.0 / (self.s * self.h)
+            self.offset = (self._Z - self.m / self.s) / self.h
         return out
 
-    def cdf(self, ids: np.ndarray, u: np.ndarray, density: bool):
-        """``I_u`` of the rows ``ids`` at ``u`` in (0, 1), and with ``density`` its ``u``-derivative."""
-        s = self.s[ids]
-        position = ((np.log(u) - np.log1p(-u) - self.m[ids]) / s + self._Z) / self.h
+    def cdf(self, ids: np.ndarray, logit_u: np.ndarray, density: bool):
+        """``I_u`` of the rows ``ids`` at ``logit u`` (``log w`` for ``u = w/(1+w)``), and with
+        ``density`` its derivative in ``logit u``."""
+        scale = self.scale[ids]
+        position = logit_u * scale + self.offset[ids]
         j = np.clip(position, 0, self._N - 2).astype(np.int64)
         flat = ids * self._N + j
         table = self.values.ravel()
-        low, high = table[flat], table[flat + 1]
-        step = high - low
-        fraction = position - j
+        low = table[flat]
+        step = table[flat + 1] - low
         inside = (position >= 0) & (position <= self._N - 1)
-        value = np.where(inside, low + fraction * step, np.where(position > 0, 1.0, 0.0))
+        value = np.where(inside, low + (position - j) * step, np.where(position > 0, 1.0, 0.0))
         if not density:
             return value, None
-        return value, np.where(inside, step / (self.h * s * u * (1.0 - u)), 0.0)
+        return value, np.where(inside, step * scale, 0.0)
 
 
 class _SpendMixture:
@@ -427,12 +431,12 @@ class _SpendMixture:
         first = np.repeat(self.start[rows] - np.cumsum(counts) + counts, counts)
         return first + np.arange(len(target)), target
 
-    def _continuous(self, rows: np.ndarray, u: np.ndarray, density: bool = False, expanded=None):
-        """``sum_{k>=1} P(X=k) I_u(p k, q')`` for targets of rows ``rows`` at ``u`` in (0, 1) (and its
-        ``u``-derivative); ``expanded`` is :meth:`_expand` of ``rows`` if already made."""
+    def _continuous(self, rows: np.ndarray, log_w: np.ndarray, density: bool = False, expanded=None):
+        """``sum_{k>=1} P(X=k) I_u(p k, q')``, ``u = w/(1+w)``, for targets of rows ``rows`` at ``log w``
+        (and its ``log w``-derivative); ``expanded`` is :meth:`_expand` of ``rows`` if already made."""
         at, target = self._expand(rows) if expanded is None else expanded
         weighted = self.mass[at]
-        value, slope = self.table.cdf(self.ids[at], u[target], density)
+        value, slope = self.table.cdf(self.ids[at], log_w[target], density)
         cdf = np.bincount(target, weighted * value, minlength=len(rows))
         if not density:
             return cdf, None
@@ -452,38 +456,38 @@ class _SpendMixture:
         return relative.reshape(n_rows, len(levels))
 
     def _solve(self, rows: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """``w`` with ``P(W <= w) = target`` by Newton steps on ``u = w/(1+w)`` kept inside a bracket."""
+        """``w`` with ``P(W <= w) = target`` by Newton steps on ``y = log w = logit u`` (where the CDF is
+        closer to linear) kept inside a bracket."""
         # Start: the moment-matched beta-prime (``__init__``) at the level left above the atom.
         inner = (target - self.p_none[rows]) / (1.0 - self.p_none[rows])
-        u = np.clip(special.betaincinv(self.start_shapes[0][rows], self.start_shapes[1][rows], inner), _U_MIN, _U_MAX)
-        lo, hi = np.zeros(len(rows)), np.ones(len(rows))
+        u = special.betaincinv(self.start_shapes[0][rows], self.start_shapes[1][rows], inner)
+        with np.errstate(divide="ignore"):  # (u of 0 or 1: the clip's ends)
+            y = np.clip(np.log(u) - np.log1p(-u), _Y_MIN, _Y_MAX)
+        lo, hi = np.full(len(rows), _Y_MIN), np.full(len(rows), _Y_MAX)
         found = np.full(len(rows), np.nan)
         active = np.arange(len(rows))
         expanded = self._expand(rows)
         p_none, target = self.p_none[rows], target.copy()
         for _ in range(_MAX_STEPS):
-            cdf, pdf = self._continuous(rows, u, density=True, expanded=expanded)
+            cdf, slope = self._continuous(rows, y, density=True, expanded=expanded)
             error = p_none + cdf - target
             done = np.abs(error) <= _CDF_TOLERANCE
             above = error > 0
-            hi = np.where(above, u, hi)
-            lo = np.where(above, lo, u)
-            # The step in y = logit(u) = log w, where the CDF is closer to linear: dF/dy = f(u) u (1 - u).
-            slope = pdf * u * (1.0 - u)
-            step = special.expit(np.log(u) - np.log1p(-u)
-                                 - np.divide(error, slope, out=np.full(len(u), np.inf), where=slope > 0))
+            hi = np.where(above, y, hi)
+            lo = np.where(above, lo, y)
+            step = y - np.divide(error, slope, out=np.full(len(y), np.inf), where=slope > 0)
             inside = (step > lo) & (step < hi)
-            stop = done | (hi - lo <= 1e-15)  # a bracket closed without the level: not found (NaN)
-            found[active[done]] = u[done]
-            u = np.clip(np.where(inside, step, 0.5 * (lo + hi)), _U_MIN, _U_MAX)
+            stop = done | (hi - lo <= 1e-12)  # a bracket closed without the level: not found (NaN)
+            found[active[done]] = y[done]
+            y = np.where(inside, step, 0.5 * (lo + hi))
             if stop.all():
                 break
             if stop.any():
                 keep = ~stop
-                active, u, lo, hi, rows = active[keep], u[keep], lo[keep], hi[keep], rows[keep]
+                active, y, lo, hi, rows = active[keep], y[keep], lo[keep], hi[keep], rows[keep]
                 p_none, target = p_none[keep], target[keep]
                 expanded = self._expand(rows)
-        return found / (1.0 - found)
+        return np.exp(found)
 
     def cdf(self, rows: np.ndarray, relative: np.ndarray, closed: np.ndarray) -> np.ndarray:
         """``P(W/E[W] <= relative)`` (``<`` where not ``closed``) per target of row ``rows``."""
@@ -491,8 +495,9 @@ class _SpendMixture:
         out = np.where((relative == 0) & closed, self.p_none[rows], out)
         inner = np.flatnonzero((relative > 0) & (relative < np.inf))
         if inner.size:
-            w = relative[inner] * self.mean[rows[inner]]
-            continuous, _ = self._continuous(rows[inner], np.clip(w / (1.0 + w), _U_MIN, _U_MAX))
+            with np.errstate(divide="ignore"):  # (a mean of 0: log w of -inf, the clip's lower end)
+                log_w = np.log(relative[inner] * self.mean[rows[inner]])
+            continuous, _ = self._continuous(rows[inner], np.clip(log_w, _Y_MIN, _Y_MAX))
             out[inner] = self.p_none[rows[inner]] + continuous
         return np.where(np.isnan(relative), np.nan, out)
 
