@@ -44,7 +44,7 @@ with the value the tier was assigned from.
 Evaluation
 ----------
 Each row keeps ``k <= K``, ``K`` the smallest count with ``P(X <= K) >= 1 - tail``, and of those
-all but the smallest terms totalling at most ``tail``; a history whose ``K`` exceeds
+all but the end terms totalling at most ``tail/2`` at each end; a history whose ``K`` exceeds
 :data:`MAX_HORIZON_PURCHASES` gets NaN columns (and the scorer a reason). The incomplete beta functions ``I_u(p k, q + p x)`` are
 tabulated per ``(x, k)`` on a logit grid and interpolated (error below 1e-4; :class:`_BetaCdfTable`,
 kept with the scorer's constants and grown as new histories come). The quantiles are found per
@@ -272,8 +272,8 @@ class ScoreUncertainty:
 
 
 class _Distinct:
-    """Per distinct history: P(X = 0), the count interval, E[X] and the PMF terms ``1 <= k <= K`` but the
-    smallest ones totalling at most ``tail``, sorted by row (pair arrays ``row``, ``k``, ``mass``).
+    """Per distinct history: P(X = 0), the count interval, E[X] and the PMF terms ``1 <= k <= K`` but those
+    at either end totalling at most ``tail/2`` each, sorted by row (pair arrays ``row``, ``k``, ``mass``).
 
     ``K``, the row's own largest count, is the smallest with ``P(X <= K) >= 1 - tail``: it depends on the
     row's own PMF only, not on how many columns its chunk evaluated, so a row does not depend on its batch.
@@ -293,14 +293,13 @@ class _Distinct:
         self.mean[rows] = own @ counts
         self.lower[rows], self.upper[rows] = purchase_interval(own, level, "equal-tailed")
         terms = own[:, 1:]
-        # Leave out each row's smallest terms while their total stays within ``tail`` (a spread-out
-        # PMF of thousands of counts has every term below ``tail``: a threshold on single terms would
-        # leave out most of its mass and its upper quantiles would not exist).
-        order = np.argsort(terms, axis=1, kind="stable")
-        smallest_total = np.cumsum(np.take_along_axis(terms, order, axis=1), axis=1)
-        kept = np.empty(terms.shape, dtype=bool)
-        np.put_along_axis(kept, order, smallest_total > tail, axis=1)
-        at_row, at_k = np.nonzero(kept & (terms > 0))
+        # Leave out each row's end terms (k from 1 up, and from K down) while each end's total stays
+        # within tail/2: for the unimodal PMFs of these models those are its smallest terms. (A
+        # spread-out PMF of thousands of counts has every term below ``tail``: a threshold on single
+        # terms would leave out most of its mass and its upper quantiles would not exist.)
+        from_below = np.cumsum(terms, axis=1)
+        from_above = np.cumsum(terms[:, ::-1], axis=1)[:, ::-1]
+        at_row, at_k = np.nonzero((from_below > 0.5 * tail) & (from_above > 0.5 * tail) & (terms > 0))
         self._pairs.append((rows[at_row], at_k + 1.0, own[at_row, at_k + 1]))
 
     def pairs(self):
