@@ -12,7 +12,8 @@ is what the columns add.
    the file write of ``crmml score`` is left out, so the ratio is an upper bound of its share) on
    the first ``--customers`` customers of the 1M-customer log of ``bench_core.py``, with the bundle
    ``bench_score.py`` trains (fitted here the same way if missing: 50,000 customers, lean config,
-   BG/NBD). Target: at most 1.20x.
+   BG/NBD). Target: at most 1.20x. A third scorer with the count columns only (the purchase PMF per
+   distinct history, no value distribution) shows the floor under the columns' cost.
 2. **One customer**: the scorer and customer of ``bench_one_customer.py`` (a repeat buyer with 6
    transactions and a table row, from the service's in-memory log), ``--repeat`` calls each,
    interleaved in blocks of 50; medians. Target: at most +0.3 ms.
@@ -57,6 +58,17 @@ def _without(scorer: Scorer) -> Scorer:
     return off
 
 
+def _counts_only(scorer: Scorer) -> Scorer:
+    """The same scorer with the count columns only (``p_no_purchase``, the purchase interval: the purchase
+    PMF per distinct history), the value columns NaN: the floor under the columns' cost."""
+    import copy
+
+    counts = copy.copy(scorer)
+    full = scorer.score_uncertainty()
+    counts._score_uncertainty = ScoreUncertainty(full.model, None, full.horizon, full.config)
+    return counts
+
+
 def _configured(scorer: Scorer, args) -> Scorer:
     """The scorer with the uncertainty section of the run: ``--draws`` parameter draws and the flag at
     ``--flag-below`` (default 0, the shipped default: off), whatever the bundle was saved with."""
@@ -82,7 +94,7 @@ def batch(args) -> None:
         train_worker(log, 50_000, write_config("bg_nbd"), bundle)
     scorer = _configured(Scorer.load(bundle), args)
     transactions = pq.read_table(log, filters=[("customer_id", "<", args.customers)]).to_pandas()
-    peers = {"with the columns": scorer, "without (peer)": _without(scorer)}
+    peers = {"with the columns": scorer, "count columns only": _counts_only(scorer), "without (peer)": _without(scorer)}
     times: dict[str, list[float]] = {name: [] for name in peers}
     scores = None
     for _ in range(args.batch_repeat):
@@ -97,7 +109,7 @@ def batch(args) -> None:
           f"best of {args.batch_repeat}, parameter draws {args.draws}, tier_uncertain_below {args.flag_below:g}")
     print(f"{'':<20} {'seconds':>8}")
     for name in peers:
-        print(f"{name:<20} {min(times[name]):8.2f}")
+        print(f"{name:<20} {min(times[name]):8.2f}   {min(times[name]) / without_s:.3f}x the peer")
     print(f"ratio {with_s / without_s:.3f}x (+{with_s - without_s:.2f} s); target <= 1.20x: "
           f"{'met' if with_s / without_s <= 1.2 else 'not met'}")
     below = scores["tier_probability"] < 0.5

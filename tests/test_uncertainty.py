@@ -315,3 +315,18 @@ def test_the_beta_cdf_table_starts_afresh_past_its_size_with_the_same_numbers(sc
     assert grown > 50 and len(fresh.table.m) <= grown  # started afresh, then made what it needed
     for name in UNCERTAINTY_NUMBERS:
         np.testing.assert_allclose(first[name], again[name][::-1], rtol=1e-12, err_msg=name)
+
+
+def test_beyond_reach_is_the_upper_count_past_the_cap(scorer):
+    """The shortcut (no row with x up to ``x_within_reach`` is checked) gives what checking every row gives."""
+    from crmml.models.purchase_distribution import _upper_counts
+    from crmml.uncertainty import MAX_HORIZON_PURCHASES
+
+    uncertainty = scorer.score_uncertainty()
+    edge = uncertainty.x_within_reach
+    assert 0 < edge < 10**6
+    x = np.concatenate([np.arange(0, 3 * edge, max(1.0, edge // 50)), [edge, edge + 1, 10**5, 10**7]])
+    x, T = np.repeat(x, 4), np.tile([0.0, 1.0, 30.0, 400.0], len(x))
+    direct = _upper_counts(uncertainty.draws, x, T, uncertainty.horizon, uncertainty.config.tail) > MAX_HORIZON_PURCHASES
+    np.testing.assert_array_equal(uncertainty.beyond_reach(x, T), direct)
+    assert direct.any() and not direct.all() and not direct[x <= edge].any()

@@ -199,6 +199,25 @@ class ScoreUncertainty:
             self.table = _BetaCdfTable(p, q)  # grows with the histories scored (not saved with the scorer)
         low, high = 0.5 * (1.0 - config.level), 0.5 * (1.0 + config.level)
         self.levels = np.array([low, high])
+        self.x_within_reach = self._largest_x_within_reach()
+
+    def _largest_x_within_reach(self) -> float:
+        """The largest ``x`` whose count stays within reach even at ``T = 0``: the upper count grows
+        with ``x`` and falls with ``T`` (:func:`_upper_counts`), so no row with ``x`` up to this needs
+        its own check (-1 when even ``x = 0`` does not stay within reach)."""
+        def within(x: float) -> bool:
+            upper = _upper_counts(self.draws, np.array([x]), np.zeros(1), self.horizon, self.config.tail)
+            return bool(upper[0] <= MAX_HORIZON_PURCHASES)
+
+        if not within(0.0):
+            return -1.0
+        low, high = 0.0, 2.0**40
+        if within(high):
+            return high
+        while high - low > 1:
+            middle = float(np.floor(0.5 * (low + high)))
+            low, high = (middle, high) if within(middle) else (low, middle)
+        return low
 
     def beyond_reach(self, x, T) -> np.ndarray:
         """Rows whose purchase distribution over the horizon reaches beyond :data:`MAX_HORIZON_PURCHASES`
@@ -210,11 +229,16 @@ class ScoreUncertainty:
             Repeat purchases and age in the model's time units.
         """
         x, T = (np.asarray(v, dtype=float) for v in (x, T))
-        if self.reason is not None or len(x) == 0:
-            return np.zeros(len(x), dtype=bool)
-        first, inverse = _distinct([x, T])
-        upper = _upper_counts(self.draws, x[first], T[first], self.horizon, self.config.tail)
-        return (upper > MAX_HORIZON_PURCHASES)[inverse]
+        beyond = np.zeros(len(x), dtype=bool)
+        if self.reason is not None:
+            return beyond
+        candidates = np.flatnonzero(~(x <= self.x_within_reach))  # (most batches: none)
+        if candidates.size:
+            first, inverse = _distinct([x[candidates], T[candidates]])
+            upper = _upper_counts(self.draws, x[candidates][first], T[candidates][first], self.horizon,
+                                  self.config.tail)
+            beyond[candidates] = (upper > MAX_HORIZON_PURCHASES)[inverse]
+        return beyond
 
     def evaluate(self, x, t_x, T, predicted_value, low, low_closed, high, high_closed,
                  beyond=None) -> dict[str, np.ndarray]:
