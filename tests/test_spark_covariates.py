@@ -47,3 +47,35 @@ def test_covariate_fit_from_spark_equals_the_local_fit(spark):
     with pytest.raises(DataValidationError, match="'region'"):
         spark_api.fit_transaction_model(ParetoNBDCovariates(["region"]), remote_log, as_of=AS_OF,
                                         customers=remote_customers.drop("region"))
+
+
+@pytest.mark.slow
+def test_a_scorer_that_ships_the_covariate_model_scores_on_spark_as_locally(spark):
+    """Issue 17, item 3 on the fourth engine: every column of a scorer whose transaction model is the
+    covariate one (its customers' channels from the table; an unseen and a missing channel at the
+    reference level with a reason) equals the local scores."""
+    from test_transaction_covariates import AS_OF as COVARIATE_AS_OF
+    from test_transaction_covariates import EFFECTS, FAST, channel_data
+
+    from crmml.customer_model import ModelConfig
+    from crmml.scorer import SCORE_COLUMNS, Scorer, ScorerConfig
+
+    log, customers = channel_data(EFFECTS, seed=1)
+    scorer = Scorer(ScorerConfig(model=ModelConfig(**FAST), baseline_models=("pareto_nbd",)))
+    scorer.fit(log, as_of=COVARIATE_AS_OF, customers=customers)
+    assert isinstance(scorer.model_.btyd_.transaction_model, ParetoNBDCovariates)
+    ids = customers["customer_id"].iloc[:400]
+    rows = log[log["customer_id"].isin(ids)]
+    table = customers[customers["customer_id"].isin(ids)].astype({"acquisition_channel": object})
+    table.loc[table.index[:2], "acquisition_channel"] = ["tiktok", None]
+    local = scorer.score(rows, as_of=COVARIATE_AS_OF, customers=table).set_index("customer_id").sort_index()
+    remote = spark_api.score(spark.createDataFrame(rows).repartition(3), scorer, as_of=COVARIATE_AS_OF,
+                             customers=table).toPandas().set_index("customer_id").sort_index()
+    assert list(remote.columns) == SCORE_COLUMNS[1:] and remote.index.equals(local.index)
+    assert local["reasons"].str.contains("reference level").sum() >= 2
+    for name in local.columns:
+        if local[name].dtype.kind == "f":
+            np.testing.assert_allclose(remote[name].to_numpy(), local[name].to_numpy(), rtol=0, atol=1e-9,
+                                       err_msg=name)
+        else:
+            assert (remote[name].to_numpy() == local[name].to_numpy()).all(), name
