@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 
 from crmml.scorer import SCORE_NUMBERS
+from crmml.uncertainty import UNCERTAINTY_NUMBERS
 
 FIXTURE = Path(__file__).parent / "fixtures" / "bundle_0_1_0"
 CLUSTER_START_SECONDS = 90
@@ -144,6 +145,9 @@ def test_submit_scores_on_a_standalone_cluster_into_a_lake_path(standalone_clust
     expected = expected.sort_values("customer_id").reset_index(drop=True)
     assert scores["customer_id"].tolist() == expected["customer_id"].tolist()
     for name in SCORE_NUMBERS:
+        if name in UNCERTAINTY_NUMBERS:  # new since the fixture (issue 20): made from the same pickled models
+            assert scores[name].notna().all(), name
+            continue
         wanted = pd.to_numeric(expected[name], errors="coerce").to_numpy(dtype=float)
         np.testing.assert_allclose(scores[name].to_numpy(dtype=float), wanted, rtol=1e-9, atol=1e-12, err_msg=name)
     assert scores["tier"].tolist() == expected["tier"].tolist()
