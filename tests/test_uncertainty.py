@@ -164,6 +164,7 @@ def test_an_unsupported_transaction_model_gives_null_columns_and_no_flag(scorer,
     ({"parameter_draws": 2.5}, "uncertainty.parameter_draws must be a whole number"),
     ({"parameter_draws": -1}, "uncertainty.parameter_draws must be a whole number"),
     ({"tail": 0.05}, "uncertainty.tail must be in"),
+    ({"columns": "yes"}, "uncertainty.columns must be true or false"),
     ({"level": 0.99, "tail": 0.01}, r"must be below \(1 - level\)/4"),
     ({"levels": 0.8}, r"Unknown key\(s\) \['levels'\] in config section 'uncertainty'"),
 ])
@@ -330,3 +331,25 @@ def test_beyond_reach_is_the_upper_count_past_the_cap(scorer):
     direct = _upper_counts(uncertainty.draws, x, T, uncertainty.horizon, uncertainty.config.tail) > MAX_HORIZON_PURCHASES
     np.testing.assert_array_equal(uncertainty.beyond_reach(x, T), direct)
     assert direct.any() and not direct.all() and not direct[x <= edge].any()
+
+
+def test_columns_false_leaves_them_empty_and_the_rest_as_it_was(scorer, scores, base):
+    """``uncertainty.columns: false``: NaN columns, no flag, no uncertainty reason, every other column
+    identical, and the scorer's summary says why."""
+    import copy
+
+    transactions, customers = base
+    off = copy.copy(scorer)
+    off.config = replace(scorer.config, uncertainty=UncertaintyConfig(columns=False, tier_uncertain_below=0.5))
+    off._score_uncertainty = None
+    plain = off.score(transactions, as_of=AS_OF, customers=customers)
+    for name in UNCERTAINTY_NUMBERS:
+        assert plain[name].isna().all(), name
+    assert not plain["tier_uncertain"].any() and scores["tier_uncertain"].any()
+    assert not plain["reasons"].str.contains("tier uncertain").any()
+    for name in set(SCORE_COLUMNS) - set(UNCERTAINTY_NUMBERS) - {"tier_uncertain", "reasons", "flags"}:
+        assert plain[name].equals(scores[name]), name
+    others = scores["flags"].map(lambda flags: ";".join(f for f in flags.split(";") if f != "tier_uncertain"))
+    assert plain["flags"].tolist() == others.tolist()
+    assert off.summary()["uncertainty"]["unavailable"] == "turned off (uncertainty.columns: false)"
+    assert ScorerConfig.from_dict(off.config.to_dict()).uncertainty.columns is False

@@ -51,8 +51,8 @@ kept with the scorer's constants and grown as new histories come). The quantiles
 distinct history by safeguarded Newton steps on ``u = w / (1 + w)`` (the beta variable), started
 from the beta-prime with the mixture's first two moments, to a CDF within 2e-5 of the level; the
 tier probability is one or two CDF evaluations per customer. A transaction model without a purchase distribution (the covariate
-models, ...) gives NaN columns and no flag (:attr:`ScoreUncertainty.reason` says why); without a
-spend model the value columns are NaN.
+models, ...) or ``columns: false`` gives NaN columns and no flag (:attr:`ScoreUncertainty.reason`
+says why); without a spend model the value columns are NaN.
 """
 
 from __future__ import annotations
@@ -99,6 +99,10 @@ class UncertaintyConfig:
 
     Parameters
     ----------
+    columns : bool
+        Compute the columns (default True). False leaves them empty (NaN, no flag) for jobs that do not
+        need them: on a large batch they add about 1.6 times what the rest of scoring takes
+        (``benchmarks/bench_uncertainty.py``).
     level : float
         Level of the purchase and value intervals, in (0, 1) (default 0.8: the 10th to 90th percentile).
     tier_uncertain_below : float
@@ -117,6 +121,7 @@ class UncertaintyConfig:
         Probability left out of each customer's distribution, in (0, 0.01] (default 1e-4).
     """
 
+    columns: bool = True
     level: float = 0.8
     tier_uncertain_below: float = 0.0
     parameter_draws: int = 0
@@ -130,6 +135,9 @@ class UncertaintyConfig:
                 raise ValueError(f"uncertainty.{name} must be a number; got {value!r}.")
             return value
 
+        if not isinstance(self.columns, (bool, np.bool_)):
+            raise ValueError(f"uncertainty.columns must be true or false; got {self.columns!r}.")
+        object.__setattr__(self, "columns", bool(self.columns))
         if not 0 < number("level") < 1:
             raise ValueError(f"uncertainty.level must be in (0, 1), e.g. 0.8; got {self.level!r}.")
         if not 0 <= number("tier_uncertain_below") <= 1:
@@ -182,6 +190,9 @@ class ScoreUncertainty:
         self.reason = self.draws_reason = None
         self.shapes = None  # Gamma-Gamma (p, q)
         self._table_lock = threading.Lock()
+        if not config.columns:
+            self.reason = "turned off (uncertainty.columns: false)"
+            return
         if not supported(transaction_model):
             self.reason = (f"the transaction model ({type(transaction_model).__name__}) has no purchase "
                            "distribution")

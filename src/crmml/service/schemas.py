@@ -347,9 +347,9 @@ class ModelInfo(BaseModel):
     flags: dict
     uncertainty: dict = Field(
         default_factory=dict,
-        description="How the intervals and tier_probability are made: `level` (interval level), "
-                    "`tier_uncertain_below`, `parameter_draws`, `seed`, `tail`, and `unavailable` (why the "
-                    "columns are null, or null).")
+        description="How the intervals and tier_probability are made: `columns` (false: not made), `level` "
+                    "(interval level), `tier_uncertain_below`, `parameter_draws`, `seed`, `tail`, and "
+                    "`unavailable` (why the columns are null, or null).")
     models: dict
     channel_effects: list[dict] = Field(
         default_factory=list,
