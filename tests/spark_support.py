@@ -58,3 +58,18 @@ def assert_frames_equal_exactly(local: pd.DataFrame, remote: pd.DataFrame) -> No
         else:
             same = a == b
         assert same.all(), f"{name}: {int((~same).sum())} customers differ, e.g. {local.index[~same][:5].tolist()}"
+
+
+def assert_scores_close(local: pd.DataFrame, remote: pd.DataFrame) -> None:
+    """Spark scores against local ones, both indexed by customer id: every score column, numbers to
+    1e-9, text and flags identical."""
+    from crmml.scorer import SCORE_COLUMNS
+
+    assert list(remote.columns) == SCORE_COLUMNS[1:]
+    assert remote.index.equals(local.index)
+    for name in local.columns:
+        if local[name].dtype.kind == "f":
+            np.testing.assert_allclose(remote[name].to_numpy(), local[name].to_numpy(), rtol=0, atol=1e-9,
+                                       err_msg=name)
+        else:
+            assert (remote[name].to_numpy() == local[name].to_numpy()).all(), name

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from crmml.cli import main
+from crmml.uncertainty import UNCERTAINTY_NUMBERS
 from crmml.data import read_transactions
 from crmml.data.simulate import SimulationParams, simulate_transactions
 from crmml.labels import outcome_labels
@@ -102,6 +103,12 @@ def test_train_and_score_end_to_end_never_worse_than_btyd_beyond_noise(name, tmp
     scores = pd.read_parquet(scores_path).set_index("customer_id").sort_index()
     numbers = scores[["expected_purchases", "p_alive", "churn_probability", "predicted_value"]].to_numpy()
     assert np.isfinite(numbers).all(), f"{name}: non-finite scores"
+    # The uncertainty columns (issue 20) on every shape: finite, ordered, probabilities in [0, 1].
+    uncertainty = scores[list(UNCERTAINTY_NUMBERS)]
+    assert np.isfinite(uncertainty.to_numpy()).all(), f"{name}: non-finite uncertainty columns"
+    assert scores["p_no_purchase"].between(0, 1).all() and scores["tier_probability"].between(0, 1).all()
+    assert (scores["purchases_lower"] <= scores["purchases_upper"]).all()
+    assert (scores["value_lower"] <= scores["value_upper"]).all()
     assert ((scores["churn_probability"] >= 0) & (scores["churn_probability"] <= 1)).all()
 
     labels = outcome_labels(full, as_of=as_of, churn_window_days=CHURN_DAYS, value_horizon_days=VALUE_DAYS,

@@ -20,6 +20,7 @@ from spark_support import (
     TEST_CONF,
     TRAIN_AS_OF,
     assert_frames_equal_exactly,
+    assert_scores_close,
     simulated_log,
 )
 
@@ -28,7 +29,7 @@ from crmml.data import rfm_summary
 from crmml.errors import DataValidationError
 from crmml.features import compute_features
 from crmml.models import BetaGeo, GammaGamma
-from crmml.scorer import SCORE_COLUMNS, Scorer, ScorerConfig
+from crmml.scorer import Scorer, ScorerConfig
 
 # PySpark 4 and pandas 3: notices about PySpark's own use of pandas, nothing crmml can act on.
 pytestmark = [
@@ -233,7 +234,7 @@ def test_spark_scores_equal_local_scores(data, spark_log, scorer):
     """Every customer, every column: numbers to 1e-9, tiers, flags and reasons identical."""
     local = scorer.score(data[0], as_of=AS_OF).set_index("customer_id").sort_index()
     remote = _sorted(spark_api.score(spark_log, scorer, as_of=AS_OF))
-    _assert_scores_close(local, remote)
+    assert_scores_close(local, remote)
 
 
 def test_spark_scores_with_customer_table_equal_local_scores(data, spark_log, scorer):
@@ -246,18 +247,7 @@ def test_spark_scores_with_customer_table_equal_local_scores(data, spark_log, sc
     local = scorer.score(log, as_of=AS_OF, customers=table).set_index("customer_id").sort_index()
     remote = _sorted(spark_api.score(spark_log, scorer, as_of=AS_OF, customers=table))
     assert 10_001 in remote.index and 10_002 not in remote.index  # signed up after as_of
-    _assert_scores_close(local, remote)
-
-
-def _assert_scores_close(local: pd.DataFrame, remote: pd.DataFrame) -> None:
-    assert list(remote.columns) == SCORE_COLUMNS[1:]
-    assert remote.index.equals(local.index)
-    for name in local.columns:
-        if local[name].dtype.kind == "f":
-            np.testing.assert_allclose(remote[name].to_numpy(), local[name].to_numpy(), rtol=0, atol=1e-9,
-                                       err_msg=name)
-        else:
-            assert (remote[name].to_numpy() == local[name].to_numpy()).all(), name
+    assert_scores_close(local, remote)
 
 
 def test_crmml_score_engine_spark_writes_what_the_local_engine_writes(tmp_path, data, spark, scorer, capsys):
@@ -274,7 +264,7 @@ def test_crmml_score_engine_spark_writes_what_the_local_engine_writes(tmp_path, 
     spark_out = capsys.readouterr().out
     local = pd.read_parquet(tmp_path / "local.parquet").set_index("customer_id").sort_index()
     remote = pd.read_parquet(tmp_path / "spark.parquet").set_index("customer_id").sort_index()
-    _assert_scores_close(local, remote)
+    assert_scores_close(local, remote)
     for line in ("rows:", "customers:"):  # the same reconciled counts
         assert [x for x in local_out.splitlines() if x.startswith(line)] == \
             [x for x in spark_out.splitlines() if x.startswith(line)]
