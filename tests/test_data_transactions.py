@@ -365,3 +365,42 @@ def test_reject_still_raises_when_every_row_is_invalid():
     with pytest.raises(DataValidationError, match="Every row is invalid") as caught:
         read_transactions(small_log(amount=["x"] * 5), on_invalid="reject")
     assert caught.value.column == "amount"
+
+
+def test_a_log_kept_in_memory_is_read_once_and_gives_the_same_numbers(monkeypatch, cdnow):
+    import pickle
+
+    from crmml.data import rfm_summary
+    from crmml.data import summary as summary_module
+    from crmml.features import compute_features
+
+    streamed = read_transactions(cdnow)
+    kept = streamed.kept_in_memory()
+    assert kept is not streamed and kept.kept_in_memory() is kept and kept.keeps_rows_in_memory
+    assert kept.kept_sorted_batches() is None  # nothing read yet
+    first = rfm_summary(kept, as_of="1997-09-30")
+    assert sum(batch.num_rows for batch in kept.kept_sorted_batches()) == len(streamed)
+
+    def no_duckdb(*args, **kwargs):
+        raise AssertionError("a kept log was read from its source again")
+
+    monkeypatch.setattr(summary_module, "duckdb_session", no_duckdb)
+    pd.testing.assert_frame_equal(rfm_summary(kept, as_of="1997-09-30"), first)
+    pd.testing.assert_frame_equal(compute_features(kept, as_of="1997-06-30"),
+                                  compute_features(kept.partition(0, 1), as_of="1997-06-30"))
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(first, rfm_summary(streamed, as_of="1997-09-30"))
+    pd.testing.assert_frame_equal(compute_features(kept, as_of="1997-06-30"),
+                                  compute_features(streamed, as_of="1997-06-30"))
+    part = kept.partition(1, 3)  # a hash partition keeps its own rows once read
+    assert part.keeps_rows_in_memory and part.kept_sorted_batches() is None
+    pd.testing.assert_frame_equal(rfm_summary(part, as_of="1997-09-30"),
+                                  rfm_summary(streamed.partition(1, 3), as_of="1997-09-30"))
+    assert part.kept_sorted_batches() is not None
+    copy = pickle.loads(pickle.dumps(kept))  # a worker's copy reads its own rows
+    assert copy.keeps_rows_in_memory and copy.kept_sorted_batches() is None
+    small = streamed.kept_in_memory(max_rows=len(streamed) - 1)  # over the limit: streamed every time
+    rfm_summary(small, as_of="1997-09-30")
+    assert small.kept_sorted_batches() is None
+    with pytest.raises(ValueError, match="max_rows"):
+        streamed.kept_in_memory(max_rows=0)

@@ -113,7 +113,7 @@ def backtest(
     BacktestResult
     """
     config = config if config is not None else ModelConfig()
-    log = as_transactions(transactions, **read_kwargs)
+    log = as_transactions(transactions, **read_kwargs).kept_in_memory()  # read at every cutoff
     customers, _ = training_table(customers)
     cutoff_days = [as_day(c, "cutoffs") for c in ([cutoffs] if isinstance(cutoffs, (str, pd.Timestamp)) else cutoffs)]
     if not cutoff_days:
@@ -134,7 +134,7 @@ def backtest(
                 value_horizon_days=config.value_horizon_days, customer_ids=features.index,
             )
         labels = labels.reindex(features.index)
-        frame = _baseline_scores(log, features, predicted, config, baseline_models, cutoff)
+        frame = _baseline_scores(log, features, predicted, config, baseline_models, cutoff, model.btyd_)
         frame = pd.concat([frame, labels, features[["frequency", *FLAG_INPUTS]]], axis=1)  # the flags' inputs, for
         # their precision on the backtest (crmml.flags.FlagRule.learn)
         frame = frame.join(holdout_pit_columns(model, features, labels["purchases_in_horizon"],
@@ -231,11 +231,17 @@ def model_scores(features: pd.DataFrame, predicted: pd.DataFrame) -> pd.DataFram
     return out
 
 
-def _baseline_scores(log, features, predicted, config, baseline_models, cutoff) -> pd.DataFrame:
-    """Per customer: the model's and every baseline's churn, value and purchase predictions."""
+def _baseline_scores(log, features, predicted, config, baseline_models, cutoff, model_btyd) -> pd.DataFrame:
+    """Per customer: the model's and every baseline's churn, value and purchase predictions.
+
+    The baseline of the model's own transaction model is the model's BTYD fit at the cutoff
+    (``model_btyd``, the same fit on the same rows) unless that fit has covariates."""
     out = model_scores(features, predicted)
     for kind in baseline_models:
-        fitted = fit_btyd_models(log, cutoff, kind=kind, time_unit_days=config.time_unit_days)
+        if kind == config.transaction_model and model_btyd.covariates is None:
+            fitted = model_btyd
+        else:
+            fitted = fit_btyd_models(log, cutoff, kind=kind, time_unit_days=config.time_unit_days)
         name = BTYD_LABELS[kind]
         both = model_columns(features, fitted.transaction_model, fitted.spend_model,  # P(alive) once
                              horizons_days=[config.churn_window_days, config.value_horizon_days],

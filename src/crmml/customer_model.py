@@ -233,7 +233,7 @@ class CustomerModel:
         -------
         self
         """
-        log = as_transactions(transactions, **read_kwargs)
+        log = as_transactions(transactions, **read_kwargs).kept_in_memory()  # read many times
         as_of_day = as_day(as_of, "as_of")
         last_day = log.last_timestamp.normalize()
         if last_day < as_of_day - pd.Timedelta(days=_MAX_DAYS_WITHOUT_DATA):

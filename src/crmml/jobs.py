@@ -90,7 +90,7 @@ def train_job(*, transactions, as_of, customers=None, config=None, churn_window_
     :class:`~crmml.customer_columns.CustomerColumns`) its ``customer_columns:`` section; the model
     records the mappings it was trained with, and ``crmml score`` / ``crmml report`` default to them.
     """
-    from crmml.registry import log_and_register
+    from crmml.registry import log_and_register, tracking_store_opened
     from crmml.scorer import Scorer, ScorerConfig, load_config
 
     step = progress or (lambda _: None)
@@ -101,12 +101,13 @@ def train_job(*, transactions, as_of, customers=None, config=None, churn_window_
         settings = settings.with_model(**overrides)
     settings = replace(settings, columns=settings.columns.merged(columns),
                        customer_columns=settings.customer_columns.merged(customer_columns))
-    step("read the data")
-    log = read_transactions(transactions, time_format=time_format, on_invalid="reject",
-                            **settings.columns.read_kwargs())
-    table = read_customer_table(customers, settings.customer_columns)
-    as_of_day = as_day(as_of, "as_of")
-    scorer = Scorer(settings).fit(log, as_of=as_of_day, customers=table, progress=step, jobs=jobs)
+    with tracking_store_opened(tracking_uri):  # MLflow's set-up runs while the models fit
+        step("read the data")
+        log = read_transactions(transactions, time_format=time_format, on_invalid="reject",
+                                **settings.columns.read_kwargs())
+        table = read_customer_table(customers, settings.customer_columns)
+        as_of_day = as_day(as_of, "as_of")
+        scorer = Scorer(settings).fit(log, as_of=as_of_day, customers=table, progress=step, jobs=jobs)
     step("log to MLflow")
     record = log_and_register(scorer, transactions=log, customers=table, tracking_uri=tracking_uri,
                               experiment=experiment, model_name=model_name, promote=promote,

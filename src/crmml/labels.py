@@ -77,7 +77,8 @@ def outcome_labels(
             "(or allow_incomplete=True)."
         )
     window = calibration_holdout(log, calibration_end=as_of_day, holdout_end=window_end)
-    horizon = calibration_holdout(log, calibration_end=as_of_day, holdout_end=horizon_end)
+    horizon = window if horizon_end == window_end else calibration_holdout(
+        log, calibration_end=as_of_day, holdout_end=horizon_end)
     labels = pd.DataFrame(
         {
             "purchases_in_window": window["frequency_holdout"].astype(np.float64),
@@ -88,8 +89,9 @@ def outcome_labels(
     if customer_ids is not None:
         unknown = pd.Index(pd.unique(np.asarray(customer_ids))).difference(labels.index)
         if len(unknown):
-            in_window, _ = _first_time_purchases(log, as_of_day, window_end, unknown)
-            in_horizon, spend = _first_time_purchases(log, as_of_day, horizon_end, unknown)
+            in_window, spent = _first_time_purchases(log, as_of_day, window_end, unknown)
+            in_horizon, spend = (in_window, spent) if horizon_end == window_end else _first_time_purchases(
+                log, as_of_day, horizon_end, unknown)
             first_time = pd.DataFrame(
                 {"purchases_in_window": in_window, "spend_in_horizon": spend, "purchases_in_horizon": in_horizon},
                 index=unknown,

@@ -33,6 +33,7 @@ import logging
 import platform
 import re
 import tempfile
+import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -202,6 +203,40 @@ def log_and_register(
     except MlflowException as exc:  # a refused request: name the server it came from
         raise RegistryError(f"MLflow at {tracking_uri} refused the training run's registration: "
                             f"{first_line(exc)}") from exc
+
+
+@contextmanager
+def tracking_store_opened(tracking_uri: str):
+    """Open the tracking and registry stores at ``tracking_uri`` in a background thread while the
+    block runs (MLflow's import and a new SQLite database's creation and migrations: ~3 s), so that
+    :func:`log_and_register` after a long fit finds them ready.
+
+    MLflow keeps one store per URI, so the later call reuses what the thread opened. The thread's own
+    errors are left for :func:`log_and_register` to raise with its message. When the block fails, a
+    SQLite database the thread created is removed: a run that stops on bad data leaves no registry.
+    """
+    path = _sqlite_path(tracking_uri)
+    new_file = path is not None and not path.exists()
+
+    def open_stores() -> None:
+        try:
+            from mlflow import MlflowClient
+
+            _quiet_mlflow()
+            MlflowClient(tracking_uri).search_registered_models(max_results=1)  # both stores
+        except Exception:  # noqa: BLE001, S110 - log_and_register opens the store again and reports
+            pass
+
+    thread = threading.Thread(target=open_stores, name="crmml-open-tracking-store", daemon=True)
+    thread.start()
+    try:
+        yield
+    except BaseException:
+        thread.join()
+        if new_file and path.exists():
+            path.unlink()
+        raise
+    thread.join()
 
 
 def _experiment_id(client, name: str) -> str:

@@ -282,8 +282,9 @@ class Scorer:
         progress : callable, optional
             ``progress(step: str)`` is called as each step starts.
         jobs : int, default 1
-            Cores to use: with 2 or more, the backtest's model is fitted in a worker process beside
-            the shipped model (:func:`crmml.batch_pool.side_by_side`); the fitted scorer is the same.
+            Cores to use: with 2 or more, the backtest runs in a worker process while this one fits
+            the shipped model and scores the training population (:func:`crmml.batch_pool.side_by_side`);
+            the fitted scorer is the same.
 
         Returns
         -------
@@ -291,7 +292,7 @@ class Scorer:
         """
         step = progress or (lambda _: None)
         cfg = self.config
-        log = as_transactions(transactions, **read_kwargs)
+        log = as_transactions(transactions, **read_kwargs).kept_in_memory()  # read many times
         as_of_day = as_day(as_of, "as_of")
         if as_of_day < log.first_timestamp.normalize():
             raise DataValidationError(
@@ -302,28 +303,30 @@ class Scorer:
         self.fingerprint_ = data_fingerprint(log, customers)
         self.as_of_ = as_of_day
 
+        def fit_and_score():  # what does not need the backtest: done while it runs beside
+            step("fit models")
+            self.model_ = _fit_model(cfg.model, log, as_of_day, table)
+            step("score the training population")
+            arrays = self._table(table, as_of_day)
+            rows = self._rows(log, as_of_day, arrays, None)
+            return arrays, rows, self._predictions(rows)
+
         if jobs > 1:
             from crmml.batch_pool import side_by_side
 
-            step("backtest and fit models, side by side")
-            (self.backtest_, self.backtest_skipped_), self.model_ = side_by_side(
-                partial(_backtest, cfg, log, table, as_of_day), partial(_fit_model, cfg.model, log, as_of_day, table),
-                jobs=jobs,
+            step("backtest (beside)")
+            (self.backtest_, self.backtest_skipped_), (arrays, rows, predicted) = side_by_side(
+                partial(_backtest, cfg, log, table, as_of_day), fit_and_score, jobs=jobs,
             )
         else:
             step("backtest")
             self.backtest_, self.backtest_skipped_ = _backtest(cfg, log, table, as_of_day)
-            step("fit models")
-            self.model_ = _fit_model(cfg.model, log, as_of_day, table)
-        step("score the training population")
-        arrays = self._table(table, as_of_day)
-        rows = self._rows(log, as_of_day, arrays, None)
+            arrays, rows, predicted = fit_and_score()
         self.attribute_columns_ = [] if table is None else [c for c in table.columns if c != "customer_id"]
         self.attribute_features_ = list(rows.attributes)
         self.customer_table_ = None if table is None else table_record(
             cfg.customer_columns, customers.columns, self.attribute_features_,
             {**left_out, **dict.fromkeys(arrays.dropped_columns, "not a number, text or boolean")})
-        predicted = self._predictions(rows)
         self.tier_rule_ = TierRule.learn(predicted["predicted_value"], cfg.tiers)
         churned = churn = inputs = None
         if self.backtest_ is not None:

@@ -111,7 +111,8 @@ def paired_bootstrap_ses(actual, scores: dict[str, np.ndarray], baselines, metri
         is undefined on the data (one class, no spend).
     """
     actual = np.asarray(actual, dtype=np.float64)
-    evaluate = {"roc_auc": _weighted_auc, "normalized_gini": _weighted_gini}[metric]
+    if metric not in ("roc_auc", "normalized_gini"):
+        raise ValueError(f"metric must be 'roc_auc' or 'normalized_gini'; got {metric!r}.")
     rng = np.random.default_rng(seed)
     n = len(actual)
     subset, scale = slice(None), 1.0
@@ -121,11 +122,20 @@ def paired_bootstrap_ses(actual, scores: dict[str, np.ndarray], baselines, metri
         actual = actual[subset]
     prepared = {name: _Ordering(actual, np.asarray(s, dtype=np.float64)[subset], metric)
                 for name, s in scores.items()}
+    best = _Ordering(actual, actual, metric) if metric == "normalized_gini" else None
     values = {name: [] for name in scores}
     for start in range(0, n_resamples, _BLOCK):
-        weights = rng.poisson(1.0, size=(min(_BLOCK, n_resamples - start), len(actual))).astype(np.float64)
-        for name, ordering in prepared.items():
-            values[name].append(evaluate(ordering, weights))
+        # Poisson(1) counts fit a byte (P(count > 255) is nil): a byte gathered per customer, not eight
+        counts = rng.poisson(1.0, size=(min(_BLOCK, n_resamples - start), len(actual)))
+        weights = counts.astype(np.uint8) if counts.max(initial=0) <= 255 else counts
+        if best is None:
+            for name, ordering in prepared.items():
+                values[name].append(_weighted_auc(ordering, weights))
+        else:
+            reference = _weighted_capture(best.order, actual, weights)  # the best ordering's, shared
+            for name, ordering in prepared.items():
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    values[name].append(_weighted_capture(ordering.order, actual, weights) / reference)
     values = {name: np.concatenate(v) for name, v in values.items()}
     out = {}
     for baseline in baselines:
@@ -146,42 +156,38 @@ class _Ordering:
             ordered = score[order]
             starts = np.r_[0, np.flatnonzero(np.diff(ordered)) + 1]
             self.order, self.starts = order, starts
-            self.positive = actual[order] > 0.5
+            self.positive = (actual[order] > 0.5).astype(np.uint8)
         else:
             self.order = np.argsort(-score, kind="stable")  # descending, ties by position
-            self.best = np.argsort(-actual, kind="stable")
-            self.actual = actual
 
 
 def _weighted_auc(ordering: _Ordering, weights: np.ndarray) -> np.ndarray:
-    """ROC AUC under each row of ``weights`` (Mann-Whitney, ties one half)."""
+    """ROC AUC under each row of integer ``weights`` (Mann-Whitney, ties one half), in exact integer sums."""
     w = weights[:, ordering.order]
-    positive = ordering.positive
-    pos = np.where(positive, w, 0.0)
+    pos = w * ordering.positive
     neg = w - pos
-    group_neg = np.add.reduceat(neg, ordering.starts, axis=1)
-    group_pos = np.add.reduceat(pos, ordering.starts, axis=1)
+    if len(ordering.starts) == len(ordering.order):  # no ties: every customer is its own group
+        group_neg, group_pos = neg.astype(np.int64), pos.astype(np.int64)
+    else:
+        group_neg = np.add.reduceat(neg, ordering.starts, axis=1, dtype=np.int64)
+        group_pos = np.add.reduceat(pos, ordering.starts, axis=1, dtype=np.int64)
     below = np.cumsum(group_neg, axis=1) - group_neg  # negatives strictly below each tie group
-    wins = np.sum(group_pos * (below + 0.5 * group_neg), axis=1)
+    twice_wins = np.sum(group_pos * (2 * below + group_neg), axis=1)
     total = group_pos.sum(axis=1) * group_neg.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return wins / total
+        return 0.5 * twice_wins / total
 
 
-def _weighted_gini(ordering: _Ordering, weights: np.ndarray) -> np.ndarray:
-    """Normalized Gini under each row of ``weights``: the weighted share of spend captured above each
-    customer in the score's ordering, against the same in the best ordering."""
-
-    def gini(order):
-        w = weights[:, order]
-        captured = w * ordering.actual[order]
-        cumulative = np.cumsum(captured, axis=1)
-        total, count = cumulative[:, -1], w.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.sum(w * (cumulative - 0.5 * captured), axis=1) / (total * count) - 0.5
-
+def _weighted_capture(order: np.ndarray, actual: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Gini of the spend captured along ``order`` under each row of ``weights``: the weighted share of
+    spend above each customer, less one half. Its ratio to the best ordering's (customers by their
+    actual spend) is the normalized Gini."""
+    w = weights[:, order]
+    captured = w * actual[order]
+    cumulative = np.cumsum(captured, axis=1)
+    total, count = cumulative[:, -1], w.sum(axis=1, dtype=np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return gini(ordering.order) / gini(ordering.best)
+        return np.sum(w * (cumulative - 0.5 * captured), axis=1) / (total * count) - 0.5
 
 
 def choose_candidate(folds: list[FoldScores], task: str, *, baselines=("btyd",),

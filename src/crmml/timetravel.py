@@ -403,14 +403,15 @@ class Snapshots:
         self.covariates = tuple(covariates)
         self._base: dict[pd.Timestamp, pd.DataFrame] = {}
         self._models: dict[pd.Timestamp, BTYDModels] = {}
+        self._labels: dict[tuple[pd.Timestamp, int], pd.DataFrame] = {}
 
     def with_covariates(self, covariates) -> Snapshots:
         """The same snapshots with the transaction model fitted with ``covariates``: the features
-        already computed are shared (the BTYD fits are not)."""
+        and labels already computed are shared (the BTYD fits are not)."""
         other = Snapshots(self.log, self.customers, transaction_model=self.transaction_model,
                           time_unit_days=self.time_unit_days, feature_windows_days=self.feature_windows_days,
                           covariates=covariates)
-        other._base = self._base
+        other._base, other._labels = self._base, self._labels
         return other
 
     def models(self, as_of: pd.Timestamp) -> BTYDModels:
@@ -428,6 +429,26 @@ class Snapshots:
                 time_unit_days=self.time_unit_days,
             )
         return self._base[as_of]
+
+    def labels(self, cutoff: pd.Timestamp, window_days: int, customer_ids: pd.Index) -> pd.DataFrame:
+        """``churned``, ``purchases`` and ``spend`` in ``(cutoff, cutoff + window_days]`` of the customers
+        ``customer_ids`` (the rows of the features at ``cutoff``), computed once per window."""
+        key = (cutoff, window_days)
+        if key not in self._labels:
+            outcome = outcome_labels(
+                self.log, as_of=cutoff, churn_window_days=window_days, value_horizon_days=window_days,
+                allow_incomplete=True,  # windows end at a plan's end, which its caller has checked the log reaches
+                customer_ids=customer_ids if self.customers is not None else None,
+            ).reindex(customer_ids)
+            self._labels[key] = pd.DataFrame(
+                {
+                    "churned": outcome["churned"].to_numpy(),
+                    "purchases": outcome["purchases_in_window"].to_numpy(),
+                    "spend": outcome["spend_in_horizon"].to_numpy(),
+                },
+                index=customer_ids,
+            )
+        return self._labels[key]
 
     def features(self, as_of: pd.Timestamp, horizon_days: int, models: BTYDModels | None = None) -> pd.DataFrame:
         """Features at ``as_of`` with the model columns over ``horizon_days`` and a ``horizon_days`` column.
@@ -455,22 +476,8 @@ def training_frame(snapshots: Snapshots, plan: TrainingPlan) -> TrainingFrame:
     features, labels = [], []
     for window, cutoff in zip(plan.windows_days, plan.cutoffs, strict=True):
         rows = snapshots.features(cutoff, window)
-        outcome = outcome_labels(
-            snapshots.log, as_of=cutoff, churn_window_days=window, value_horizon_days=window,
-            allow_incomplete=True,  # windows end at plan.end, which the caller has checked the log reaches
-            customer_ids=rows.index if snapshots.customers is not None else None,
-        ).reindex(rows.index)
         features.append(rows)
-        labels.append(
-            pd.DataFrame(
-                {
-                    "churned": outcome["churned"].to_numpy(),
-                    "purchases": outcome["purchases_in_window"].to_numpy(),
-                    "spend": outcome["spend_in_horizon"].to_numpy(),
-                },
-                index=rows.index,
-            )
-        )
+        labels.append(snapshots.labels(cutoff, window, rows.index))
     if not features:
         raise ValueError(f"The plan has no training windows ({plan.reason}).")
     return TrainingFrame(pd.concat(features), pd.concat(labels), plan)

@@ -112,6 +112,10 @@ class InMemoryTransactions:
     def __repr__(self) -> str:
         return f"InMemoryTransactions(rows={len(self)}, has_amount={self.has_amount})"
 
+    def kept_in_memory(self, max_rows: int | None = None) -> InMemoryTransactions:
+        """This log: its rows are in memory already (:meth:`crmml.data.Transactions.kept_in_memory`)."""
+        return self
+
     def sorted_batches(self) -> Iterator[pa.RecordBatch]:
         """The rows sorted by customer and time (one batch: it never splits a customer)."""
         if len(self):

@@ -944,11 +944,21 @@ def _reduced_batches(
         for batch in log.sorted_batches():
             yield reduce(*_periods_of(batch, log.has_amount, cut))
         return
+    kept = log.kept_sorted_batches()
+    if kept is not None:  # a log kept in memory, read once already (Transactions.kept_in_memory)
+        for batch in kept:
+            yield reduce(*_periods_of(batch, log.has_amount, cut))
+        return
     pa.default_memory_pool().release_unused()
+    keeping = [] if log.keeps_rows_in_memory else None
     with duckdb_session() as con:
         log.create_views(con)
         for batch in _customer_batches(con, log.has_amount, getattr(log, "has_order", False)):
+            if keeping is not None:
+                keeping.append(batch)
             yield reduce(*_periods_of(batch, log.has_amount, cut))
+    if keeping is not None:
+        log.keep_sorted_batches(keeping)
 
 
 def _periods_of(batch: pa.RecordBatch, has_amount: bool, cut: _Cut) -> tuple[_Rows, _Periods, np.ndarray]:

@@ -62,6 +62,8 @@ __all__ = ["DEFAULT_TIMEZONE", "LogColumns", "TransactionReport", "Transactions"
 
 #: The time zone that defines purchase days when none is given.
 DEFAULT_TIMEZONE = "UTC"
+#: Valid rows a log kept in memory may hold (:meth:`Transactions.kept_in_memory`): ~0.3 GB.
+DEFAULT_MAX_KEPT_ROWS = 10_000_000
 
 #: A regular expression (DuckDB and Java syntax) true for timestamp text that ends in a UTC offset
 #: or a zone name after its time of day: ``+02``, ``+0200``, ``+02:00``, ``Z``, `` UTC``,
@@ -160,6 +162,56 @@ class Transactions:
         self._counts = None if report is None else (report, first_timestamp, last_timestamp)
         self._own_connection: duckdb.DuckDBPyConnection | None = None
         self._own_temp_directory: tempfile.TemporaryDirectory | None = None
+        self._keep_rows = 0  # > 0: keep the sorted valid rows in memory, up to this many (kept_in_memory)
+        self._sorted_rows: list[pa.RecordBatch] | None = None
+
+    def __getstate__(self) -> dict:
+        # A copy sent to a worker process re-reads its rows: no connection, no kept rows.
+        state = dict(self.__dict__)
+        state.update(_own_connection=None, _own_temp_directory=None, _sorted_rows=None)
+        return state
+
+    def kept_in_memory(self, max_rows: int = DEFAULT_MAX_KEPT_ROWS) -> Transactions:
+        """The same log, whose valid rows, once sorted by customer and time, stay in memory.
+
+        Training reads a log dozens of times (a summary and the features at every cutoff, the labels
+        of every window), and each read scans, validates and sorts the source again. The returned log
+        keeps the sorted rows of its first full read (as Arrow batches, about 32 bytes a row) and
+        hands them to every later read (:func:`crmml.data.summary.purchase_occasions` and the
+        summaries), so the results are the same numbers. Its :meth:`partition` logs keep theirs.
+
+        Parameters
+        ----------
+        max_rows : int
+            A log with more valid rows than this is streamed from the source as before (the first
+            read that passes the limit drops what it kept).
+
+        Returns
+        -------
+        Transactions
+            ``self`` when it already keeps its rows, else a copy that does.
+        """
+        if isinstance(max_rows, bool) or not isinstance(max_rows, numbers.Integral) or max_rows < 1:
+            raise ValueError(f"max_rows must be a positive int. Got {max_rows!r} instead.")
+        if self._keep_rows:
+            return self
+        copy = Transactions(self._source, self._plan, None, None, None, self._partitions)
+        copy._counts, copy._keep_rows = self._counts, int(max_rows)
+        return copy
+
+    @property
+    def keeps_rows_in_memory(self) -> bool:
+        """Whether reads keep the sorted rows (:meth:`kept_in_memory`)."""
+        return self._keep_rows > 0
+
+    def kept_sorted_batches(self) -> list[pa.RecordBatch] | None:
+        """The sorted valid rows kept by an earlier read, or None."""
+        return self._sorted_rows
+
+    def keep_sorted_batches(self, batches: list[pa.RecordBatch]) -> None:
+        """Keep a full read's sorted batches (when this log keeps its rows and they are within the limit)."""
+        if self._keep_rows and sum(batch.num_rows for batch in batches) <= self._keep_rows:
+            self._sorted_rows = batches
 
     @property
     def report(self) -> TransactionReport:
@@ -251,8 +303,10 @@ class Transactions:
             )
         partitions = self._partitions if count == 1 else (*self._partitions, (int(index), int(count)))
         part = Transactions(self._source, self._plan, None, None, None, partitions)
+        part._keep_rows = self._keep_rows
         if count == 1:
             part._counts = self._counts  # the same rows: reuse the counts when known
+            part._sorted_rows = self._sorted_rows
         return part
 
     def _counted(self) -> tuple[TransactionReport, pd.Timestamp | None, pd.Timestamp | None]:
