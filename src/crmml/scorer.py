@@ -337,7 +337,9 @@ class Scorer:
                                          mean_gap_days=rows["mean_gap_days"], population=population)
         self.model_id_ = _model_id(self.fingerprint_, cfg, as_of_day)
         self.model_version = f"local-{self.model_id_[:12]}"
-        scores = self._scored(rows, predicted, _costs_for(rows.ids, costs)).to_frame()
+        # The tables below read values, tiers and flags: the uncertainty columns (seconds on many
+        # customers) are left out of this scoring of the training population.
+        scores = self._scored(rows, predicted, _costs_for(rows.ids, costs), uncertainty=False).to_frame()
         step("insights")
         value = scores["predicted_value"].to_numpy()
         self.tables_ = {"tiers": self.tier_rule_.table(value, scores["tier"].to_numpy())}
@@ -470,7 +472,9 @@ class Scorer:
         predicted["predicted_value"] = predicted["predicted_spend"] * factor
         return predicted
 
-    def _scored(self, rows: CustomerRows, predicted: dict, cost_to_serve) -> Scores:
+    def _scored(self, rows: CustomerRows, predicted: dict, cost_to_serve, *, uncertainty: bool = True) -> Scores:
+        """The score rows; ``uncertainty=False`` leaves the uncertainty columns NaN and ``tier_uncertain``
+        false, as ``uncertainty.columns: false`` does, with no reason (for the training tables)."""
         value = predicted["predicted_value"]
         profit, tier, reasons = self.tier_rule_.evaluate_codes(value, cost_to_serve)
         flags, flag_reasons = self.flag_rule_.evaluate(
@@ -483,8 +487,12 @@ class Scorer:
             churn_window_days=self.config.model.churn_window_days,
         )
         reasons.extend(flag_reasons)
-        uncertainty = self._uncertainty(rows, value, tier, cost_to_serve, reasons)
-        flags["tier_uncertain"] = uncertainty_flag(uncertainty, tier, self.config.uncertainty, reasons)
+        if uncertainty:
+            uncertainty = self._uncertainty(rows, value, tier, cost_to_serve, reasons)
+            flags["tier_uncertain"] = uncertainty_flag(uncertainty, tier, self.config.uncertainty, reasons)
+        else:
+            uncertainty = {name: np.full(len(rows), np.nan) for name in UNCERTAINTY_NUMBERS}
+            flags["tier_uncertain"] = np.zeros(len(rows), dtype=bool)
         if rows.from_summary is not None and rows.from_summary.any():
             summary = Reasons(len(rows))
             summary.add_text(rows.from_summary, SUMMARY_REASON)
