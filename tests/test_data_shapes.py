@@ -141,12 +141,8 @@ def _check_not_worse(task, name, actual, shipped, btyd: dict, metric, metric_nam
     assert gap >= -margin, f"{name} {task}: shipped {metric_name} is {gap:+.4f} under {best} (margin {margin:.4f})"
 
 
-def _window_se(actual, score, metric_name: str, n_resamples: int = 200) -> float:
+def _window_se(actual, score, metric_name: str) -> float:
     """Bootstrap standard error of one score's metric on this window (Poisson weights, seeded)."""
-    from crmml.selection import _Ordering, _weighted_auc, _weighted_gini
+    from crmml.selection import bootstrap_se
 
-    evaluate = _weighted_auc if metric_name == "roc_auc" else _weighted_gini
-    ordering = _Ordering(np.asarray(actual, dtype=float), np.asarray(score, dtype=float), metric_name)
-    weights = np.random.default_rng(0).poisson(1.0, size=(n_resamples, len(actual))).astype(float)
-    values = evaluate(ordering, weights)
-    return float(np.std(values[np.isfinite(values)], ddof=1))
+    return bootstrap_se(actual, score, metric_name, n_resamples=200, seed=0)

@@ -48,3 +48,14 @@ def test_bootstrap_errors_are_positive_and_zero_for_the_baseline_itself(data):
     assert ses["btyd"]["btyd"] == 0.0 and ses["btyd"]["other"] > 0.005
     with pytest.raises(ValueError, match="metric"):
         paired_bootstrap_ses(churned, {"btyd": score}, ["btyd"], "accuracy")
+
+
+def test_one_score_bootstrap_error_is_the_spread_of_its_resampled_metric(data):
+    from crmml.selection import bootstrap_se
+
+    churned, _, score, _ = data
+    weights = np.random.default_rng(7).poisson(1.0, size=(50, len(churned)))  # the function's own draws
+    direct = [roc_auc_score(churned, score, sample_weight=row) for row in weights]
+    assert bootstrap_se(churned, score, "roc_auc", n_resamples=50, seed=7) == pytest.approx(np.std(direct, ddof=1),
+                                                                                             rel=1e-9)
+    assert np.isnan(bootstrap_se(np.zeros(50), np.arange(50.0), "roc_auc"))  # one class: undefined

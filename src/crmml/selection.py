@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-__all__ = ["Decision", "FoldScores", "PRIMARY_METRIC", "choose_candidate", "paired_bootstrap_se", "paired_bootstrap_ses"]
+__all__ = ["Decision", "FoldScores", "PRIMARY_METRIC", "bootstrap_se", "choose_candidate", "paired_bootstrap_se",
+           "paired_bootstrap_ses"]
 
 #: The metric that ranks candidates, per task (higher is better).
 PRIMARY_METRIC = {"churn": "roc_auc", "value": "normalized_gini"}
@@ -110,6 +111,31 @@ def paired_bootstrap_ses(actual, scores: dict[str, np.ndarray], baselines, metri
         Per baseline, per candidate (the baseline's own is 0), the standard error; NaN when the metric
         is undefined on the data (one class, no spend).
     """
+    values, scale = _resampled_metrics(actual, scores, metric, n_resamples, seed)
+    out = {}
+    for baseline in baselines:
+        out[baseline] = {}
+        for name in scores:
+            out[baseline][name] = scale * _std(values[name] - values[baseline])
+    return out
+
+
+def bootstrap_se(actual, score, metric: str, *, n_resamples: int = _RESAMPLES, seed: int = 0) -> float:
+    """Bootstrap standard error of one score's ``metric`` (the resamples of :func:`paired_bootstrap_ses`);
+    NaN when the metric is undefined on the data."""
+    values, scale = _resampled_metrics(actual, {"score": score}, metric, n_resamples, seed)
+    return scale * _std(values["score"])
+
+
+def _std(values: np.ndarray) -> float:
+    values = values[np.isfinite(values)]
+    return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+
+
+def _resampled_metrics(actual, scores: dict, metric: str, n_resamples: int, seed: int):
+    """Each score's ``metric`` under ``n_resamples`` Poisson(1) weight vectors shared by all scores, and
+    the factor that scales a standard error on the resampled subset (at most
+    ``_MAX_BOOTSTRAP_CUSTOMERS`` customers) to all customers."""
     actual = np.asarray(actual, dtype=np.float64)
     if metric not in ("roc_auc", "normalized_gini"):
         raise ValueError(f"metric must be 'roc_auc' or 'normalized_gini'; got {metric!r}.")
@@ -136,15 +162,7 @@ def paired_bootstrap_ses(actual, scores: dict[str, np.ndarray], baselines, metri
             for name, ordering in prepared.items():
                 with np.errstate(invalid="ignore", divide="ignore"):
                     values[name].append(_weighted_capture(ordering.order, actual, weights) / reference)
-    values = {name: np.concatenate(v) for name, v in values.items()}
-    out = {}
-    for baseline in baselines:
-        out[baseline] = {}
-        for name in scores:
-            diff = values[name] - values[baseline]
-            diff = diff[np.isfinite(diff)]
-            out[baseline][name] = scale * float(np.std(diff, ddof=1)) if len(diff) > 1 else float("nan")
-    return out
+    return {name: np.concatenate(v) for name, v in values.items()}, scale
 
 
 class _Ordering:
