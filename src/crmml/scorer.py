@@ -314,7 +314,7 @@ class Scorer:
         if jobs > 1:
             from crmml.batch_pool import side_by_side
 
-            step("backtest (beside)")
+            step("backtest, in a second process")
             (self.backtest_, self.backtest_skipped_), (arrays, rows, predicted) = side_by_side(
                 partial(_backtest, cfg, log, table, as_of_day), fit_and_score, jobs=jobs,
             )
