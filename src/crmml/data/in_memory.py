@@ -15,7 +15,7 @@ error (naming its position), never a silent drop: the service rejects the reques
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -116,10 +116,10 @@ class InMemoryTransactions:
         """This log: its rows are in memory already (:meth:`crmml.data.Transactions.kept_in_memory`)."""
         return self
 
-    def sorted_batches(self) -> Iterator[pa.RecordBatch]:
-        """The rows sorted by customer and time (one batch: it never splits a customer)."""
-        if len(self):
-            yield self._batch
+    def kept_sorted_batches(self) -> list[pa.RecordBatch]:
+        """The rows sorted by customer and time (one batch: it never splits a customer; none without rows),
+        as :meth:`crmml.data.Transactions.kept_sorted_batches` gives a kept log's."""
+        return [self._batch] if len(self) else []
 
 
 def _ids(values: Sequence) -> pa.Array:

@@ -77,7 +77,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crmml.data.in_memory import InMemoryTransactions
 from crmml.data.transactions import Transactions, as_transactions, duckdb_session
 from crmml.errors import DataValidationError
 
@@ -940,12 +939,9 @@ def _reduced_batches(
     """
     # DuckDB and NumPy cannot reuse memory that Arrow's allocator keeps cached (after
     # pandas.read_parquet, for example): hand it back to the system before the sort.
-    if isinstance(log, InMemoryTransactions):  # sorted already: no query plan for a few rows
-        for batch in log.sorted_batches():
-            yield reduce(*_periods_of(batch, log.has_amount, cut))
-        return
     kept = log.kept_sorted_batches()
-    if kept is not None:  # a log kept in memory, read once already (Transactions.kept_in_memory)
+    if kept is not None:  # rows in memory, sorted: a request's (InMemoryTransactions, no query plan for a
+        # few rows) or a log's read once already (Transactions.kept_in_memory)
         for batch in kept:
             yield reduce(*_periods_of(batch, log.has_amount, cut))
         return
