@@ -38,6 +38,7 @@ from crmml.customer_rows import TREND_DAYS, CustomerRows, check_windows, custome
 from crmml.customer_table import table_arrays
 from crmml.data.summary import as_day
 from crmml.data.transactions import as_transactions
+from crmml.models.base import SummaryColumns
 
 __all__ = ["TREND_DAYS", "attribute_values", "btyd_summary", "check_windows", "compute_features", "feature_columns",
            "features_frame", "model_columns", "model_features", "model_predictions", "transaction_covariates"]
@@ -242,9 +243,13 @@ def model_predictions(features, transaction_model=None, spend_model=None, *, hor
     summed: dict[str, np.ndarray] = {}
     if transaction_model is None and spend_model is None:
         return out, summed
-    model_summary = btyd_summary(features, time_unit_days=time_unit)
-    for name in transaction_covariates(transaction_model):  # a covariate model reads the customer's attributes
-        model_summary[name] = attribute_values(features, name)
+    covariates = transaction_covariates(transaction_model)
+    if covariates:  # a covariate model reads the customer's attributes (and groups a frame by them)
+        model_summary = btyd_summary(features, time_unit_days=time_unit)
+        for name in covariates:
+            model_summary[name] = attribute_values(features, name)
+    else:  # a plain model reads the columns as they are
+        model_summary = SummaryColumns(_btyd_columns(features, time_unit))
     if transaction_model is not None:
         no_purchase = hasattr(transaction_model, "probability_no_purchase")
         units = [h / time_unit for h in checked]
@@ -272,16 +277,18 @@ def btyd_summary(features: pd.DataFrame | Mapping, *, time_unit_days: float = 7.
     A customer without purchases is summarised as one acquired at the as-of date,
     ``x = t_x = T = 0``: the models' prior predictive for a new customer.
     """
+    return pd.DataFrame(_btyd_columns(features, time_unit_days), copy=False)
+
+
+def _btyd_columns(features, time_unit_days: float) -> dict[str, np.ndarray]:
+    """:func:`btyd_summary`'s columns as arrays."""
     time_unit = _positive(time_unit_days, "time_unit_days")
-    return pd.DataFrame(
-        {
-            "frequency": np.nan_to_num(_floats(features["frequency"]), nan=0.0),
-            "recency": np.nan_to_num(_floats(features["recency_days"]), nan=0.0) / time_unit,
-            "T": np.nan_to_num(_floats(features["age_days"]), nan=0.0) / time_unit,
-            "monetary_value": np.nan_to_num(_floats(features["monetary_value"]), nan=0.0),
-        },
-        copy=False,
-    )
+    return {
+        "frequency": np.nan_to_num(_floats(features["frequency"]), nan=0.0),
+        "recency": np.nan_to_num(_floats(features["recency_days"]), nan=0.0) / time_unit,
+        "T": np.nan_to_num(_floats(features["age_days"]), nan=0.0) / time_unit,
+        "monetary_value": np.nan_to_num(_floats(features["monetary_value"]), nan=0.0),
+    }
 
 
 def transaction_covariates(model) -> list[str]:

@@ -30,6 +30,7 @@ __all__ = [
     "BaseModel",
     "FitWarning",
     "OptimumDiagnosis",
+    "SummaryColumns",
     "check_btyd_summary",
     "check_horizon",
     "diagnose_optimum",
@@ -42,6 +43,42 @@ Data = tuple[np.ndarray, ...]
 LikelihoodFunction = Callable[[np.ndarray, Data], tuple[np.ndarray, np.ndarray]]
 
 _MAX_SHOWN_ROWS = 5
+
+class SummaryColumns:
+    """A model's summary as named float columns, without a DataFrame: what the scoring core hands the
+    models (building and reading a frame costs more than the maths for the one customer of a
+    request). It has the little of a frame the models read: ``len``, ``[name]``, ``columns`` and a
+    positional ``index`` (for error messages). The models' public methods still take and return
+    frames; their results on these columns are indexed ``0 .. n - 1``.
+    """
+
+    def __init__(self, columns: dict[str, np.ndarray]):
+        self._columns = {name: np.asarray(values) for name, values in columns.items()}
+        lengths = {len(values) for values in self._columns.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"SummaryColumns needs columns of one length; got lengths {sorted(lengths)}.")
+        self._n = lengths.pop() if lengths else 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._columns[name]
+
+    def __setitem__(self, name: str, values) -> None:
+        values = np.asarray(values)
+        if len(values) != self._n:
+            raise ValueError(f"Column {name!r} has {len(values)} values for {self._n} rows.")
+        self._columns[name] = values
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self._columns)
+
+    @property
+    def index(self) -> pd.RangeIndex:
+        return pd.RangeIndex(self._n)
+
 
 def unique_rows(columns: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Find the distinct rows of a set of equally long columns.
@@ -62,6 +99,8 @@ def unique_rows(columns: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         For every row, the index of its distinct row in ``first``.
     """
     n = len(columns[0])
+    if n <= 1:  # (one customer of a request: nothing to find)
+        return np.arange(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     key = np.zeros(n, dtype=np.int64)
     radix = 1
     for column in columns:
@@ -180,10 +219,12 @@ class BaseModel(BaseEstimator):
 
     # ----------------------------------------------------------------------------------------------
     # Input handling
-    def _extract(self, summary: pd.DataFrame, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """Validate the summary frame and return its model columns as float arrays."""
+    def _extract(self, summary: pd.DataFrame | SummaryColumns,
+                 columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Validate the summary (a frame, or :class:`SummaryColumns`) and return its model columns as
+        float arrays."""
         columns = tuple(columns or self.data_columns)
-        if not isinstance(summary, pd.DataFrame):
+        if not isinstance(summary, (pd.DataFrame, SummaryColumns)):
             raise DataValidationError(
                 f"{type(self).__name__} expects a summary DataFrame with columns {list(columns)}; "
                 f"got {type(summary).__name__}."
@@ -199,12 +240,14 @@ class BaseModel(BaseEstimator):
                 )
             column = summary[name]
             if column.dtype == np.float64:  # already numbers (the usual case): skip the conversion
-                values = column.to_numpy()
+                values = np.asarray(column)
+            elif isinstance(column, np.ndarray):
+                values = column.astype(np.float64)
             else:
                 values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
             bad = ~np.isfinite(values)
             if bad.any():
-                raise rows_error(summary.index, bad, summary[name].to_numpy(), name, "must be a finite number")
+                raise rows_error(summary.index, bad, np.asarray(summary[name]), name, "must be a finite number")
             data[name] = values
         self._check_data(data, summary.index)
         return data
