@@ -364,6 +364,27 @@ def test_jobs_write_byte_identical_scores_and_rejections(data, tmp_path, suffix)
     assert written[1] == written[3]
 
 
+class ReportingProcess:
+    """A picklable callback that says which process scored its partition (through ``attrs``)."""
+
+    def __call__(self, log, table):
+        scores = features_callback(log, table)
+        scores.attrs["pid"] = os.getpid()
+        return scores
+
+
+def test_jobs_score_in_this_process_too(data, tmp_path):
+    """With jobs=2 this process and one worker score: the workers from the first partition on, this
+    process from the last on, and the file is the one jobs=1 writes."""
+    reports = {jobs: run(data, tmp_path / f"scores{jobs}.parquet", score_partition=ReportingProcess(),
+                         customers_per_partition=60, jobs=jobs) for jobs in (1, 2)}
+    pids = [attrs["pid"] for attrs in reports[2].partition_attrs]
+    assert len(pids) == 7 and pids[-1] == os.getpid() and pids[0] != os.getpid()
+    assert set(pids) == {os.getpid(), pids[0]}  # one worker beside this process
+    assert {attrs["pid"] for attrs in reports[1].partition_attrs} == {os.getpid()}
+    assert (tmp_path / "scores1.parquet").read_bytes() == (tmp_path / "scores2.parquet").read_bytes()
+
+
 def test_jobs_need_a_picklable_callback(data, tmp_path):
     with pytest.raises(TypeError, match="picklable"):
         run(data, tmp_path / "scores.parquet", jobs=2, score_partition=lambda log, table: features_callback(log, table))

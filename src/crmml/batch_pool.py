@@ -8,13 +8,16 @@ Work folder
     Folders without an owner file (not made by this code) are never touched.
 
 Worker processes
-    With ``jobs > 1`` the partitions are scored by a :class:`concurrent.futures.ProcessPoolExecutor`
-    of ``jobs`` processes started with ``spawn`` (no DuckDB connection or thread state is
-    inherited), started before the customers are counted so that their imports overlap it. Each
-    worker receives the scoring callable once, through its initializer (it must be picklable),
-    and then one small task per partition. DuckDB's threads and memory limit are split evenly
-    between the workers (:func:`worker_resources`); the scoring itself (pandas, scikit-learn)
-    takes memory per worker, so peak memory grows with ``jobs`` x the partition size.
+    With ``jobs > 1`` the partitions are scored by this process and a
+    :class:`concurrent.futures.ProcessPoolExecutor` of ``jobs - 1`` worker processes started with
+    ``spawn`` (no DuckDB connection or thread state is inherited), started before the customers are
+    counted so that their imports overlap it. Each worker receives the scoring callable once,
+    through its initializer (it must be picklable), and then one small task per partition; the
+    workers take partitions from the first on, this process from the last on (it is ready while
+    the workers still import; on 2 cores, 1M customers: 1.42x -> see the README for --jobs 2
+    against --jobs 1). DuckDB's threads and memory limit are split evenly between the ``jobs``
+    processes (:func:`worker_resources`); the scoring itself (pandas, scikit-learn) takes memory
+    per process, so peak memory grows with ``jobs`` x the partition size.
 
 Two jobs side by side
     :func:`side_by_side` runs one callable in a single worker process while this process runs
@@ -32,8 +35,10 @@ import re
 import shutil
 import tempfile
 import sys
+import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -194,17 +199,9 @@ def side_by_side(first: Callable, second: Callable, *, jobs: int) -> tuple:
     with ProcessPoolExecutor(1, mp_context=context, initializer=_start_worker,
                              initargs=(environment, None)) as pool:
         future = pool.submit(_call_recording_warnings, first, threads)
-        saved = {name: os.environ.get(name) for name in environment}
-        os.environ.update(environment)  # this process's DuckDB sessions take the other half
-        try:
-            with threadpool_limits(threads, user_api="openmp"):
-                second_result = second()
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+        # this process's DuckDB sessions take the other half
+        with _environment(environment), threadpool_limits(threads, user_api="openmp"):
+            second_result = second()
         first_result, caught = future.result()
     for message, category, filename, lineno in caught:
         _warn_again(message, category, filename, lineno)
@@ -248,17 +245,21 @@ class PartitionRunner:
     customers; ``callback`` is pickled to each worker once, through the pool's initializer.
     """
 
-    def __init__(self, callback: Callable, pool: ProcessPoolExecutor | None):
-        self.callback, self.pool = callback, pool
+    def __init__(self, callback: Callable, pool: ProcessPoolExecutor | None, resources: dict[str, str] | None = None,
+                 workers: int = 0):
+        self.callback, self.pool, self.resources, self.workers = callback, pool, resources or {}, workers
 
     def run(self, function: Callable, arguments: tuple, count: int,
             progress: Callable[[int, int], object] | None = None) -> Iterator:
         """The results for ``index`` in ``0 .. count - 1``, yielded in index order.
 
         Without workers (``jobs == 1``) or with one partition the calls run here, one after the
-        other. Otherwise the workers run them and results are yielded as soon as every earlier one
-        is in. ``progress(done, count)`` is called as partitions finish (in any order). On an
-        error the pending partitions are cancelled, the running ones finish, and it is raised.
+        other. Otherwise the workers take the partitions from the first on, and this process,
+        whenever it is not waiting for the next result in order, takes the last one no worker has
+        started (with a worker's share of DuckDB's threads and memory), so every process scores
+        while the workers start. Results are yielded as soon as every earlier one is in.
+        ``progress(done, count)`` is called as partitions finish (in any order). On an error the
+        pending partitions are cancelled, the running ones finish, and it is raised.
         """
         if self.pool is None or count == 1:
             for index in range(count):
@@ -267,41 +268,86 @@ class PartitionRunner:
                     progress(index + 1, count)
                 yield result
             return
+        stopped = False
+        lock = threading.Lock()
+        unassigned = deque(range(count))  # the workers take from the left, this process from the right
+        futures: dict[int, object] = {}
+
+        def submit_next(_=None) -> None:  # (also a done-callback: a finished task hands on the next)
+            with lock:
+                if stopped or not unassigned:
+                    return
+                index = unassigned.popleft()
+                futures[index] = future = self.pool.submit(_run_in_worker, function, index, arguments)
+            future.add_done_callback(submit_next)  # (runs in the pool's thread, or here if already done)
+
         try:
-            futures = {self.pool.submit(_run_in_worker, function, index, arguments): index for index in range(count)}
+            for _ in range(self.workers + 1):  # each worker busy, one more queued (as the pool queues)
+                submit_next()
             finished: dict[int, object] = {}
-            pending, next_index, n_done = set(futures), 0, 0
+            next_index, n_done = 0, 0
             while next_index < count:
-                if next_index not in finished:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in sorted(done, key=futures.get):
-                        finished[futures[future]] = future.result()  # a worker's error is raised here
-                        n_done += 1
-                        if progress is not None:
-                            progress(n_done, count)
+                with lock:
+                    done = sorted(i for i, future in futures.items() if future.done())
+                for index in done:
+                    finished[index] = futures.pop(index).result()  # a worker's error is raised here
+                    n_done += 1
+                    if progress is not None:
+                        progress(n_done, count)
+                if next_index in finished:
+                    yield finished.pop(next_index)
+                    next_index += 1
                     continue
-                yield finished.pop(next_index)
-                next_index += 1
+                with lock:
+                    taken = unassigned.pop() if unassigned else None
+                if taken is not None:
+                    with _environment(self.resources):
+                        finished[taken] = function(taken, self.callback, *arguments)
+                    n_done += 1
+                    if progress is not None:
+                        progress(n_done, count)
+                    continue
+                with lock:
+                    running = list(futures.values())
+                wait(running, return_when=FIRST_COMPLETED)
         except BaseException:
+            with lock:
+                stopped = True
             self.pool.shutdown(wait=True, cancel_futures=True)
             raise
 
 
 @contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` updated with ``values`` inside the block, restored after."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
 def partition_runner(callback: Callable, jobs: int) -> Iterator[PartitionRunner]:
-    """A :class:`PartitionRunner` with ``jobs`` worker processes (none for ``jobs == 1``), shut
-    down on exit (after the running partitions finish)."""
+    """A :class:`PartitionRunner` for ``jobs`` processes: this one and ``jobs - 1`` workers (none
+    for ``jobs == 1``), shut down on exit (after the running partitions finish)."""
     if jobs == 1:
         yield PartitionRunner(callback, None)
         return
     check_picklable(callback, "score_partition")
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
-                             initargs=(worker_resources(jobs), callback)) as pool:
-        for _ in range(jobs):  # start the workers now: they import while the caller counts
+    resources = worker_resources(jobs)
+    with ProcessPoolExecutor(jobs - 1, mp_context=context, initializer=_start_worker,
+                             initargs=(resources, callback)) as pool:
+        for _ in range(jobs - 1):  # start the workers now: they import while the caller counts
             pool.submit(_warm_up)
         try:
-            yield PartitionRunner(callback, pool)
+            yield PartitionRunner(callback, pool, resources, jobs - 1)
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
