@@ -271,7 +271,9 @@ class Transactions:
         log's source and parse plan: :meth:`create_views`, and with it every consumer
         (:func:`~crmml.data.rfm_summary`, :func:`~crmml.data.purchase_occasions`,
         :func:`~crmml.features.compute_features`), sees only the partition's rows. Each query still
-        scans the whole source.
+        scans the whole source, except on a log split by
+        :func:`~crmml.data.split_log.split_by_customer` into the same ``count``: its partitions read
+        only their own rows.
 
         Parameters
         ----------
@@ -301,6 +303,11 @@ class Transactions:
             raise ValueError(
                 f"count must be >= 1 and index in [0, count). Got index={index!r}, count={count!r}."
             )
+        own = self._source.split_part(int(index), int(count))
+        if own is not None:  # a split log's partition reads only its own rows (crmml.data.split_log)
+            part = Transactions(own, self._plan, None, None, None, self._partitions)
+            part._keep_rows = self._keep_rows
+            return part
         partitions = self._partitions if count == 1 else (*self._partitions, (int(index), int(count)))
         part = Transactions(self._source, self._plan, None, None, None, partitions)
         part._keep_rows = self._keep_rows
@@ -842,6 +849,11 @@ class _Source(ABC):
     @abstractmethod
     def row_label(self, source_file: str | None, source_row: int):
         """The label a user sees for one row."""
+
+    def split_part(self, index: int, count: int) -> _Source | None:
+        """The source of partition ``index`` of ``count`` when this source is already split that way
+        (:mod:`crmml.data.split_log`), else None."""
+        return None
 
     @abstractmethod
     def label_rows(self, frame: pd.DataFrame) -> pd.DataFrame:
