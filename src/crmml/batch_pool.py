@@ -14,8 +14,7 @@ Worker processes
     counted so that their imports overlap it. Each worker receives the scoring callable once,
     through its initializer (it must be picklable), and then one small task per partition; the
     workers take partitions from the first on, this process from the last on (it is ready while
-    the workers still import; on 2 cores, 1M customers: 1.42x -> see the README for --jobs 2
-    against --jobs 1). DuckDB's threads and memory limit are split evenly between the ``jobs``
+    the workers still import). DuckDB's threads and memory limit are split evenly between the ``jobs``
     processes (:func:`worker_resources`); the scoring itself (pandas, scikit-learn) takes memory
     per process, so peak memory grows with ``jobs`` x the partition size.
 
@@ -285,15 +284,18 @@ class PartitionRunner:
             for _ in range(self.workers + 1):  # each worker busy, one more queued (as the pool queues)
                 submit_next()
             finished: dict[int, object] = {}
-            next_index, n_done = 0, 0
+
+            def record(index: int, result) -> None:
+                finished[index] = result
+                if progress is not None:
+                    progress(len(finished) + next_index, count)
+
+            next_index = 0
             while next_index < count:
                 with lock:
                     done = sorted(i for i, future in futures.items() if future.done())
                 for index in done:
-                    finished[index] = futures.pop(index).result()  # a worker's error is raised here
-                    n_done += 1
-                    if progress is not None:
-                        progress(n_done, count)
+                    record(index, futures.pop(index).result())  # a worker's error is raised here
                 if next_index in finished:
                     yield finished.pop(next_index)
                     next_index += 1
@@ -302,10 +304,7 @@ class PartitionRunner:
                     taken = unassigned.pop() if unassigned else None
                 if taken is not None:
                     with _environment(self.resources):
-                        finished[taken] = function(taken, self.callback, *arguments)
-                    n_done += 1
-                    if progress is not None:
-                        progress(n_done, count)
+                        record(taken, function(taken, self.callback, *arguments))
                     continue
                 with lock:
                     running = list(futures.values())
