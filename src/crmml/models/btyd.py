@@ -76,7 +76,8 @@ class AliveMixtureModel(TransactionModel):
 
     Subclasses provide, as pure functions of the natural parameters and arrays:
     :meth:`_probability_alive` ``(params, x, t_x, T)``, :meth:`_expected_if_alive`
-    ``(params, x, T, t)`` and :meth:`_no_purchase_if_alive` ``(params, x, T, t)``.
+    ``(params, x, T, t)`` and :meth:`_no_purchase_if_alive` ``(params, x, T, t)``, elementwise:
+    the horizon ``t`` is a number or, for a discounted sum, one per row.
     """
 
     data_columns = ("frequency", "recency", "T")
